@@ -1,0 +1,32 @@
+/* cli: the `moepack` command-line front end. Each subcommand lives in its own
+ * cli/cmd_<name>.c and is registered in the table in cli/main.c. A subcommand
+ * returns the process exit code: 0 success, 1 usage error, 2 bad input or I/O
+ * error, 3 a check that ran and failed. */
+#ifndef MP_CLI_H
+#define MP_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mp_error.h"
+
+typedef int (*mp_cmd_fn)(int argc, char **argv);
+
+/* Prints "moepack: <msg>" to stderr and returns err->code (MP_ERR_INPUT when
+ * the code was never set). */
+int mp_cli_report(const mp_error *err);
+
+/* Prints "moepack: <cmd>: <problem>" and a hint to run --help; returns 1. */
+int mp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict number parsing for flag values: the whole string must be a number
+ * within [min, max]; otherwise a usage error naming the flag is printed and
+ * false returned. */
+bool mp_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max, uint64_t *out);
+bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
+bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
+
+/* Subcommands (one per cli/cmd_*.c). */
+int mp_cmd_version(int argc, char **argv);
+
+#endif

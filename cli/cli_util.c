@@ -1,0 +1,69 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+int mp_cli_report(const mp_error *err)
+{
+    fprintf(stderr, "moepack: %s\n", err->msg[0] ? err->msg : "unknown error");
+    return err->code ? err->code : MP_ERR_INPUT;
+}
+
+int mp_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    fprintf(stderr, "moepack: %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(run 'moepack %s --help' for usage)\n", cmd);
+    return MP_ERR_USAGE;
+}
+
+bool mp_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!s || !*s || *s == '-') {
+        mp_cli_usage_error(cmd, "%s needs a non-negative integer, got '%s'", flag, s ? s : "");
+        return false;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max) {
+        mp_cli_usage_error(cmd, "%s must be an integer in [%llu, %llu], got '%s'", flag, (unsigned long long)min,
+                           (unsigned long long)max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || errno || *end || v < min || v > max) {
+        mp_cli_usage_error(cmd, "%s must be an integer in [%lld, %lld], got '%s'", flag, (long long)min,
+                           (long long)max, s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || errno || *end || !isfinite(v) || v < min || v > max) {
+        mp_cli_usage_error(cmd, "%s must be a number in [%g, %g], got '%s'", flag, min, max, s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}

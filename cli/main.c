@@ -1,0 +1,44 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    mp_cmd_fn fn;
+    const char *summary;
+} mp_command;
+
+/* One line per subcommand; keep alphabetical. */
+static const mp_command commands[] = {
+    {"version", mp_cmd_version, "print the version and the build's features"},
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: moepack <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'moepack <command> --help' describes a command.\n"
+                 "exit codes: 0 success, 1 usage error, 2 bad input or I/O error, 3 a check failed\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return MP_ERR_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_usage(stdout);
+        return MP_OK;
+    }
+    if (!strcmp(argv[1], "--version"))
+        return mp_cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moepack: unknown command '%s'\n", argv[1]);
+    print_usage(stderr);
+    return MP_ERR_USAGE;
+}

@@ -1,0 +1,260 @@
+#include "mp_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int mp_map_file(const char *path, mp_mapped_file *out, mp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mp_fail_errno(err, path, errno, "cannot open");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mp_fail_errno(err, path, e, "cannot stat");
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "not a regular file");
+    }
+    out->path = strdup(path);
+    out->size = (uint64_t)st.st_size;
+    out->fd = fd;
+    if (!out->path) {
+        close(fd);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
+    }
+    if (out->size > 0) {
+        void *p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            mp_unmap_file(out);
+            return mp_fail_errno(err, path, e, "cannot mmap");
+        }
+        out->data = p;
+    }
+    return MP_OK;
+}
+
+void mp_unmap_file(mp_mapped_file *f)
+{
+    if (f->data)
+        munmap((void *)f->data, (size_t)f->size);
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
+}
+
+int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    f->final_path = strdup(final_path);
+    f->partial_path = concat(final_path, ".partial");
+    if (!f->final_path || !f->partial_path) {
+        mp_outfile_abort(f);
+        return mp_fail(err, MP_ERR_INPUT, final_path, NULL, "out of memory");
+    }
+    int flags = O_RDWR | O_CREAT | O_CLOEXEC | (resume ? 0 : O_TRUNC);
+    f->fd = open(f->partial_path, flags, 0644);
+    if (f->fd < 0) {
+        int e = errno;
+        char *p = f->partial_path;
+        f->partial_path = NULL; /* nothing of ours to remove */
+        mp_fail_errno(err, p, e, "cannot create");
+        free(p);
+        mp_outfile_abort(f);
+        return MP_ERR_INPUT;
+    }
+    struct stat st;
+    if (fstat(f->fd, &st) == 0)
+        f->size = (uint64_t)st.st_size;
+    return MP_OK;
+}
+
+int mp_outfile_pwrite(mp_outfile *f, const void *buf, size_t n, uint64_t offset, mp_error *err)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(f->fd, p, n, (off_t)offset);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            if (e == ENOSPC || e == EFBIG || e == EDQUOT)
+                return mp_fail(err, MP_ERR_INPUT, f->partial_path, NULL,
+                               "cannot write: %s (out of disk space or over the file size limit?)", strerror(e));
+            return mp_fail_errno(err, f->partial_path, e, "cannot write");
+        }
+        p += w;
+        n -= (size_t)w;
+        offset += (uint64_t)w;
+    }
+    if (offset > f->size)
+        f->size = offset;
+    return MP_OK;
+}
+
+int mp_outfile_append(mp_outfile *f, const void *buf, size_t n, mp_error *err)
+{
+    return mp_outfile_pwrite(f, buf, n, f->size, err);
+}
+
+int mp_outfile_pad_to(mp_outfile *f, uint64_t alignment, mp_error *err)
+{
+    static const uint8_t zeros[4096];
+    uint64_t target = (f->size + alignment - 1) & ~(alignment - 1);
+    while (f->size < target) {
+        uint64_t n = target - f->size;
+        if (n > sizeof zeros)
+            n = sizeof zeros;
+        int rc = mp_outfile_append(f, zeros, (size_t)n, err);
+        if (rc)
+            return rc;
+    }
+    return MP_OK;
+}
+
+int mp_outfile_commit(mp_outfile *f, mp_error *err)
+{
+    if (fsync(f->fd) != 0)
+        return mp_fail_errno(err, f->partial_path, errno, "cannot sync");
+    if (close(f->fd) != 0) {
+        f->fd = -1;
+        return mp_fail_errno(err, f->partial_path, errno, "cannot close");
+    }
+    f->fd = -1;
+    if (rename(f->partial_path, f->final_path) != 0)
+        return mp_fail_errno(err, f->final_path, errno, "cannot rename the finished output into place");
+    free(f->partial_path);
+    f->partial_path = NULL;
+    free(f->final_path);
+    f->final_path = NULL;
+    return MP_OK;
+}
+
+void mp_outfile_abort(mp_outfile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->partial_path)
+        unlink(f->partial_path);
+    free(f->partial_path);
+    free(f->final_path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+void mp_outfile_close_keep(mp_outfile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->partial_path);
+    free(f->final_path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err)
+{
+    *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mp_fail_errno(err, path, errno, "cannot open");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "not a readable regular file");
+    }
+    if ((uint64_t)st.st_size > max_size) {
+        close(fd);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "file is %lld bytes, more than the limit of %llu",
+                       (long long)st.st_size, (unsigned long long)max_size);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(buf);
+            close(fd);
+            return mp_fail_errno(err, path, e, "cannot read");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    if (out_len)
+        *out_len = n;
+    return MP_OK;
+}
+
+char *mp_path_join(const char *dir, const char *name)
+{
+    size_t ld = strlen(dir);
+    bool slash = ld > 0 && dir[ld - 1] != '/';
+    size_t ln = strlen(name);
+    char *s = malloc(ld + slash + ln + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, dir, ld);
+    if (slash)
+        s[ld] = '/';
+    memcpy(s + ld + slash, name, ln + 1);
+    return s;
+}
+
+char *mp_path_dirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+bool mp_is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool mp_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}

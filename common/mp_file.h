@@ -1,0 +1,69 @@
+/* mp_file: read-only file mappings and crash-safe output files.
+ *
+ * Inputs are mapped read-only and never copied; every consumer must treat the
+ * mapped bytes as hostile. Outputs are written to "<final>.partial" and only
+ * renamed to the final name by mp_outfile_commit, after an fsync, so a crash,
+ * a kill or a full disk never leaves a half-written file under the final name. */
+#ifndef MP_FILE_H
+#define MP_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_error.h"
+
+typedef struct mp_mapped_file {
+    char *path;          /* owned copy, for error messages */
+    const uint8_t *data; /* NULL when size == 0 */
+    uint64_t size;
+    int fd;
+} mp_mapped_file;
+
+/* Maps `path` read-only (MAP_SHARED so the page cache is shared with other
+ * processes and nothing is copied). */
+int mp_map_file(const char *path, mp_mapped_file *out, mp_error *err);
+void mp_unmap_file(mp_mapped_file *f);
+
+/* True when [offset, offset+size) lies within a buffer of `total` bytes,
+ * without overflowing. */
+static inline bool mp_range_ok(uint64_t offset, uint64_t size, uint64_t total)
+{
+    return offset <= total && size <= total - offset;
+}
+
+typedef struct mp_outfile {
+    char *final_path;
+    char *partial_path;
+    int fd;
+    uint64_t size; /* bytes written so far at the end of the file */
+} mp_outfile;
+
+/* Creates (or, with `resume`, reopens) FINAL.partial. */
+int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err);
+/* Writes all of buf at `offset`; a short write (ENOSPC, EFBIG, EIO) is an error
+ * that names the file. */
+int mp_outfile_pwrite(mp_outfile *f, const void *buf, size_t n, uint64_t offset, mp_error *err);
+/* Appends at f->size. */
+int mp_outfile_append(mp_outfile *f, const void *buf, size_t n, mp_error *err);
+/* Appends zero bytes until f->size is a multiple of `alignment` (a power of 2). */
+int mp_outfile_pad_to(mp_outfile *f, uint64_t alignment, mp_error *err);
+/* fsync, close and rename FINAL.partial to FINAL. */
+int mp_outfile_commit(mp_outfile *f, mp_error *err);
+/* Closes and removes FINAL.partial (safe to call after commit: then a no-op). */
+void mp_outfile_abort(mp_outfile *f);
+/* Closes without removing FINAL.partial, so `--resume` can continue it. */
+void mp_outfile_close_keep(mp_outfile *f);
+
+/* Reads a whole (small) file into a NUL-terminated malloc'd buffer, refusing
+ * files larger than max_size. */
+int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err);
+
+/* Joins a directory and a file name into a malloc'd path. */
+char *mp_path_join(const char *dir, const char *name);
+/* The directory part of a path (malloc'd; "." when there is none). */
+char *mp_path_dirname(const char *path);
+bool mp_is_directory(const char *path);
+bool mp_file_exists(const char *path);
+
+#endif

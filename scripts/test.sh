@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, builds a
+# normal and an ASan+UBSan build, and runs every test in both through ctest.
+# Tests read ../shared/fixtures when it exists (override: MOEPACK_FIXTURES=DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+fixtures=${MOEPACK_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== build (ASan+UBSan)"
+bash scripts/build.sh build-asan -DMOEPACK_SANITIZE=ON -DMOEPACK_WITH_CUDA=OFF -DMOEPACK_FIXTURES="$fixtures"
+echo "== build"
+bash scripts/build.sh build -DMOEPACK_FIXTURES="$fixtures"
+
+echo "== tests under ASan+UBSan"
+(cd build-asan && ctest -j"$jobs" --output-on-failure -L '' -LE no-sanitize) | tee build-asan.ctest.log | grep -vE '^\s+Start ' || true
+asan_summary=$(grep -E 'tests passed' build-asan.ctest.log | tail -1)
+echo "== tests"
+set +e
+(cd build && ctest -j"$jobs" --output-on-failure) > build.ctest.log 2>&1
+rc=$?
+set -e
+grep -vE '^\s+Start ' build.ctest.log
+echo "ASan+UBSan: ${asan_summary:-no summary}"
+grep -q '100% tests passed' build-asan.ctest.log || rc=1
+summary=$(grep -E 'tests passed' build.ctest.log | tail -1)
+echo "${summary:-ctest printed no summary}"
+exit $rc

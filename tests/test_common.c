@@ -1,0 +1,126 @@
+/* common/: number formats, error formatting, crash-safe output files. */
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mp_error.h"
+#include "mp_file.h"
+#include "mp_num.h"
+#include "mp_test.h"
+
+static void test_f16_roundtrip(void)
+{
+    /* every finite half converts to f32 and back unchanged */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = mp_f16_to_f32((uint16_t)h);
+        if (isnan(f))
+            continue;
+        if (mp_f32_to_f16(f) != h)
+            bad++;
+    }
+    CHECKF(bad == 0, "%d halves did not round-trip", bad);
+    CHECK(mp_f16_to_f32(0x3c00) == 1.0f);
+    CHECK(mp_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(mp_f32_to_f16(65520.0f) == 0x7c00);
+    CHECK(mp_f32_to_f16(65519.0f) == 0x7bff);
+    /* ties to even: 1 + 2^-11 lies between 1 and the next half */
+    CHECK(mp_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3c00);
+    CHECK(mp_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)) == 0x3c02);
+}
+
+static void test_bf16(void)
+{
+    CHECK(mp_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(mp_bf16_to_f32(0x3f80) == 1.0f);
+    /* 1 + 2^-8 is a tie between 1 and 1+2^-7: rounds to even (1.0) */
+    CHECK(mp_f32_to_bf16(1.0f + ldexpf(1.0f, -8)) == 0x3f80);
+    CHECK(mp_f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)) == 0x3f82);
+    CHECK(isnan(mp_bf16_to_f32(mp_f32_to_bf16(NAN))));
+}
+
+static void test_fp8(void)
+{
+    int bad = 0;
+    for (uint32_t v = 0; v < 256; v++) {
+        float f = mp_fp8_e4m3_to_f32((uint8_t)v);
+        if (isnan(f))
+            continue;
+        if (mp_f32_to_fp8_e4m3(f) != v && !(f == 0.0f && (v & 0x7f) == 0))
+            bad++;
+    }
+    CHECKF(bad == 0, "%d fp8 values did not round-trip", bad);
+    CHECK(mp_fp8_e4m3_to_f32(0x7e) == 448.0f);
+    CHECK(mp_fp8_e4m3_to_f32(0x01) == ldexpf(1.0f, -9));
+    CHECK(isnan(mp_fp8_e4m3_to_f32(0x7f)));
+    CHECK(mp_f32_to_fp8_e4m3(1000.0f) == 0x7e);
+    CHECK(mp_f32_to_fp8_e4m3(-1000.0f) == 0xfe);
+}
+
+static void test_checked_math(void)
+{
+    uint64_t r;
+    CHECK(mp_mul_u64(1ull << 32, 1ull << 31, &r) && r == 1ull << 63);
+    CHECK(!mp_mul_u64(1ull << 32, 1ull << 32, &r));
+    CHECK(!mp_add_u64(UINT64_MAX, 1, &r));
+    CHECK(mp_range_ok(10, 5, 15));
+    CHECK(!mp_range_ok(10, 6, 15));
+    CHECK(!mp_range_ok(UINT64_MAX, 2, 15));
+    CHECK(mp_align_up(4097, 4096) == 8192);
+}
+
+static void test_error_format(void)
+{
+    mp_error e = {0};
+    int rc = mp_fail(&e, MP_ERR_INPUT, "model.gguf", "blk.0.attn_q.weight", "offset %d out of range", 7);
+    CHECK(rc == MP_ERR_INPUT);
+    CHECK(e.code == MP_ERR_INPUT);
+    CHECK(strcmp(e.msg, "model.gguf: blk.0.attn_q.weight: offset 7 out of range") == 0);
+    mp_fail(&e, MP_ERR_CHECK, "x", NULL, "bad");
+    CHECK(strcmp(e.msg, "x: bad") == 0);
+}
+
+static void test_outfile(void)
+{
+    const char *dir = mp_test_tmpdir("test_common");
+    char final[4096];
+    snprintf(final, sizeof final, "%s/out.bin", dir);
+    mp_error e = {0};
+    mp_outfile f;
+    REQUIRE(mp_outfile_open(&f, final, false, &e) == MP_OK);
+    CHECK(mp_outfile_append(&f, "abc", 3, &e) == MP_OK);
+    CHECK(mp_outfile_pad_to(&f, 4096, &e) == MP_OK);
+    CHECK(f.size == 4096);
+    CHECK(!mp_file_exists(final)); /* nothing under the final name before commit */
+    CHECK(mp_outfile_commit(&f, &e) == MP_OK);
+    struct stat st;
+    CHECK(stat(final, &st) == 0 && st.st_size == 4096);
+
+    /* an aborted output leaves neither the final nor the partial file */
+    char final2[4096], partial2[4200];
+    snprintf(final2, sizeof final2, "%s/aborted.bin", dir);
+    snprintf(partial2, sizeof partial2, "%s.partial", final2);
+    REQUIRE(mp_outfile_open(&f, final2, false, &e) == MP_OK);
+    CHECK(mp_outfile_append(&f, "abc", 3, &e) == MP_OK);
+    CHECK(mp_file_exists(partial2));
+    mp_outfile_abort(&f);
+    CHECK(!mp_file_exists(final2));
+    CHECK(!mp_file_exists(partial2));
+
+    mp_mapped_file m;
+    CHECK(mp_map_file(final, &m, &e) == MP_OK && m.size == 4096 && m.data[0] == 'a');
+    mp_unmap_file(&m);
+    CHECK(mp_map_file(dir, &m, &e) == MP_ERR_INPUT);
+    CHECK(strstr(e.msg, "not a regular file") != NULL);
+}
+
+int main(void)
+{
+    test_f16_roundtrip();
+    test_bf16();
+    test_fp8();
+    test_checked_math();
+    test_error_format();
+    test_outfile();
+    return mp_test_finish();
+}
