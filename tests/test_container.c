@@ -1,0 +1,269 @@
+/* formats/container: plan, write, open, verify; and every way a damaged or
+ * hostile container must be refused. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "container.h"
+#include "mp_test.h"
+
+static const char *META = "{\"format\":\"moepack\",\"model\":{}}";
+static const uint8_t TOK[] = "tokenizer-blob-for-tests";
+
+/* Fills a tensor's data+scale with a deterministic pattern and records its checksum. */
+static void write_tensor(mp_outfile *out, mp_ctensor *t, uint8_t seed)
+{
+    mp_error e = {0};
+    uint8_t *buf = malloc(t->data_size + t->scale_size);
+    for (uint64_t i = 0; i < t->data_size + t->scale_size; i++)
+        buf[i] = (uint8_t)(seed + i * 7);
+    REQUIRE(mp_outfile_pwrite(out, buf, t->data_size, t->data_offset, &e) == MP_OK);
+    if (t->scale_size)
+        REQUIRE(mp_outfile_pwrite(out, buf + t->data_size, t->scale_size, t->scale_offset, &e) == MP_OK);
+    t->checksum = XXH3_64bits(buf, t->data_size + t->scale_size);
+    free(buf);
+}
+
+static void make_container(const char *path)
+{
+    mp_error e = {0};
+    mp_container_plan p = {0};
+    mp_ctensor s;
+    memset(&s, 0, sizeof s);
+    s.name = "token_embd";
+    s.role = MP_ROLE_TOKEN_EMBD; s.layer = -1; s.expert = -1;
+    s.layout = MP_LAYOUT_ROW_MAJOR; s.quant = MP_QUANT_BF16; s.section = MP_SECTION_HOST;
+    s.ndim = 2; s.shape[0] = 100; s.shape[1] = 64;
+    REQUIRE(mp_container_plan_add(&p, &s, &e) == MP_OK);
+
+    memset(&s, 0, sizeof s);
+    s.name = "blk.0.attn_q_a";
+    s.role = MP_ROLE_Q_A; s.layer = 0; s.expert = -1;
+    s.layout = MP_LAYOUT_GPU_INT4; s.quant = MP_QUANT_INT4_SYM; s.section = MP_SECTION_GPU;
+    s.ndim = 2; s.shape[0] = 33; s.shape[1] = 200; s.group_width = 128;
+    REQUIRE(mp_container_plan_add(&p, &s, &e) == MP_OK);
+
+    memset(&s, 0, sizeof s);
+    s.name = "blk.0.w_uk";
+    s.role = MP_ROLE_W_UK; s.layer = 0; s.expert = -1;
+    s.layout = MP_LAYOUT_HEADS; s.quant = MP_QUANT_BF16; s.section = MP_SECTION_GPU;
+    s.ndim = 3; s.shape[0] = 4; s.shape[1] = 32; s.shape[2] = 16;
+    REQUIRE(mp_container_plan_add(&p, &s, &e) == MP_OK);
+
+    for (int ex = 0; ex < 3; ex++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.1.exp.%d.down", ex);
+        memset(&s, 0, sizeof s);
+        s.name = name;
+        s.role = MP_ROLE_EXP_DOWN; s.layer = 1; s.expert = ex;
+        s.layout = MP_LAYOUT_AMX_INT8; s.quant = MP_QUANT_INT8; s.section = MP_SECTION_CPU;
+        s.ndim = 2; s.shape[0] = 64; s.shape[1] = 300; s.group_width = 256;
+        REQUIRE(mp_container_plan_add(&p, &s, &e) == MP_OK);
+    }
+    /* an invalid combination is refused at planning time */
+    memset(&s, 0, sizeof s);
+    s.name = "bad"; s.role = MP_ROLE_Q_A; s.layout = MP_LAYOUT_AMX_INT8; s.quant = MP_QUANT_BF16; s.ndim = 2;
+    s.shape[0] = 16; s.shape[1] = 64; s.group_width = 64;
+    CHECK(mp_container_plan_add(&p, &s, &e) == MP_ERR_INPUT);
+
+    REQUIRE(mp_container_plan_layout(&p, &e) == MP_OK);
+    CHECK(p.section_offset[MP_SECTION_CPU] % (2u << 20) == 0);
+    CHECK(p.section_offset[MP_SECTION_GPU] % 4096 == 0);
+    /* padded sizes per docs/LAYOUTS.md */
+    CHECK(p.tensors[1].padded[0] == 48 && p.tensors[1].padded[1] == 256);
+    CHECK(p.tensors[1].data_size == 48 * 128 && p.tensors[1].scale_size == 48 * 2 * 2);
+    /* amx_int8 K=300, Kg=256: groups 256 + 44 -> Kp = 256 + 64 */
+    CHECK(p.tensors[3].padded[0] == 64 && p.tensors[3].padded[1] == 320);
+    CHECK(p.tensors[3].data_size == 64 * 320 && p.tensors[3].scale_size == 2 * 64 * 8);
+
+    mp_outfile out;
+    REQUIRE(mp_outfile_open(&out, path, false, &e) == MP_OK);
+    for (size_t i = 0; i < p.n_tensors; i++)
+        write_tensor(&out, &p.tensors[i], (uint8_t)i);
+    REQUIRE(mp_container_write_tail(&out, &p, META, TOK, sizeof TOK, &e) == MP_OK);
+    REQUIRE(mp_outfile_commit(&out, &e) == MP_OK);
+    mp_container_plan_free(&p);
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*len);
+    REQUIRE(fread(b, 1, *len, f) == *len);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const uint8_t *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f && fwrite(b, 1, len, f) == len);
+    fclose(f);
+}
+
+static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void rehash_header(uint8_t *b) { put64(b + 248, XXH3_64bits(b, 248)); }
+
+/* Expects open to fail with MP_ERR_INPUT and a message containing `want`. */
+static void expect_open_fails(const char *path, const char *want)
+{
+    mp_error e = {0};
+    mp_container *c = NULL;
+    int rc = mp_container_open(path, &c, &e);
+    CHECKF(rc == MP_ERR_INPUT, "open of %s gave %d (want failure with '%s')", path, rc, want);
+    CHECKF(strstr(e.msg, want) != NULL, "message '%s' lacks '%s'", e.msg, want);
+    CHECK(c == NULL);
+}
+
+int main(void)
+{
+    const char *dir = mp_test_tmpdir("test_container");
+    const char *path = mp_test_path(dir, "ok.moepack");
+    make_container(path);
+
+    mp_error e = {0};
+    mp_container *c = NULL;
+    REQUIRE(mp_container_open(path, &c, &e) == MP_OK);
+    CHECK(c->hdr.n_tensors == 6);
+    const mp_ctensor *t = mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 2);
+    REQUIRE(t);
+    CHECK(strcmp(t->name, "blk.1.exp.2.down") == 0);
+    CHECK(t->data_offset % 4096 == 0);
+    CHECK(mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 3) == NULL);
+    CHECK(mp_container_find_name(c, "blk.0.w_uk")->ndim == 3);
+    /* the first CPU tensor of a layer starts on a 2 MiB boundary */
+    CHECK(mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 0)->data_offset % (2u << 20) == 0);
+    CHECK(mp_container_verify(c, 2, &e) == MP_OK);
+    uint8_t *tok = NULL;
+    size_t tok_len = 0;
+    CHECK(mp_container_tokenizer_blob(c, &tok, &tok_len, &e) == MP_OK);
+    CHECK(tok_len == sizeof TOK && memcmp(tok, TOK, tok_len) == 0);
+    free(tok);
+    uint64_t down1_off = mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 1)->data_offset;
+    uint64_t down1_scale = mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 1)->scale_offset;
+    uint64_t dir_off = c->hdr.dir_offset;
+    mp_container_close(c);
+
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    uint8_t *b = malloc(len);
+    const char *bad = mp_test_path(dir, "bad.moepack");
+
+    /* one flipped byte in a tensor: open succeeds (data is not read), verify names the tensor */
+    memcpy(b, good, len);
+    b[down1_off + 100] ^= 1;
+    spit(bad, b, len);
+    REQUIRE(mp_container_open(bad, &c, &e) == MP_OK);
+    CHECK(mp_container_verify(c, 2, &e) == MP_ERR_CHECK);
+    CHECKF(strstr(e.msg, "blk.1.exp.1.down") != NULL, "%s", e.msg);
+    mp_container_close(c);
+    /* ... and in its scales */
+    memcpy(b, good, len);
+    b[down1_scale + 3] ^= 0x80;
+    spit(bad, b, len);
+    REQUIRE(mp_container_open(bad, &c, &e) == MP_OK);
+    CHECK(mp_container_verify(c, 1, &e) == MP_ERR_CHECK && strstr(e.msg, "blk.1.exp.1.down"));
+    mp_container_close(c);
+
+    /* truncation anywhere, and appended bytes */
+    size_t cuts[] = {0, 10, 255, 4095, 4096, 5000, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        spit(bad, good, cuts[i]);
+        mp_container *cc = NULL;
+        CHECKF(mp_container_open(bad, &cc, &e) == MP_ERR_INPUT, "truncated to %zu", cuts[i]);
+    }
+    memcpy(b, good, len);
+    spit(bad, good, len - 1);
+    expect_open_fails(bad, "truncated");
+
+    /* bad magic, corrupt header, future version */
+    memcpy(b, good, len);
+    b[0] = 'X';
+    spit(bad, b, len);
+    expect_open_fails(bad, "bad magic");
+    memcpy(b, good, len);
+    b[20] ^= 1;
+    spit(bad, b, len);
+    expect_open_fails(bad, "header checksum");
+    memcpy(b, good, len);
+    b[8] = 2;
+    rehash_header(b);
+    spit(bad, b, len);
+    expect_open_fails(bad, "version 2.0 is not supported");
+
+    /* a corrupt directory entry is caught by the directory checksum */
+    memcpy(b, good, len);
+    b[dir_off + 128 + 88] ^= 4;
+    spit(bad, b, len);
+    expect_open_fails(bad, "directory checksum");
+
+    /* a directory that lies consistently (checksums recomputed) is still refused */
+    const size_t ent = dir_off + 3 * 128; /* blk.1.exp.0.down */
+    uint64_t strings_off = 0, strings_size = 0;
+    for (int i = 0; i < 8; i++) {
+        strings_off |= (uint64_t)good[48 + i] << (8 * i);
+        strings_size |= (uint64_t)good[56 + i] << (8 * i);
+    }
+    struct {
+        size_t field;
+        uint64_t value;
+        const char *want;
+    } lies[] = {
+        {88, 1ull << 40, "do not match"},                /* data size */
+        {80, 8, "outside its cpu section"},               /* data offset in the header */
+        {80, (uint64_t)len + 4096, "outside its cpu section"},
+        {32, 1ull << 41, "invalid combination"},          /* shape */
+        {10, 9, "invalid combination"},                   /* layout id */
+        {8, 999, "unknown role"},
+        {0, 1u << 30, "bad name reference"},
+        {24, 100, "invalid combination"},                 /* group width not a multiple of 64 */
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        memcpy(b, good, len);
+        if (lies[i].field == 10 || lies[i].field == 8) {
+            b[ent + lies[i].field] = (uint8_t)lies[i].value;
+            b[ent + lies[i].field + 1] = (uint8_t)(lies[i].value >> 8);
+        } else if (lies[i].field == 0 || lies[i].field == 24) {
+            for (int k = 0; k < 4; k++)
+                b[ent + lies[i].field + k] = (uint8_t)(lies[i].value >> (8 * k));
+        } else {
+            put64(b + ent + lies[i].field, lies[i].value);
+        }
+        put64(b + 152, 0);
+        {
+            XXH3_state_t *st = XXH3_createState();
+            XXH3_64bits_reset(st);
+            XXH3_64bits_update(st, b + dir_off, 6 * 128);
+            XXH3_64bits_update(st, b + strings_off, strings_size);
+            put64(b + 152, XXH3_64bits_digest(st));
+            XXH3_freeState(st);
+        }
+        rehash_header(b);
+        spit(bad, b, len);
+        expect_open_fails(bad, lies[i].want);
+    }
+
+    /* a header whose regions point outside the file */
+    memcpy(b, good, len);
+    put64(b + 64, len - 2); /* meta offset */
+    rehash_header(b);
+    spit(bad, b, len);
+    expect_open_fails(bad, "metadata");
+    memcpy(b, good, len);
+    put64(b + 24, 1ull << 60); /* n_tensors */
+    rehash_header(b);
+    spit(bad, b, len);
+    expect_open_fails(bad, "directory size");
+
+    /* not a file */
+    expect_open_fails(dir, "not a regular file");
+    free(b);
+    free(good);
+    return mp_test_finish();
+}
