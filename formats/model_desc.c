@@ -2,6 +2,7 @@
  * maps of DeepSeek V2 / V2-Lite / V3 / R1. See model_desc.h. */
 #include "model_desc.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -134,7 +135,7 @@ static int read_float(cfg_reader *r, json_t *obj, const char *key, float *out, b
     int rc = read_number(r, obj, key, &x, present);
     if (rc)
         return rc;
-    if (fabs(x) > 3.0e38)
+    if (fabs(x) > FLT_MAX)
         return mp_fail(r->err, MP_ERR_INPUT, r->path, label(r, key), "%g does not fit a 32-bit float", x);
     *out = (float)x;
     return MP_OK;

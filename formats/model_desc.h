@@ -150,10 +150,17 @@ typedef struct mp_tensor_id {
  * and the container directory. */
 const char *mp_role_name(mp_role role);
 
-/* Classify a tensor name; returns false (and role UNKNOWN) for names that
- * are not part of a DeepSeek checkpoint. Hugging Face naming:
- * "model.layers.L.mlp.experts.E.gate_proj.weight", ...; GGUF naming:
- * "blk.L.ffn_gate_exps.weight", ... */
+/* Classify a tensor name; returns false (and role UNKNOWN, layer/expert -1)
+ * for names that are not part of a DeepSeek checkpoint. Hugging Face naming:
+ * "model.layers.L.mlp.experts.E.gate_proj.weight", ...; GGUF naming (as
+ * llama.cpp's converter writes deepseek2): "blk.L.ffn_gate_exps.weight", ...
+ * MTP layers: "model.layers.N.{embed_tokens,enorm,hnorm,eh_proj,shared_head.
+ * norm,shared_head.head}.weight" / "blk.N.nextn.{embed_tokens,enorm,hnorm,
+ * eh_proj,shared_head_norm,shared_head_head}.weight"; their attention and MoE
+ * tensors have the ordinary names with layer N. Hugging Face
+ * "<matrix>.weight_scale_inv" maps like "<matrix>.weight" with is_scale_inv
+ * (norms and biases have no scale). Indices are strict: decimal digits only,
+ * no sign, no leading zero, at most INT32_MAX. */
 bool mp_name_map_hf(const char *name, mp_tensor_id *out);
 bool mp_name_map_gguf(const char *name, mp_tensor_id *out);
 

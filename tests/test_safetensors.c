@@ -690,6 +690,65 @@ static void test_fp8(void)
     }
 }
 
+/* ---- mutated headers never crash ---------------------------------------------- */
+
+/* Flips header bytes of a valid file to characters that matter to JSON and
+ * numbers; every result must open cleanly or fail with MP_ERR_INPUT, and
+ * whatever opens must read back (ASan checks the bounds). */
+static void test_mutations(void)
+{
+    const char *good = "{\"__metadata__\": {\"format\": \"pt\"},"
+                       " \"a\": {\"dtype\": \"BF16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]},"
+                       " \"b\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [12, 24]},"
+                       " \"c\": {\"dtype\": \"F8_E4M3\", \"shape\": [2, 2], \"data_offsets\": [24, 28]},"
+                       " \"c_scale_inv\": {\"dtype\": \"F32\", \"shape\": [1, 1], \"data_offsets\": [28, 32]}}";
+    static const char alphabet[] = "0123456789-+.eE[]{}\",: \\u";
+    size_t hlen = strlen(good);
+    char *h = malloc(hlen + 1);
+    uint8_t data[40];
+    for (int i = 0; i < 40; i++)
+        data[i] = (uint8_t)(i * 37);
+    REQUIRE(h != NULL);
+    uint32_t seed = 12345;
+    int opened = 0, bad_rc = 0;
+    for (int iter = 0; iter < 1500; iter++) {
+        memcpy(h, good, hlen + 1);
+        int flips = 1 + iter % 3;
+        for (int k = 0; k < flips; k++) {
+            seed = seed * 1664525u + 1013904223u;
+            size_t pos = (seed >> 8) % hlen;
+            seed = seed * 1664525u + 1013904223u;
+            h[pos] = alphabet[(seed >> 8) % (sizeof alphabet - 1)];
+        }
+        /* the data area sometimes shorter or longer than the header says */
+        size_t ndata = 32 + (iter % 5 == 0) - (iter % 7 == 0);
+        const char *p = write_st("mutant.safetensors", h, data, ndata);
+        mp_safetensors *st = NULL;
+        mp_error err = {0};
+        int rc = mp_st_open(p, &st, &err);
+        if (rc != MP_OK && rc != MP_ERR_INPUT)
+            bad_rc++;
+        if (rc != MP_OK)
+            continue;
+        opened++;
+        for (size_t i = 0; i < mp_st_count(st); i++) {
+            const mp_st_tensor *t = mp_st_tensor_at(st, i);
+            uint64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : t->nelems;
+            if (t->ndim > 2 || rows * cols > 64)
+                continue;
+            float out[64];
+            rc = mp_st_read_rows_f32(st, t, 0, rows, out, 2, 2, &err);
+            if (rc != MP_OK && rc != MP_ERR_INPUT)
+                bad_rc++;
+        }
+        mp_st_close(st);
+    }
+    free(h);
+    CHECK(bad_rc == 0);
+    CHECKF(opened > 0 && opened < 1500, "%d of 1500 mutants opened", opened);
+    printf("%d of 1500 mutated headers opened\n", opened);
+}
+
 int main(void)
 {
     tmp = mp_test_tmpdir("test_safetensors");
@@ -700,6 +759,7 @@ int main(void)
     test_good_files();
     test_index_and_dirs();
     test_fp8();
+    test_mutations();
     test_fixture();
     return mp_test_finish();
 }
