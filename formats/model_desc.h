@@ -71,6 +71,21 @@ enum {
     MP_DEFAULTED_MSCALE = 1u << 3,      /* mscale taken equal to mscale_all_dim */
 };
 
+/* Hard caps mp_model_desc_validate enforces: far above any real model, low
+ * enough that products of two of them cannot overflow 64-bit sizes. */
+#define MP_MAX_VOCAB (1u << 24)
+#define MP_MAX_HIDDEN 65536u
+#define MP_MAX_FFN (1u << 20)       /* intermediate_size, moe_intermediate_size */
+#define MP_MAX_LAYERS 1024u         /* num_hidden_layers + num_nextn_predict_layers */
+#define MP_MAX_NEXTN 16u
+#define MP_MAX_HEADS 1024u
+#define MP_MAX_HEAD_DIM 4096u       /* qk_nope, qk_rope, v head dims */
+#define MP_MAX_LORA_RANK 65536u     /* q_lora_rank, kv_lora_rank */
+#define MP_MAX_EXPERTS 4096u
+#define MP_MAX_SHARED_EXPERTS 64u
+#define MP_MAX_POSITIONS (1u << 26) /* max_position_embeddings */
+#define MP_MAX_FP8_BLOCK 65536u
+
 /* qk_nope_head_dim + qk_rope_head_dim */
 static inline uint32_t mp_qk_head_dim(const mp_model_desc *d)
 {
@@ -135,14 +150,30 @@ typedef struct mp_tensor_id {
  * and the container directory. */
 const char *mp_role_name(mp_role role);
 
-/* Classify a tensor name; returns false (and role UNKNOWN) for names that
- * are not part of a DeepSeek checkpoint. Hugging Face naming:
- * "model.layers.L.mlp.experts.E.gate_proj.weight", ...; GGUF naming:
- * "blk.L.ffn_gate_exps.weight", ... */
+/* Classify a tensor name; returns false (and role UNKNOWN, layer/expert -1)
+ * for names that are not part of a DeepSeek checkpoint. Hugging Face naming:
+ * "model.layers.L.mlp.experts.E.gate_proj.weight", ...; GGUF naming (as
+ * llama.cpp's converter writes deepseek2): "blk.L.ffn_gate_exps.weight", ...
+ * MTP layers: "model.layers.N.{embed_tokens,enorm,hnorm,eh_proj,shared_head.
+ * norm,shared_head.head}.weight" / "blk.N.nextn.{embed_tokens,enorm,hnorm,
+ * eh_proj,shared_head_norm,shared_head_head}.weight"; their attention and MoE
+ * tensors have the ordinary names with layer N. Hugging Face
+ * "<matrix>.weight_scale_inv" maps like "<matrix>.weight" with is_scale_inv
+ * (norms and biases have no scale). Indices are strict: decimal digits only,
+ * no sign, no leading zero, at most INT32_MAX. */
 bool mp_name_map_hf(const char *name, mp_tensor_id *out);
 bool mp_name_map_gguf(const char *name, mp_tensor_id *out);
 
-/* Fills *d from a config.json text. `path` names the file in errors. */
+/* A description with every field at its "nothing known" value: zeros, token
+ * ids -1, n_group = topk_group = moe_layer_freq = 1, and the yarn fields at
+ * the reference code's defaults (factor 1, betas 32/1, mscale 1,
+ * mscale_all_dim 0) with yarn disabled. Sources start from this. */
+void mp_model_desc_init(mp_model_desc *d);
+
+/* Fills *d from a config.json text. `path` names the file in errors. Absent
+ * keys take the defaults of the reference configuration class of the
+ * model_type (see model_desc.c), except the dimension keys, which are
+ * required. Does not call mp_model_desc_validate. */
 int mp_model_desc_from_config_json(const char *json_text, size_t len, const char *path, mp_model_desc *d,
                                    mp_error *err);
 
