@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "model_desc_json.h"
 #include "mp_num.h"
 
 /* ---- little-endian field access ------------------------------------------- */
@@ -327,6 +328,8 @@ int mp_container_open(const char *path, mp_container **out, mp_error *err)
             c->meta = json_loadb(c->meta_json, c->hdr.meta_size, JSON_REJECT_DUPLICATES, &je);
             if (!c->meta || !json_is_object((json_t *)c->meta))
                 rc = mp_fail(err, MP_ERR_INPUT, path, NULL, "metadata is not a JSON object: %s", je.text);
+            else
+                rc = mp_model_desc_from_json(json_object_get(c->meta, "model"), path, &c->desc, err);
         }
     }
     if (rc) {

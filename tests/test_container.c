@@ -6,10 +6,34 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <jansson.h>
+
 #include "container.h"
+#include "model_desc_json.h"
 #include "mp_test.h"
 
-static const char *META = "{\"format\":\"moepack\",\"model\":{}}";
+static char *META;
+
+/* A valid metadata object around a small but complete model description. */
+static char *make_meta(void)
+{
+    mp_model_desc d;
+    mp_model_desc_init(&d);
+    strcpy(d.model_type, "deepseek_v3");
+    d.vocab_size = 100; d.hidden_size = 64; d.intermediate_size = 128; d.moe_intermediate_size = 64;
+    d.num_hidden_layers = 2; d.num_attention_heads = 4; d.n_routed_experts = 3; d.n_shared_experts = 1;
+    d.num_experts_per_tok = 2; d.first_k_dense_replace = 1; d.moe_layer_freq = 1; d.q_lora_rank = 32;
+    d.kv_lora_rank = 32; d.qk_nope_head_dim = 16; d.qk_rope_head_dim = 8; d.v_head_dim = 16;
+    d.scoring_func = MP_SCORING_SIGMOID; d.topk_method = MP_TOPK_NOAUX_TC; d.norm_topk_prob = true;
+    d.routed_scaling_factor = 2.5f; d.rms_norm_eps = 1e-6f; d.rope_theta = 10000; d.max_position_embeddings = 4096;
+    d.defaulted = MP_DEFAULTED_GROUPS;
+    json_t *m = json_object();
+    json_object_set_new(m, "format", json_string("moepack"));
+    json_object_set_new(m, "model", mp_model_desc_to_json(&d));
+    char *s = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    return s;
+}
 static const uint8_t TOK[] = "tokenizer-blob-for-tests";
 
 /* Fills a tensor's data+scale with a deterministic pattern and records its checksum. */
@@ -125,12 +149,17 @@ int main(void)
 {
     const char *dir = mp_test_tmpdir("test_container");
     const char *path = mp_test_path(dir, "ok.moepack");
+    META = make_meta();
     make_container(path);
 
     mp_error e = {0};
     mp_container *c = NULL;
     REQUIRE(mp_container_open(path, &c, &e) == MP_OK);
     CHECK(c->hdr.n_tensors == 6);
+    /* the model description survives the round trip, defaulted bits included */
+    CHECK(c->desc.hidden_size == 64 && c->desc.n_routed_experts == 3 && c->desc.q_lora_rank == 32);
+    CHECK(c->desc.scoring_func == MP_SCORING_SIGMOID && c->desc.routed_scaling_factor == 2.5f);
+    CHECK(c->desc.defaulted == MP_DEFAULTED_GROUPS);
     const mp_ctensor *t = mp_container_find(c, MP_ROLE_EXP_DOWN, 1, 2);
     REQUIRE(t);
     CHECK(strcmp(t->name, "blk.1.exp.2.down") == 0);
@@ -265,5 +294,6 @@ int main(void)
     expect_open_fails(dir, "not a regular file");
     free(b);
     free(good);
+    free(META);
     return mp_test_finish();
 }
