@@ -11,112 +11,13 @@
 #include "gguf_quants.h"
 #include "mp_num.h"
 #include "mp_test.h"
-
-/* ---- a tiny GGUF writer ---------------------------------------------------- */
-
-typedef struct buf {
-    uint8_t *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *src, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        REQUIRE(b->p);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
-static void put_u32(buf *b, uint32_t v)
-{
-    put(b, &v, 4);
-}
-
-static void put_u64(buf *b, uint64_t v)
-{
-    put(b, &v, 8);
-}
-
-static void put_str(buf *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
-
-static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv)
-{
-    put(b, "GGUF", 4);
-    put_u32(b, version);
-    put_u64(b, n_tensors);
-    put_u64(b, n_kv);
-}
-
-static void kv_u32(buf *b, const char *key, uint32_t v)
-{
-    put_str(b, key);
-    put_u32(b, MP_GGUF_UINT32);
-    put_u32(b, v);
-}
-
-static void kv_i32(buf *b, const char *key, int32_t v)
-{
-    put_str(b, key);
-    put_u32(b, MP_GGUF_INT32);
-    put(b, &v, 4);
-}
-
-static void kv_u16(buf *b, const char *key, uint16_t v)
-{
-    put_str(b, key);
-    put_u32(b, MP_GGUF_UINT16);
-    put(b, &v, 2);
-}
-
-static void kv_str(buf *b, const char *key, const char *v)
-{
-    put_str(b, key);
-    put_u32(b, MP_GGUF_STRING);
-    put_str(b, v);
-}
-
-static void tensor_info(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t off)
-{
-    put_str(b, name);
-    put_u32(b, n_dims);
-    for (uint32_t i = 0; i < n_dims; i++)
-        put_u64(b, ne[i]);
-    put_u32(b, type);
-    put_u64(b, off);
-}
-
-static void pad_to(buf *b, size_t alignment)
-{
-    static const uint8_t zero[64];
-    while (b->n % alignment)
-        put(b, zero, 1);
-}
-
-static void fill(buf *b, size_t n, uint8_t seed)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint8_t v = (uint8_t)(seed + i * 7);
-        put(b, &v, 1);
-    }
-}
+#include "gguf_build.h"
 
 static const char *tmp;
 
 static const char *write_file(const char *name, const uint8_t *p, size_t n)
 {
-    const char *path = mp_test_path(tmp, name);
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f);
-    REQUIRE(n == 0 || fwrite(p, 1, n, f) == n);
-    REQUIRE(fclose(f) == 0);
-    return path;
+    return write_bytes(tmp, name, p, n);
 }
 
 /* Opens bytes as a GGUF and expects failure with `needle` in the message. */
