@@ -10,6 +10,7 @@
 
 #include <string.h>
 
+#include "gguf_iq_grids.h"
 #include "mp_num.h"
 
 #define QK_K 256
@@ -29,20 +30,20 @@ static const mp_ggml_type_info type_table[MP_GGML_TYPE_LIMIT] = {
     [MP_GGML_Q5_K] = {"Q5_K", QK_K, 176, true},
     [MP_GGML_Q6_K] = {"Q6_K", QK_K, 210, true},
     [MP_GGML_Q8_K] = {"Q8_K", QK_K, 292, true},
-    [MP_GGML_IQ2_XXS] = {"IQ2_XXS", QK_K, 66, false},
-    [MP_GGML_IQ2_XS] = {"IQ2_XS", QK_K, 74, false},
-    [MP_GGML_IQ3_XXS] = {"IQ3_XXS", QK_K, 98, false},
-    [MP_GGML_IQ1_S] = {"IQ1_S", QK_K, 50, false},
+    [MP_GGML_IQ2_XXS] = {"IQ2_XXS", QK_K, 66, true},
+    [MP_GGML_IQ2_XS] = {"IQ2_XS", QK_K, 74, true},
+    [MP_GGML_IQ3_XXS] = {"IQ3_XXS", QK_K, 98, true},
+    [MP_GGML_IQ1_S] = {"IQ1_S", QK_K, 50, true},
     [MP_GGML_IQ4_NL] = {"IQ4_NL", 32, 18, true},
-    [MP_GGML_IQ3_S] = {"IQ3_S", QK_K, 110, false},
-    [MP_GGML_IQ2_S] = {"IQ2_S", QK_K, 82, false},
+    [MP_GGML_IQ3_S] = {"IQ3_S", QK_K, 110, true},
+    [MP_GGML_IQ2_S] = {"IQ2_S", QK_K, 82, true},
     [MP_GGML_IQ4_XS] = {"IQ4_XS", QK_K, 136, true},
     [MP_GGML_I8] = {"I8", 1, 1, false},
     [MP_GGML_I16] = {"I16", 1, 2, false},
     [MP_GGML_I32] = {"I32", 1, 4, false},
     [MP_GGML_I64] = {"I64", 1, 8, false},
     [MP_GGML_F64] = {"F64", 1, 8, false},
-    [MP_GGML_IQ1_M] = {"IQ1_M", QK_K, 56, false},
+    [MP_GGML_IQ1_M] = {"IQ1_M", QK_K, 56, true},
     [MP_GGML_BF16] = {"BF16", 1, 2, true},
     [MP_GGML_TQ1_0] = {"TQ1_0", QK_K, 54, true},
     [MP_GGML_TQ2_0] = {"TQ2_0", QK_K, 66, true},
@@ -100,11 +101,36 @@ static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10
 /* E2M1 (FP4) values times two; MXFP4's scale is halved to compensate. */
 static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
+/* ---- plain formats (restrict: no aliasing checks, so the loops vectorize) */
+
+static void deq_f16(const uint8_t *restrict p, float *restrict y, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        y[i] = read_f16(p + 2 * i);
+}
+
+static void deq_bf16(const uint8_t *restrict p, float *restrict y, uint64_t n)
+{
+    uint64_t i = 0;
+    /* fixed-length inner loops vectorize at -O2 (no epilogue to cost) */
+    for (; i + 16 <= n; i += 16) {
+        uint16_t h[16];
+        memcpy(h, p + 2 * i, sizeof h);
+        for (int j = 0; j < 16; j++)
+            y[i + j] = mp_bf16_to_f32(h[j]);
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        y[i] = mp_bf16_to_f32(h);
+    }
+}
+
 /* ---- 32-element block formats -------------------------------------------- */
 
 /* Q4_0: f16 d, 16 bytes of nibbles; low nibbles are elements 0..15, high
  * nibbles 16..31; value (q - 8) * d. */
-static void deq_q4_0(const uint8_t *b, float *y)
+static void deq_q4_0(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b);
     const uint8_t *qs = b + 2;
@@ -115,7 +141,7 @@ static void deq_q4_0(const uint8_t *b, float *y)
 }
 
 /* Q4_1: f16 d, f16 m, nibbles as Q4_0; value q * d + m. */
-static void deq_q4_1(const uint8_t *b, float *y)
+static void deq_q4_1(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b), m = read_f16(b + 2);
     const uint8_t *qs = b + 4;
@@ -127,7 +153,7 @@ static void deq_q4_1(const uint8_t *b, float *y)
 
 /* Q5_0: f16 d, 32-bit mask of fifth bits (bit j for element j), nibbles as
  * Q4_0; value (q - 16) * d. */
-static void deq_q5_0(const uint8_t *b, float *y)
+static void deq_q5_0(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b);
     uint32_t qh;
@@ -142,7 +168,7 @@ static void deq_q5_0(const uint8_t *b, float *y)
 }
 
 /* Q5_1: f16 d, f16 m, fifth-bit mask, nibbles; value q * d + m. */
-static void deq_q5_1(const uint8_t *b, float *y)
+static void deq_q5_1(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b), m = read_f16(b + 2);
     uint32_t qh;
@@ -157,7 +183,7 @@ static void deq_q5_1(const uint8_t *b, float *y)
 }
 
 /* Q8_0: f16 d, 32 int8; value q * d. */
-static void deq_q8_0(const uint8_t *b, float *y)
+static void deq_q8_0(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b);
     const int8_t *qs = (const int8_t *)(b + 2);
@@ -166,7 +192,7 @@ static void deq_q8_0(const uint8_t *b, float *y)
 }
 
 /* IQ4_NL: f16 d, nibbles as Q4_0 indexing a fixed 16-level table. */
-static void deq_iq4_nl(const uint8_t *b, float *y)
+static void deq_iq4_nl(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b);
     const uint8_t *qs = b + 2;
@@ -177,7 +203,7 @@ static void deq_iq4_nl(const uint8_t *b, float *y)
 }
 
 /* MXFP4: one E8M0 exponent byte, nibbles as Q4_0 holding E2M1 codes. */
-static void deq_mxfp4(const uint8_t *b, float *y)
+static void deq_mxfp4(const uint8_t *restrict b, float *restrict y)
 {
     /* 2^(e-127) / 2, built from bits; exponents 0 and 1 land in the
      * subnormal range */
@@ -197,7 +223,7 @@ static void deq_mxfp4(const uint8_t *b, float *y)
  * elements), 64 bytes of 2-bit codes, f16 d, f16 dmin. Elements
  * h*128 + s*32 + l (h < 2, s < 4, l < 32) come from bits 2s..2s+1 of byte
  * h*32 + l. */
-static void deq_q2_k(const uint8_t *b, float *y)
+static void deq_q2_k(const uint8_t *restrict b, float *restrict y)
 {
     const uint8_t *sc = b, *qs = b + 16;
     const float d = read_f16(b + 80), dmin = read_f16(b + 82);
@@ -220,7 +246,7 @@ static void deq_q2_k(const uint8_t *b, float *y)
  * h*128 + s*32 + l), 64 bytes of low 2-bit codes laid out as Q2_K, 12 bytes of
  * sixteen 6-bit scales, f16 d. Code = low - (high bit clear ? 4 : 0); value
  * (d * (scale - 32)) * code. */
-static void deq_q3_k(const uint8_t *b, float *y)
+static void deq_q3_k(const uint8_t *restrict b, float *restrict y)
 {
     const uint8_t *hmask = b, *qs = b + 32, *sp = b + 96;
     const float d = read_f16(b + 108);
@@ -265,7 +291,7 @@ static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *m)
 /* Q4_K: f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles. Sub-block
  * 2c (elements 64c..64c+31) is the low nibbles of bytes 32c..32c+31, sub-block
  * 2c+1 their high nibbles; value (d * sc) * q - (dmin * m). */
-static void deq_q4_k(const uint8_t *b, float *y)
+static void deq_q4_k(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b), dmin = read_f16(b + 2);
     const uint8_t *sp = b + 4, *qs = b + 16;
@@ -286,7 +312,7 @@ static void deq_q4_k(const uint8_t *b, float *y)
 
 /* Q5_K: as Q4_K plus 32 bytes of fifth bits (bit j of byte l for element
  * 32j + l) between the scales and the nibbles. */
-static void deq_q5_k(const uint8_t *b, float *y)
+static void deq_q5_k(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b), dmin = read_f16(b + 2);
     const uint8_t *sp = b + 4, *qh = b + 16, *qs = b + 48;
@@ -312,7 +338,7 @@ static void deq_q5_k(const uint8_t *b, float *y)
  * 32s + l takes its low nibble from byte 64h + l + 32*(s&1) (low nibble for
  * s < 2, high for s >= 2) and its high bits from bits 2s.. of byte 32h + l;
  * value (d * scale) * (code - 32). */
-static void deq_q6_k(const uint8_t *b, float *y)
+static void deq_q6_k(const uint8_t *restrict b, float *restrict y)
 {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
@@ -336,7 +362,7 @@ static void deq_q6_k(const uint8_t *b, float *y)
 }
 
 /* Q8_K: f32 d, 256 int8, 16 int16 partial sums (not needed here). */
-static void deq_q8_k(const uint8_t *b, float *y)
+static void deq_q8_k(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f32(b);
     const int8_t *qs = (const int8_t *)(b + 4);
@@ -349,7 +375,7 @@ static void deq_q8_k(const uint8_t *b, float *y)
  * low = nibble i of the 4 bytes, high = bits 2i..2i+1; its bytes 16i..16i+15
  * give elements 0..15 (low nibbles) and 16..31 (high nibbles) through the
  * IQ4_NL level table; value (d * (scale - 32)) * level. */
-static void deq_iq4_xs(const uint8_t *b, float *y)
+static void deq_iq4_xs(const uint8_t *restrict b, float *restrict y)
 {
     const float d = read_f16(b);
     uint16_t sh;
@@ -373,7 +399,7 @@ static void deq_iq4_xs(const uint8_t *b, float *y)
  * 0..159 from bytes 0..31 (digit k of byte l -> 32k + l), 160..239 from bytes
  * 32..47 (digit k of byte l -> 160 + 16k + l), 240..255 from the 4 extra bytes
  * (digit k of byte l -> 240 + 4k + l). Value d * (digit - 1). */
-static void deq_tq1_0(const uint8_t *b, float *y)
+static void deq_tq1_0(const uint8_t *restrict b, float *restrict y)
 {
     static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
     const uint8_t *qs = b, *qh = b + 48;
@@ -400,7 +426,7 @@ static void deq_tq1_0(const uint8_t *b, float *y)
 
 /* TQ2_0 (ternary): 64 bytes of 2-bit codes laid out as Q2_K, f16 d; value
  * d * (code - 1). */
-static void deq_tq2_0(const uint8_t *b, float *y)
+static void deq_tq2_0(const uint8_t *restrict b, float *restrict y)
 {
     const uint8_t *qs = b;
     const float d = read_f16(b + 64);
@@ -408,6 +434,174 @@ static void deq_tq2_0(const uint8_t *b, float *y)
         for (int s = 0; s < 4; s++)
             for (int l = 0; l < 32; l++)
                 y[128 * h + 32 * s + l] = d * (float)(((qs[32 * h + l] >> (2 * s)) & 3) - 1);
+}
+
+
+/* ---- lattice (IQ1/IQ2/IQ3) formats ------------------------------------------
+ * Groups of 8 (or 4) values are one point of a fixed lattice (gguf_iq_grids.h)
+ * picked by an index, times a per-sub-block scale, with signs. The IQ2_XXS,
+ * IQ2_XS and IQ3_XXS formats store 7 sign bits per 8 values; the eighth makes
+ * the count of minus signs even. */
+
+static inline uint32_t signs_from_7bits(uint32_t i)
+{
+    return i | ((uint32_t)(__builtin_popcount(i) & 1) << 7);
+}
+
+/* 8 values of a 2-bit-coded grid point, scaled, with sign bits. */
+static inline void grid8_signed(float *restrict y, uint16_t point, const uint8_t *levels, float scale, uint32_t signs)
+{
+    for (int j = 0; j < 8; j++) {
+        float v = scale * (float)levels[(point >> (2 * j)) & 3];
+        y[j] = (signs >> j) & 1 ? -v : v;
+    }
+}
+
+/* IQ2_XXS: f16 d, then per 32 elements two u32: four 8-bit grid indices, and
+ * four 7-bit sign groups plus a 4-bit scale s in the top bits;
+ * scale d * (0.5 + s) * 0.25. */
+static void deq_iq2_xxs(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t idx, sg;
+        memcpy(&idx, b + 2 + 8 * ib, 4);
+        memcpy(&sg, b + 6 + 8 * ib, 4);
+        const float db = d * (0.5f + (float)(sg >> 28)) * 0.25f;
+        for (int l = 0; l < 4; l++)
+            grid8_signed(y + 32 * ib + 8 * l, iq2xxs_grid[(idx >> (8 * l)) & 0xff], iq2xxs_grid_levels, db,
+                         signs_from_7bits((sg >> (7 * l)) & 127));
+    }
+}
+
+/* IQ2_XS: f16 d, 32 u16 (9-bit grid index, 7-bit sign group), 8 bytes of
+ * two 4-bit scales (one per 16 elements). */
+static void deq_iq2_xs(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    const uint8_t *sc = b + 66;
+    for (int ib = 0; ib < 8; ib++) {
+        const float db0 = d * (0.5f + (float)(sc[ib] & 0x0f)) * 0.25f;
+        const float db1 = d * (0.5f + (float)(sc[ib] >> 4)) * 0.25f;
+        for (int l = 0; l < 4; l++) {
+            uint16_t q;
+            memcpy(&q, b + 2 + 2 * (4 * ib + l), 2);
+            grid8_signed(y + 32 * ib + 8 * l, iq2xs_grid[q & 511], iq2xs_grid_levels, l < 2 ? db0 : db1,
+                         signs_from_7bits(q >> 9));
+        }
+    }
+}
+
+/* IQ2_S: f16 d, 32 low index bytes, 32 sign bytes, 8 bytes of 2-bit index
+ * extensions (10-bit indices), 8 bytes of two 4-bit scales. */
+static void deq_iq2_s(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    const uint8_t *qs = b + 2, *signs = b + 34, *qh = b + 66, *sc = b + 74;
+    for (int ib = 0; ib < 8; ib++) {
+        const float db0 = d * (0.5f + (float)(sc[ib] & 0x0f)) * 0.25f;
+        const float db1 = d * (0.5f + (float)(sc[ib] >> 4)) * 0.25f;
+        for (int l = 0; l < 4; l++) {
+            uint32_t idx = qs[4 * ib + l] | (((uint32_t)(qh[ib] >> (2 * l)) & 3) << 8);
+            grid8_signed(y + 32 * ib + 8 * l, iq2s_grid[idx], iq2s_grid_levels, l < 2 ? db0 : db1,
+                         signs[4 * ib + l]);
+        }
+    }
+}
+
+/* IQ3_XXS: f16 d, 64 bytes of 8-bit indices of 4-value points, then per 32
+ * elements a u32: four 7-bit sign groups and a 4-bit scale s;
+ * scale d * (0.5 + s) * 0.5. */
+static void deq_iq3_xxs(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    const uint8_t *qs = b + 2;
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t sg;
+        memcpy(&sg, b + 66 + 4 * ib, 4);
+        const float db = d * (0.5f + (float)(sg >> 28)) * 0.5f;
+        for (int l = 0; l < 4; l++) {
+            const uint32_t signs = signs_from_7bits((sg >> (7 * l)) & 127);
+            const uint16_t p0 = iq3xxs_grid[qs[8 * ib + 2 * l]], p1 = iq3xxs_grid[qs[8 * ib + 2 * l + 1]];
+            float *out = y + 32 * ib + 8 * l;
+            for (int j = 0; j < 4; j++) {
+                float v0 = db * (float)iq3xxs_grid_levels[(p0 >> (4 * j)) & 15];
+                float v1 = db * (float)iq3xxs_grid_levels[(p1 >> (4 * j)) & 15];
+                out[j] = (signs >> j) & 1 ? -v0 : v0;
+                out[j + 4] = (signs >> (j + 4)) & 1 ? -v1 : v1;
+            }
+        }
+    }
+}
+
+/* IQ3_S: f16 d, 64 low index bytes, 8 bytes of ninth index bits, 32 sign
+ * bytes (one bit per element), 4 bytes of two 4-bit scales s (one per 32
+ * elements); scale d * (1 + 2s). */
+static void deq_iq3_s(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    const uint8_t *qs = b + 2, *qh = b + 66, *signs = b + 74, *sc = b + 106;
+    for (int ib = 0; ib < 8; ib++) {
+        const float db = d * (float)(1 + 2 * ((sc[ib / 2] >> (4 * (ib % 2))) & 0x0f));
+        for (int l = 0; l < 8; l++) {
+            const uint16_t p = iq3s_grid[qs[8 * ib + l] | (((uint32_t)(qh[ib] >> l) & 1) << 8)];
+            const uint8_t sg = signs[4 * ib + l / 2] >> (4 * (l % 2));
+            float *out = y + 32 * ib + 4 * l;
+            for (int j = 0; j < 4; j++) {
+                float v = db * (float)iq3s_grid_levels[(p >> (4 * j)) & 15];
+                out[j] = (sg >> j) & 1 ? -v : v;
+            }
+        }
+    }
+}
+
+/* IQ1_S: f16 d, 32 low index bytes, 8 u16: per 32 elements four 3-bit index
+ * extensions (11-bit indices into a {-1, 0, 1} lattice), a 3-bit scale s and
+ * the sign of a +-1/8 shift; value d * (2s + 1) * (point + shift). */
+static void deq_iq1_s(const uint8_t *restrict b, float *restrict y)
+{
+    const float d = read_f16(b);
+    const uint8_t *qs = b + 2;
+    for (int ib = 0; ib < 8; ib++) {
+        uint16_t h;
+        memcpy(&h, b + 34 + 2 * ib, 2);
+        const float dl = d * (float)(2 * ((h >> 12) & 7) + 1);
+        const float delta = h & 0x8000 ? -0.125f : 0.125f;
+        for (int l = 0; l < 4; l++) {
+            const uint16_t p = iq1s_grid[qs[4 * ib + l] | (((uint32_t)(h >> (3 * l)) & 7) << 8)];
+            float *out = y + 32 * ib + 8 * l;
+            for (int j = 0; j < 8; j++)
+                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+        }
+    }
+}
+
+/* IQ1_M: 32 low index bytes, 16 bytes of 4-bit fields (3 index bits and the
+ * shift sign, one per 8 elements), then 4 u16 holding sixteen 3-bit scales
+ * (one per 16 elements) in their low 12 bits and the f16 d spread over their
+ * top nibbles. */
+static void deq_iq1_m(const uint8_t *restrict b, float *restrict y)
+{
+    const uint8_t *qs = b, *qh = b + 32;
+    uint16_t sc[4];
+    memcpy(sc, b + 48, 8);
+    const uint16_t dbits = (uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) |
+                                      (sc[3] & 0xf000));
+    const float d = mp_f16_to_f32(dbits);
+    for (int ib = 0; ib < 8; ib++) {
+        const int shift = 6 * (ib % 2);
+        const float dl1 = d * (float)(2 * ((sc[ib / 2] >> shift) & 7) + 1);
+        const float dl2 = d * (float)(2 * ((sc[ib / 2] >> (shift + 3)) & 7) + 1);
+        for (int l = 0; l < 4; l++) {
+            const uint32_t field = (qh[2 * ib + l / 2] >> (4 * (l % 2))) & 0x0f;
+            const uint16_t p = iq1s_grid[qs[4 * ib + l] | ((field & 7) << 8)];
+            const float delta = field & 8 ? -0.125f : 0.125f;
+            const float dl = l < 2 ? dl1 : dl2;
+            float *out = y + 32 * ib + 8 * l;
+            for (int j = 0; j < 8; j++)
+                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+        }
+    }
 }
 
 int mp_gguf_dequantize_row(uint32_t type, const void *src, uint64_t n, float *dst, mp_error *err)
@@ -430,15 +624,10 @@ int mp_gguf_dequantize_row(uint32_t type, const void *src, uint64_t n, float *ds
         memcpy(dst, p, n * 4);
         return MP_OK;
     case MP_GGML_F16:
-        for (uint64_t i = 0; i < n; i++)
-            dst[i] = read_f16(p + 2 * i);
+        deq_f16(p, dst, n);
         return MP_OK;
     case MP_GGML_BF16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = mp_bf16_to_f32(h);
-        }
+        deq_bf16(p, dst, n);
         return MP_OK;
 #define BLOCK_LOOP(fn)                                                                                                 \
     for (uint64_t i = 0; i < nb; i++)                                                                                  \
@@ -476,6 +665,20 @@ int mp_gguf_dequantize_row(uint32_t type, const void *src, uint64_t n, float *ds
         BLOCK_LOOP(deq_tq2_0);
     case MP_GGML_MXFP4:
         BLOCK_LOOP(deq_mxfp4);
+    case MP_GGML_IQ2_XXS:
+        BLOCK_LOOP(deq_iq2_xxs);
+    case MP_GGML_IQ2_XS:
+        BLOCK_LOOP(deq_iq2_xs);
+    case MP_GGML_IQ2_S:
+        BLOCK_LOOP(deq_iq2_s);
+    case MP_GGML_IQ3_XXS:
+        BLOCK_LOOP(deq_iq3_xxs);
+    case MP_GGML_IQ3_S:
+        BLOCK_LOOP(deq_iq3_s);
+    case MP_GGML_IQ1_S:
+        BLOCK_LOOP(deq_iq1_s);
+    case MP_GGML_IQ1_M:
+        BLOCK_LOOP(deq_iq1_m);
 #undef BLOCK_LOOP
     default:
         break;

@@ -321,18 +321,18 @@ static void test_hostile(void)
     /* known type that cannot be dequantized: opens, fails on use */
     b.n = 0;
     header(&b, 3, 1, 0);
-    uint64_t ne256[1] = {256};
-    tensor_info(&b, "iq", 1, ne256, MP_GGML_IQ2_XXS, 0);
+    uint64_t ne64[1] = {64};
+    tensor_info(&b, "q81", 1, ne64, MP_GGML_Q8_1, 0);
     pad_to(&b, 32);
-    fill(&b, 66, 0);
+    fill(&b, 72, 0);
     {
-        const char *path = write_file("iq.gguf", b.p, b.n);
+        const char *path = write_file("q81.gguf", b.p, b.n);
         mp_gguf g;
         mp_error err = {0};
         REQUIRE(mp_gguf_open(path, &g, &err) == MP_OK);
         float out[256];
         CHECK(mp_gguf_tensor_dequantize_rows(&g, mp_gguf_tensor_at(&g, 0), 0, 1, out, &err) == MP_ERR_INPUT);
-        CHECKF(strstr(err.msg, "iq.gguf: iq: ") && strstr(err.msg, "IQ2_XXS"), "%s", err.msg);
+        CHECKF(strstr(err.msg, "q81.gguf: q81: ") && strstr(err.msg, "Q8_1"), "%s", err.msg);
         mp_gguf_close(&g);
     }
 

@@ -14,7 +14,8 @@
 
 static const char *const vector_types[] = {"F32",  "F16",  "BF16", "Q4_0", "Q4_1",   "Q5_0",   "Q5_1",
                                            "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",   "Q6_K",   "IQ4_NL",
-                                           "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4"};
+                                           "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+                                           "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"};
 
 static uint32_t rd32(const uint8_t *p)
 {
@@ -108,8 +109,8 @@ static void test_errors(void)
     CHECK(mp_gguf_dequantize_row(4, zeros, 32, out, &err) == MP_ERR_INPUT && strstr(err.msg, "4"));
     CHECK(mp_gguf_dequantize_row(1000, zeros, 32, out, &err) == MP_ERR_INPUT && strstr(err.msg, "1000"));
     /* known but not dequantizable */
-    CHECK(mp_gguf_dequantize_row(MP_GGML_IQ2_XXS, zeros, 256, out, &err) == MP_ERR_INPUT &&
-          strstr(err.msg, "IQ2_XXS"));
+    CHECK(mp_gguf_dequantize_row(MP_GGML_Q8_1, zeros, 256, out, &err) == MP_ERR_INPUT && strstr(err.msg, "Q8_1"));
+    CHECK(mp_gguf_dequantize_row(MP_GGML_I32, zeros, 16, out, &err) == MP_ERR_INPUT && strstr(err.msg, "I32"));
     /* row size overflow */
     uint64_t bytes;
     CHECK(mp_gguf_row_bytes(MP_GGML_Q8_K, UINT64_MAX - 255, &bytes, &err) == MP_ERR_INPUT); /* 292 bytes per 256 */

@@ -27,6 +27,8 @@ F16_FIELDS = {
     T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
     T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
     T.IQ4_NL: [0], T.IQ4_XS: [0], T.TQ1_0: [52], T.TQ2_0: [64], T.MXFP4: [],
+    T.IQ2_XXS: [0], T.IQ2_XS: [0], T.IQ2_S: [0], T.IQ3_XXS: [0], T.IQ3_S: [0], T.IQ1_S: [0],
+    T.IQ1_M: [],  # its f16 scale is spread over four nibbles: see make_blocks
 }
 N_BLOCKS = 12
 
@@ -55,6 +57,13 @@ def make_blocks(rng, qtype):
     raw = rng.integers(0, 256, size=(N_BLOCKS, type_size), dtype=np.uint32).astype(np.uint8)
     for off in F16_FIELDS[qtype]:
         raw[:, off:off + 2] = random_finite_f16(rng, N_BLOCKS).view(np.uint8).reshape(N_BLOCKS, 2)
+    if qtype == T.IQ1_M:
+        # the top nibbles of the four u16 at bytes 48..55 hold the f16 d (nibble k = bits 4k..4k+3)
+        d = random_finite_f16(rng, N_BLOCKS).astype(np.uint16)
+        sc = raw[:, 48:56].copy().view(np.uint16)
+        for k in range(4):
+            sc[:, k] = (sc[:, k] & 0x0FFF) | (((d >> (4 * k)) & 0xF) << 12)
+        raw[:, 48:56] = sc.view(np.uint8)
     return raw.reshape(-1), N_BLOCKS
 
 
