@@ -185,7 +185,8 @@ static int parse_value(cursor *c, mp_gguf_kv *kv)
         return take(c, vtype_size[kv->type], &kv->value, "value");
 
     uint32_t et;
-    if ((rc = take_u32(c, &et, "array element type")) != MP_OK || (rc = take_u64(c, &kv->count, "array length")) != MP_OK)
+    if ((rc = take_u32(c, &et, "array element type")) != MP_OK ||
+        (rc = take_u64(c, &kv->count, "array length")) != MP_OK)
         return rc;
     if (et >= MP_GGUF_VTYPE_COUNT)
         return mp_fail(c->err, MP_ERR_INPUT, c->path, ctx, "unknown array element type %u", et);
@@ -257,8 +258,9 @@ static const mp_gguf_kv *find_kv_in(const mp_gguf_kv *kv, uint64_t n, const char
     return NULL;
 }
 
-/* Reads a scalar integer value of any integer type as signed 128-bit-safe
- * pair: returns false when the entry is not an integer. */
+/* Reads an integer of any integer type as a sign and a magnitude (so that
+ * every u64 and i64 value is representable); false when `type` is not an
+ * integer type. */
 static bool scalar_int(mp_gguf_vtype type, const uint8_t *p, bool *negative, uint64_t *mag)
 {
     *negative = false;
@@ -358,7 +360,8 @@ static int parse_tensor_info(cursor *c, mp_gguf_tensor *t, uint64_t index, uint6
             return mp_fail(c->err, MP_ERR_INPUT, c->path, name, "element count overflows");
     }
     t->n_elements = n;
-    if ((rc = take_u32(c, &t->type, "tensor type")) != MP_OK || (rc = take_u64(c, &t->offset, "tensor offset")) != MP_OK)
+    if ((rc = take_u32(c, &t->type, "tensor type")) != MP_OK ||
+        (rc = take_u64(c, &t->offset, "tensor offset")) != MP_OK)
         return rc;
     if (!mp_ggml_type_get(t->type))
         return mp_fail(c->err, MP_ERR_INPUT, c->path, name, "unknown tensor type id %u", t->type);
@@ -408,7 +411,8 @@ static int part_open(const char *path, gguf_part *p, mp_error *err)
                        version);
     }
     uint64_t n_tensors, n_kv;
-    if ((rc = take_u64(c, &n_tensors, "tensor count")) != MP_OK || (rc = take_u64(c, &n_kv, "key-value count")) != MP_OK)
+    if ((rc = take_u64(c, &n_tensors, "tensor count")) != MP_OK ||
+        (rc = take_u64(c, &n_kv, "key-value count")) != MP_OK)
         return rc;
     uint64_t left = c->size - c->pos;
     if (n_kv > left / MIN_KV_BYTES)
@@ -475,7 +479,8 @@ static int part_open(const char *path, gguf_part *p, mp_error *err)
 
 /* ---- split models -------------------------------------------------------- */
 
-/* Reads an integer key of a part into *v; false when absent. */
+/* Reads a non-negative integer key of a part into *v; *present says
+ * whether the key exists. */
 static int part_int(const gguf_part *p, const char *key, bool *present, uint64_t *v, mp_error *err)
 {
     const mp_gguf_kv *kv = find_kv_in(p->kv, p->n_kv, key);
@@ -575,7 +580,8 @@ static int assemble(mp_gguf *g, gguf_part *parts, uint32_t n_parts, mp_error *er
     for (uint64_t i = 1; i < total; i++) {
         const mp_gguf_tensor *a = &g->tensors[g->by_name[i - 1]], *b = &g->tensors[g->by_name[i]];
         if (strcmp(a->name, b->name) == 0) {
-            const mp_gguf_tensor *second = a->file_index > b->file_index || (a->file_index == b->file_index && a > b) ? a : b;
+            /* name the later of the two (tensors are in file order) */
+            const mp_gguf_tensor *second = a > b ? a : b;
             return mp_fail(err, MP_ERR_INPUT, g->files[second->file_index].map.path, second->name,
                            "duplicate tensor name");
         }
@@ -673,7 +679,8 @@ int mp_gguf_open(const char *path, mp_gguf *g, mp_error *err)
         for (uint64_t i = 0; i < count; i++)
             sum += parts[i].n_tensors;
         if (sum != n_tensors_total)
-            rc = mp_fail(err, MP_ERR_INPUT, path, NULL, "the %llu parts hold %llu tensors, split.tensors.count says %llu",
+            rc = mp_fail(err, MP_ERR_INPUT, path, NULL,
+                         "the %llu parts hold %llu tensors, split.tensors.count says %llu",
                          (unsigned long long)count, (unsigned long long)sum, (unsigned long long)n_tensors_total);
     }
     if (rc == MP_OK) {

@@ -63,7 +63,7 @@ typedef struct mp_gguf_kv {
 
 typedef struct mp_gguf_tensor {
     char *name;                     /* NUL-terminated copy */
-    uint32_t n_dims;                /* 1..4 */
+    uint32_t n_dims;                /* 0..4 (0: a scalar) */
     uint64_t ne[MP_GGUF_MAX_DIMS];  /* ne[0] is the contiguous (innermost)
                                        dimension; unused dims are 1 */
     uint32_t type;                  /* ggml type id (mp_ggml_type) */

@@ -95,7 +95,8 @@ static inline void kv_str(buf *b, const char *key, const char *v)
     put_str(b, v);
 }
 
-static inline void tensor_info(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t off)
+static inline void tensor_info(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
+                               uint64_t off)
 {
     put_str(b, name);
     put_u32(b, n_dims);
