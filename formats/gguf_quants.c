@@ -345,18 +345,21 @@ static void deq_q6_k(const uint8_t *restrict b, float *restrict y)
     const float d = read_f16(b + 208);
     for (int h = 0; h < 2; h++) {
         const uint8_t *lo = ql + 64 * h, *hi = qh + 32 * h;
-        const int8_t *s = sc + 8 * h;
         float *out = y + 128 * h;
-        for (int l = 0; l < 32; l++) {
-            const int is = l / 16;
-            int q1 = ((lo[l] & 0x0f) | (((hi[l] >> 0) & 3) << 4)) - 32;
-            int q2 = ((lo[l + 32] & 0x0f) | (((hi[l] >> 2) & 3) << 4)) - 32;
-            int q3 = ((lo[l] >> 4) | (((hi[l] >> 4) & 3) << 4)) - 32;
-            int q4 = ((lo[l + 32] >> 4) | (((hi[l] >> 6) & 3) << 4)) - 32;
-            out[l] = d * (float)s[is + 0] * (float)q1;
-            out[l + 32] = d * (float)s[is + 2] * (float)q2;
-            out[l + 64] = d * (float)s[is + 4] * (float)q3;
-            out[l + 96] = d * (float)s[is + 6] * (float)q4;
+        for (int is = 0; is < 2; is++) {
+            /* d * scale first, as ggml evaluates d * sc * q left to right */
+            const float s1 = d * (float)sc[8 * h + is + 0], s2 = d * (float)sc[8 * h + is + 2];
+            const float s3 = d * (float)sc[8 * h + is + 4], s4 = d * (float)sc[8 * h + is + 6];
+            for (int l = 16 * is; l < 16 * is + 16; l++) {
+                int q1 = ((lo[l] & 0x0f) | (((hi[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((lo[l + 32] & 0x0f) | (((hi[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((lo[l] >> 4) | (((hi[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((lo[l + 32] >> 4) | (((hi[l] >> 6) & 3) << 4)) - 32;
+                out[l] = s1 * (float)q1;
+                out[l + 32] = s2 * (float)q2;
+                out[l + 64] = s3 * (float)q3;
+                out[l + 96] = s4 * (float)q4;
+            }
         }
     }
 }
