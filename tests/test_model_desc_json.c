@@ -19,8 +19,10 @@ static void roundtrip(const mp_model_desc *a, const char *what)
     CHECKF(mp_model_desc_equal(a, &b, field, sizeof field), "%s: field %s differs", what, field);
     /* equal() skips defaulted fields; the bits themselves must also survive */
     CHECK(a->defaulted == b.defaulted);
-    CHECK(a->yarn.enabled == b.yarn.enabled && a->yarn.factor == b.yarn.factor &&
-          a->yarn.mscale == b.yarn.mscale && a->yarn.mscale_all_dim == b.yarn.mscale_all_dim);
+    CHECK(a->yarn.enabled == b.yarn.enabled);
+    if (a->yarn.enabled)
+        CHECK(a->yarn.factor == b.yarn.factor && a->yarn.mscale == b.yarn.mscale &&
+              a->yarn.mscale_all_dim == b.yarn.mscale_all_dim && a->yarn.beta_fast == b.yarn.beta_fast);
     CHECK(a->rms_norm_eps == b.rms_norm_eps && a->q_lora_rank == b.q_lora_rank);
     CHECK(strcmp(a->model_type, b.model_type) == 0);
     json_decref(j);
