@@ -228,12 +228,15 @@ int mp_cmd_synth(int argc, char **argv)
         return mp_cli_report(&err);
     }
     double el = now_s() - prog.start;
-    if (!quiet)
-        printf("synth: %s, %u layers (%u dense)%s, vocab %u, %s: %llu tensors, %u shard%s, %.3f GB of tensors%s"
-               " in %.2f s (%.2f GB/s) -> %s\n",
+    if (!quiet) {
+        printf("synth: %s, %u layers (%u dense)%s, vocab %u, %s: %llu tensors, %u shard%s, %.3f GB of tensors",
                mp_synth_preset_name(o.preset), r.layers, r.dense, r.mtp ? " + MTP" : "", r.vocab,
                r.fp8 ? "fp8" : "bf16", (unsigned long long)r.tensors, r.shards, r.shards == 1 ? "" : "s",
-               r.data_bytes / 1e9, o.dry_run ? " (dry run: no shards written)" : "", el,
-               o.dry_run || el <= 0 ? 0.0 : r.file_bytes / 1e9 / el, out_dir);
+               r.data_bytes / 1e9);
+        if (o.dry_run)
+            printf(" (dry run: config, tokenizer and index only) -> %s\n", out_dir);
+        else
+            printf(", written in %.2f s (%.2f GB/s) -> %s\n", el, el > 0 ? r.file_bytes / 1e9 / el : 0.0, out_dir);
+    }
     return MP_OK;
 }

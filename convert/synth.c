@@ -252,9 +252,6 @@ typedef struct shard_run {
     const plan *p;
     mp_st_writer *w;
     const float *normal;
-    _Atomic uint64_t *done;
-    uint64_t total;
-    const mp_synth_options *o;
 } shard_run;
 
 static int run_job(const shard_run *r, const job *j, thread_buffers *b, mp_error *err)
@@ -327,7 +324,7 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
         for (uint32_t r0 = 0; r0 < t->values.rows; r0 += step)
             jobs[nj++] = (job){(uint32_t)members[k], r0, r0 + step < t->values.rows ? r0 + step : t->values.rows};
     }
-    shard_run run = {p, w, normal, done, total, o};
+    shard_run run = {p, w, normal};
     bool failed = false;
     mp_error first = {0};
     if (rc == MP_OK) {
@@ -400,7 +397,7 @@ int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result
     build_tensors(&p);
     if (p.failed) {
         free(p.t);
-        return mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory while planning the tensors");
+        return mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "cannot plan the tensors (out of memory, or a name too long)");
     }
     assign_shards(&p);
 

@@ -5,8 +5,10 @@
 #ifndef MP_SYNTH_INTERNAL_H
 #define MP_SYNTH_INTERNAL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mp_error.h"
 #include "synth.h"
@@ -87,5 +89,25 @@ void mp_synth_row_f32(const mp_synth_values *v, const float *normal, const float
  * ceil(cols / 128) blocks into scale_inv. work holds nrows * cols floats. */
 void mp_synth_band_fp8(const mp_synth_values *v, const float *normal, const float *colf, uint32_t r0, uint32_t nrows,
                        float *work, uint8_t *q, float *scale_inv);
+
+/* float -> FP8 E4M3, round to nearest even, saturating at 448: the same
+ * results as mp_f32_to_fp8_e4m3 for every non-NaN input (test_synth checks),
+ * but branch-free, so that a row of codes costs about as much as a row of
+ * random numbers. Normal range: round the f32 mantissa at bit 20 and rebias
+ * the exponent (127 -> 7); below 2^-6, adding 2^14 makes the FPU round to
+ * multiples of 2^-9, the subnormal step. */
+static inline uint8_t mp_synth_fp8_e4m3(float x)
+{
+    uint32_t u, m;
+    memcpy(&u, &x, 4);
+    uint32_t sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu;
+    uint32_t r = a + 0x7ffffu + ((a >> 20) & 1u);
+    uint32_t normal = (r >> 20) - (120u << 3);
+    normal = normal > 0x7eu ? 0x7eu : normal;
+    float y = fabsf(x) + 16384.0f;
+    memcpy(&m, &y, 4);
+    uint32_t sub = m - 0x46800000u; /* the bits of 16384.0f */
+    return (uint8_t)(sign | (a < 0x3c800000u ? sub : normal));
+}
 
 #endif

@@ -132,14 +132,10 @@ int mp_synth_model_resolve(const mp_synth_options *o, mp_synth_model *m, mp_erro
     return MP_OK;
 }
 
-static json_t *strings(const char *a, const char *b, const char *c)
+static json_t *one_string(const char *s)
 {
     json_t *arr = json_array();
-    json_array_append_new(arr, json_string(a));
-    if (b)
-        json_array_append_new(arr, json_string(b));
-    if (c)
-        json_array_append_new(arr, json_string(c));
+    json_array_append_new(arr, json_string(s));
     return arr;
 }
 
@@ -171,7 +167,7 @@ char *mp_synth_config_json(const mp_synth_model *m)
     SET(rope, "original_max_position_embeddings", INT(4096));
     SET(rope, "type", json_string("yarn"));
 
-    SET(c, "architectures", strings(arch, NULL, NULL));
+    SET(c, "architectures", one_string(arch));
     SET(c, "attention_bias", json_false());
     SET(c, "attention_dropout", json_real(0.0));
     SET(c, "auto_map", auto_map);

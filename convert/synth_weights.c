@@ -144,24 +144,37 @@ void mp_synth_row_f32(const mp_synth_values *v, const float *normal, const float
 void mp_synth_band_fp8(const mp_synth_values *v, const float *normal, const float *colf, uint32_t r0, uint32_t nrows,
                        float *work, uint8_t *q, float *scale_inv)
 {
-    const uint32_t cols = v->cols;
+    const uint32_t cols = v->cols, ncb = (cols + 127) / 128;
     for (uint32_t i = 0; i < nrows; i++)
         mp_synth_row_f32(v, normal, colf, r0 + i, work + (size_t)i * cols);
     /* DeepSeek's block quantization: per 128x128 block, scale = amax / 448
      * (the largest E4M3 value), code = fp8(w / scale); the checkpoint stores
-     * the scale as weight_scale_inv, the factor that dequantizes. */
-    for (uint32_t cb = 0; cb * 128u < cols; cb++) {
-        uint32_t c0 = cb * 128u, c1 = c0 + 128u < cols ? c0 + 128u : cols;
-        float amax = 0.0f;
-        for (uint32_t i = 0; i < nrows; i++)
-            for (uint32_t c = c0; c < c1; c++) {
-                float a = fabsf(work[(size_t)i * cols + c]);
-                amax = a > amax ? a : amax;
+     * the scale as weight_scale_inv, the factor that dequantizes. Rows are
+     * walked in order (amax first, then the codes) to stay cache-friendly. */
+    for (uint32_t cb = 0; cb < ncb; cb++)
+        scale_inv[cb] = 0.0f;
+    for (uint32_t i = 0; i < nrows; i++) {
+        const float *w = work + (size_t)i * cols;
+        for (uint32_t cb = 0; cb < ncb; cb++) {
+            uint32_t c1 = cb * 128u + 128u < cols ? cb * 128u + 128u : cols;
+            float m = scale_inv[cb];
+            for (uint32_t c = cb * 128u; c < c1; c++) {
+                float a = fabsf(w[c]);
+                m = a > m ? a : m;
             }
-        float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
-        for (uint32_t i = 0; i < nrows; i++)
-            for (uint32_t c = c0; c < c1; c++)
-                q[(size_t)i * cols + c] = mp_f32_to_fp8_e4m3(work[(size_t)i * cols + c] / scale);
-        scale_inv[cb] = scale;
+            scale_inv[cb] = m;
+        }
+    }
+    for (uint32_t cb = 0; cb < ncb; cb++)
+        scale_inv[cb] = scale_inv[cb] > 0.0f ? scale_inv[cb] / 448.0f : 1.0f;
+    for (uint32_t i = 0; i < nrows; i++) {
+        const float *w = work + (size_t)i * cols;
+        uint8_t *out = q + (size_t)i * cols;
+        for (uint32_t cb = 0; cb < ncb; cb++) {
+            uint32_t c1 = cb * 128u + 128u < cols ? cb * 128u + 128u : cols;
+            const float s = scale_inv[cb];
+            for (uint32_t c = cb * 128u; c < c1; c++)
+                out[c] = mp_synth_fp8_e4m3(w[c] / s);
+        }
     }
 }

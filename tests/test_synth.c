@@ -166,8 +166,40 @@ static void test_fp8_band(const float *t)
     free(q);
 }
 
+/* The branch-free E4M3 rounding agrees with the reference conversion in
+ * mp_num.h: a sweep over all float bit patterns up to 448 (every 61st), every
+ * pattern around the subnormal boundary, and every rounding tie. */
+static void test_fp8_rounding(void)
+{
+    uint64_t bad = 0, n = 0;
+    for (int neg = 0; neg < 2; neg++) {
+        uint32_t sign = neg ? 0x80000000u : 0;
+        for (uint32_t u = 0; u <= 0x43F00000u; u += 61, n++) {
+            float x = mp_f32_from_bits(sign | u);
+            bad += mp_synth_fp8_e4m3(x) != mp_f32_to_fp8_e4m3(x);
+        }
+        for (uint32_t u = 0x3B800000u; u < 0x3D000000u; u++, n++) {
+            float x = mp_f32_from_bits(sign | u);
+            bad += mp_synth_fp8_e4m3(x) != mp_f32_to_fp8_e4m3(x);
+        }
+        for (uint32_t e = 100; e < 140; e++)
+            for (uint32_t m = 0; m < 8; m++)
+                for (int d = -1; d <= 1; d++, n++) {
+                    float x = mp_f32_from_bits(sign | e << 23 | m << 20 | (uint32_t)(0x80000 + d));
+                    bad += mp_synth_fp8_e4m3(x) != mp_f32_to_fp8_e4m3(x);
+                }
+        float big[] = {448.0f, 460.0f, 464.0f, 470.0f, 1e10f, INFINITY};
+        for (size_t i = 0; i < sizeof big / sizeof *big; i++, n++) {
+            float x = neg ? -big[i] : big[i];
+            bad += mp_synth_fp8_e4m3(x) != mp_f32_to_fp8_e4m3(x);
+        }
+    }
+    CHECKF(bad == 0, "%llu of %llu conversions differ", (unsigned long long)bad, (unsigned long long)n);
+}
+
 int main(void)
 {
+    test_fp8_rounding();
     float *t = normal_table();
     test_table(t);
     test_layout_independent(t);
