@@ -71,6 +71,8 @@ struct mp_st_writer {
     bool begun;
     bool file_open;
     mp_outfile out;
+    size_t cursor_tensor; /* mp_st_writer_append's position */
+    uint64_t cursor_offset;
 };
 
 int mp_st_writer_open(mp_st_writer **out, const char *path, mp_error *err)
@@ -293,6 +295,28 @@ int mp_st_writer_write(mp_st_writer *w, size_t index, uint64_t offset, const voi
         pos += (uint64_t)got;
     }
     atomic_fetch_add(&t->written, (uint64_t)n);
+    return MP_OK;
+}
+
+int mp_st_writer_append(mp_st_writer *w, const void *buf, size_t n, mp_error *err)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        while (w->cursor_tensor < w->count && w->cursor_offset == w->tensors[w->cursor_tensor].nbytes) {
+            w->cursor_tensor++;
+            w->cursor_offset = 0;
+        }
+        if (w->cursor_tensor >= w->count)
+            return mp_fail(err, MP_ERR_INPUT, w->path, NULL, "%zu bytes appended past the last tensor", n);
+        uint64_t room = w->tensors[w->cursor_tensor].nbytes - w->cursor_offset;
+        size_t k = room < n ? (size_t)room : n;
+        int rc = mp_st_writer_write(w, w->cursor_tensor, w->cursor_offset, p, k, err);
+        if (rc)
+            return rc;
+        w->cursor_offset += k;
+        p += k;
+        n -= k;
+    }
     return MP_OK;
 }
 

@@ -12,6 +12,7 @@
  *   mp_st_writer_begin(w)                     header computed and written
  *   mp_st_writer_write(w, i, off, buf, n)     any number of times, any order,
  *                                             from any thread, disjoint ranges
+ *   (or mp_st_writer_append(w, buf, n)        the data in file order, in chunks)
  *   mp_st_writer_commit(w)                    checks every byte was written,
  *                                             fsyncs, renames FILE.partial
  *   (or mp_st_writer_abort(w) at any point: removes FILE.partial)
@@ -92,6 +93,12 @@ uint64_t mp_st_writer_file_size(const mp_st_writer *w);
 /* Writes n bytes of tensor `index` starting `offset` bytes into it. Thread-safe
  * for disjoint ranges; a range outside the tensor is refused. */
 int mp_st_writer_write(mp_st_writer *w, size_t index, uint64_t offset, const void *buf, size_t n, mp_error *err);
+
+/* Sequential alternative to mp_st_writer_write: appends n bytes of data in
+ * file order, crossing from one tensor to the next as each fills up. Not
+ * for use from several threads at once; do not mix with writes to the
+ * ranges it covers. Refuses data beyond the last tensor. */
+int mp_st_writer_append(mp_st_writer *w, const void *buf, size_t n, mp_error *err);
 
 /* Checks that every tensor received exactly its byte count, then fsyncs and
  * renames FILE.partial to FILE. The writer is freed whatever the outcome

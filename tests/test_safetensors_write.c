@@ -174,6 +174,40 @@ static void test_concurrent(const char *dir)
     mp_unmap_file(&f);
 }
 
+/* Appending in file order, in chunks that straddle tensors (including an
+ * empty one), gives the same file as the reference layout. */
+static void test_append(const char *dir)
+{
+    static const uint8_t data[25] = {'0', '1', '2', '3', 'P', 'Q', 'R', 'S', 1,   2,   3,   4,  5,
+                                     6,   7,   8,   9,   10,  11,  12,  '@', 'A', ' ', '!', '"'};
+    const char *path = mp_test_path(dir, "append.safetensors");
+    mp_error err = {0};
+    mp_st_writer *w = NULL;
+    REQUIRE(mp_st_writer_open(&w, path, &err) == MP_OK);
+    CHECK(mp_st_writer_set_metadata(w, "format", "pt", &err) == MP_OK);
+    uint64_t s1[] = {1}, s0[] = {0}, s23[] = {2, 3}, s3[] = {3};
+    CHECK(add(w, "z.s", MP_STW_F32, s1, 1));
+    CHECK(add(w, "e", MP_STW_I32, s0, 1));
+    CHECK(add(w, "i", MP_STW_I32, s1, 1));
+    CHECK(add(w, "b.w", MP_STW_BF16, s23, 2));
+    CHECK(add(w, "c", MP_STW_BF16, NULL, 0));
+    CHECK(add(w, "a.w", MP_STW_F8_E4M3, s3, 1));
+    REQUIRE(mp_st_writer_begin(w, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, data, 6, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, data + 6, 0, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, data + 6, 15, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, data + 21, 4, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, data, 1, &err) == MP_ERR_INPUT);
+    CHECK(strstr(err.msg, "past the last tensor") != NULL);
+    REQUIRE(mp_st_writer_commit(w, &err) == MP_OK);
+    size_t len = 0, rlen = 0;
+    char *got = slurp(path, &len), *ref = slurp(mp_test_path(dir, "ref.safetensors"), &rlen);
+    REQUIRE(got && ref);
+    CHECK(len == rlen && memcmp(got, ref, len) == 0);
+    free(got);
+    free(ref);
+}
+
 static void test_errors(const char *dir)
 {
     mp_error err = {0};
@@ -296,6 +330,7 @@ int main(void)
     test_dtypes();
     test_matches_reference(dir);
     test_padding(dir);
+    test_append(dir);
     test_concurrent(dir);
     test_errors(dir);
     test_index(dir);
