@@ -285,6 +285,22 @@ static int run_job(const shard_run *r, const job *j, thread_buffers *b, mp_error
                               (size_t)(j->r1 - j->r0) * cols * esize, err);
 }
 
+/* Rows per job: a 128-row band for FP8 (block scales need whole blocks),
+ * else about JOB_ELEMS elements, which keeps each thread's buffers in L2. */
+static uint32_t job_rows(const plan_tensor *t)
+{
+    uint32_t step = t->dtype == MP_STW_F8_E4M3 ? FP8_BLOCK : (uint32_t)(JOB_ELEMS / t->values.cols);
+    return step ? step : 1;
+}
+
+/* Bytes a job writes (an FP8 band also writes its row of scales). */
+static uint64_t job_bytes(const plan *p, const job *j)
+{
+    const plan_tensor *t = &p->t[j->tensor];
+    uint64_t bytes = (uint64_t)(j->r1 - j->r0) * t->values.cols * mp_stw_dtype_size(t->dtype);
+    return t->scale >= 0 ? bytes + 4ull * p->t[t->scale].values.cols : bytes;
+}
+
 static int write_shard(plan *p, const char *path, const size_t *members, size_t nmembers,
                        const float *normal, thread_buffers *bufs, int threads, _Atomic uint64_t *done, uint64_t total,
                        const mp_synth_options *o, uint64_t *file_bytes, mp_error *err)
@@ -303,11 +319,8 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
         rc = t->ndim == 1 ? mp_st_writer_add(w, t->name, t->dtype, shape + 1, 1, &slot, err)
                           : mp_st_writer_add(w, t->name, t->dtype, shape, 2, &slot, err);
         t->slot = (uint32_t)slot;
-        if (!t->is_scale) {
-            uint32_t step = t->dtype == MP_STW_F8_E4M3 ? FP8_BLOCK : (uint32_t)(JOB_ELEMS / t->values.cols);
-            step = step ? step : 1;
-            njobs += (t->values.rows + step - 1) / step;
-        }
+        if (!t->is_scale)
+            njobs += (t->values.rows + job_rows(t) - 1) / job_rows(t);
     }
     if (rc == MP_OK)
         rc = mp_st_writer_begin(w, err);
@@ -319,8 +332,7 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
         const plan_tensor *t = &p->t[members[k]];
         if (t->is_scale)
             continue;
-        uint32_t step = t->dtype == MP_STW_F8_E4M3 ? FP8_BLOCK : (uint32_t)(JOB_ELEMS / t->values.cols);
-        step = step ? step : 1;
+        uint32_t step = job_rows(t);
         for (uint32_t r0 = 0; r0 < t->values.rows; r0 += step)
             jobs[nj++] = (job){(uint32_t)members[k], r0, r0 + step < t->values.rows ? r0 + step : t->values.rows};
     }
@@ -336,7 +348,6 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
             if (stop)
                 continue;
             mp_error e = {0};
-            const plan_tensor *t = &p->t[jobs[k].tensor];
             int jrc = run_job(&run, &jobs[k], &bufs[omp_get_thread_num()], &e);
             if (jrc) {
 #pragma omp critical(synth_error)
@@ -348,7 +359,7 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
                 }
                 continue;
             }
-            uint64_t bytes = (uint64_t)(jobs[k].r1 - jobs[k].r0) * t->values.cols * mp_stw_dtype_size(t->dtype);
+            uint64_t bytes = job_bytes(p, &jobs[k]);
             uint64_t now = atomic_fetch_add(done, bytes) + bytes;
             if (o->progress && omp_get_thread_num() == 0)
                 o->progress(o->progress_ctx, now, total);
