@@ -487,6 +487,8 @@ int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result
                              data_bytes, o, &file_bytes, err);
             free(path);
         }
+        if (rc == MP_OK && o->progress)
+            o->progress(o->progress_ctx, data_bytes, data_bytes);
         for (int t = 0; bufs && t < threads; t++) {
             free(bufs[t].f);
             free(bufs[t].o);
