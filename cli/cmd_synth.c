@@ -20,7 +20,7 @@ static void usage(FILE *out)
             "usage: moepack synth --like PRESET -o DIR [options]\n"
             "\n"
             "Writes a checkpoint with random weights in the official Hugging Face layout of a DeepSeek\n"
-            "model: config.json, model-0000K-of-0000M.safetensors shards with model.safetensors.index.json,\n"
+            "model: config.json, model-0000K-of-00000M.safetensors shards with model.safetensors.index.json,\n"
             "tokenizer.json and tokenizer_config.json. Names, shapes, dtypes and config values are the\n"
             "official ones; only the weights are random. The same --seed gives the same files whatever\n"
             "--threads is.\n"
