@@ -11,6 +11,7 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical. */
 static const mp_command commands[] = {
+    {"synth", mp_cmd_synth, "write a random DeepSeek-shaped checkpoint (official HF layout)"},
     {"version", mp_cmd_version, "print the version and the build's features"},
 };
 
