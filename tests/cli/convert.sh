@@ -1,0 +1,82 @@
+# moepack convert / inspect / verify / inspect-source from the command line:
+# exit codes, damaged files, a full disk, and a conversion killed mid-way.
+. "$(dirname "$0")/../lib.sh"
+need_fixtures
+D=$(tmpdir cli_convert)
+
+expect_exit 0 "$MP" convert "$FIX/tiny-v3" -o "$D/a.moepack" --threads 2
+expect_in "$out" 'quantization error'
+expect_in "$out" 'exp_gate'
+[ -f "$D/a.moepack" ] && ok || fail "no output file"
+[ ! -e "$D/a.moepack.partial" ] && ok || fail "partial file left behind"
+
+# inspect: summary, roles, tensor table, JSON
+expect_exit 0 "$MP" inspect "$D/a.moepack"
+expect_in "$out" 'moepack container 1\.0'
+expect_in "$out" 'exp_down +32 '
+expect_in "$out" 'amx_int8'
+expect_in "$out" 'gpu_int4'
+expect_exit 0 "$MP" inspect "$D/a.moepack" --layer 1
+expect_in "$out" 'blk\.1\.ffn_down_exps\.15'
+if printf '%s\n' "$out" | grep -q '^blk\.2\.'; then fail "--layer 1 shows layer 2"; else ok; fi
+expect_exit 0 "$MP" inspect "$D/a.moepack" --json --tensors
+expect_in "$out" '"tensor_count": 142'
+expect_in "$out" '"placement": "cpu"'
+json=$out
+
+# verify: intact, then one flipped byte inside an expert names that tensor
+expect_exit 0 "$MP" verify "$D/a.moepack" --threads 2
+expect_in "$out" 'OK, 142 tensors'
+off=$(printf '%s\n' "$json" | grep -A20 '"name": "blk.2.ffn_up_exps.7"' | grep -m1 '"offset"' | tr -dc 0-9)
+[ -n "$off" ] && ok || fail "no offset for blk.2.ffn_up_exps.7"
+cp "$D/a.moepack" "$D/bad.moepack"
+printf '\x5a' | dd of="$D/bad.moepack" bs=1 seek=$((off + 1000)) conv=notrunc status=none
+expect_exit 3 "$MP" verify "$D/bad.moepack"
+expect_in "$err" 'blk\.2\.ffn_up_exps\.7: checksum mismatch'
+
+# a truncated container is refused on open
+head -c 5000000 "$D/a.moepack" > "$D/trunc.moepack"
+expect_exit 2 "$MP" inspect "$D/trunc.moepack"
+expect_in "$err" 'trunc\.moepack: .*truncated'
+expect_exit 2 "$MP" verify "$D/trunc.moepack"
+expect_exit 2 "$MP" inspect "$D/nonexistent.moepack"
+
+# inspect-source on both source kinds
+expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3"
+expect_in "$out" 'model\.layers\.1\.mlp\.experts\.15\.down_proj\.weight +exp_down'
+expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3-Q4_K_M.gguf" --json
+expect_in "$out" '"dtype": "Q4_K"'
+
+# usage errors
+expect_exit 1 "$MP" convert "$FIX/tiny-v3"
+expect_exit 1 "$MP" convert "$FIX/tiny-v3" -o "$D/x.moepack" --cpu-quant int3
+expect_exit 1 "$MP" convert "$FIX/tiny-v3" -o "$D/x.moepack" --threads 0
+expect_exit 1 "$MP" convert "$FIX/tiny-v3" -o "$D/x.moepack" --int8-group 100
+expect_exit 2 "$MP" convert "$D/nowhere" -o "$D/x.moepack"
+
+# over the file size limit (as on a full disk): a clear error, nothing left behind
+( ulimit -f 4000; "$MP" convert "$FIX/tiny-v3" -o "$D/full.moepack" --quiet ) 2>"$D/full.err"
+rc=$?
+[ "$rc" -eq 2 ] && ok || fail "full disk: exit $rc, want 2"
+expect_in "$(cat "$D/full.err")" 'full\.moepack\.partial: cannot write: .*(disk space|file size limit)'
+[ ! -e "$D/full.moepack" ] && [ ! -e "$D/full.moepack.partial" ] && ok || fail "full disk left files behind"
+
+# killed at a random point: never a file under the final name; --resume then
+# gives the same bytes as an uninterrupted run
+"$MP" convert "$FIX/tiny-v3" -o "$D/ref.moepack" --quiet --threads 1
+for i in 1 2 3 4 5; do
+    rm -f "$D/k.moepack" "$D/k.moepack.partial" "$D/k.moepack.partial.journal"
+    "$MP" convert "$FIX/tiny-v3" -o "$D/k.moepack" --quiet --threads 1 &
+    pid=$!
+    sleep "0.0$((RANDOM % 10))$((RANDOM % 10))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    if [ -e "$D/k.moepack" ]; then
+        cmp -s "$D/k.moepack" "$D/ref.moepack" && ok || fail "a killed conversion left a bad final file"
+    else
+        ok
+    fi
+    "$MP" convert "$FIX/tiny-v3" -o "$D/k.moepack" --quiet --threads 2 --resume
+    cmp -s "$D/k.moepack" "$D/ref.moepack" && ok || fail "resumed container differs from the uninterrupted one (try $i)"
+done
+finish
