@@ -27,6 +27,8 @@ bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t 
 bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 
 /* Subcommands (one per cli/cmd_*.c). */
+int mp_cmd_detokenize(int argc, char **argv);
+int mp_cmd_tokenize(int argc, char **argv);
 int mp_cmd_version(int argc, char **argv);
 
 #endif

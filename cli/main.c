@@ -11,6 +11,8 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical. */
 static const mp_command commands[] = {
+    {"detokenize", mp_cmd_detokenize, "print the text of token ids"},
+    {"tokenize", mp_cmd_tokenize, "print the token ids of a text"},
     {"version", mp_cmd_version, "print the version and the build's features"},
 };
 
