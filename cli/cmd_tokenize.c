@@ -13,15 +13,16 @@
 
 static void tokenize_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: moepack tokenize SRC [TEXT | --file F] [--bos] [--special] [--chat]\n"
-            "\n"
-            "Prints the token ids of TEXT (or of file F; '-' reads stdin), space-separated on one line.\n"
-            "SRC is a model directory holding tokenizer.json, or a tokenizer.json file.\n"
-            "  --bos      prepend the BOS token\n"
-            "  --special  parse special tokens written in the text (e.g. <\xef\xbd\x9cUser\xef\xbd\x9c>) into their ids\n"
-            "  --chat     encode TEXT as one user message in the model's chat format, with the\n"
-            "             generation prompt (BOS comes from the template; special tokens in TEXT stay text)\n");
+    fprintf(
+        out,
+        "usage: moepack tokenize SRC [TEXT | --file F] [--bos] [--special] [--chat]\n"
+        "\n"
+        "Prints the token ids of TEXT (or of file F; '-' reads stdin), space-separated on one line.\n"
+        "SRC is a model directory holding tokenizer.json, or a tokenizer.json file.\n"
+        "  --bos      prepend the BOS token\n"
+        "  --special  parse special tokens written in the text (e.g. <\357\275\234User\357\275\234>) into their ids\n"
+        "  --chat     encode TEXT as one user message in the model's chat format, with the\n"
+        "             generation prompt (BOS comes from the template; special tokens in TEXT stay text)\n");
 }
 
 static int read_stream(FILE *f, char **out, size_t *out_len, mp_error *err)
@@ -164,8 +165,8 @@ static bool parse_ids(const char *arg, mp_tokens *ids, int32_t n_tokens)
         char *end;
         errno = 0;
         unsigned long long v = strtoull(p, &end, 10);
-        if (errno || v >= (unsigned long long)n_tokens || (*end && *end != ' ' && *end != ',' && *end != '\t' &&
-                                                           *end != '\n')) {
+        if (errno || v >= (unsigned long long)n_tokens ||
+            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
             mp_cli_usage_error("detokenize", "bad token id in '%s' (ids are 0..%d)", arg, n_tokens - 1);
             return false;
         }

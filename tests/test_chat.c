@@ -13,10 +13,11 @@
 #include "mp_test.h"
 #include "tokenizer.h"
 
-#define BOS "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define EOS "<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define ASSISTANT "<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"
+/* UTF-8 in octal escapes (they end after 3 digits, so letters can follow) */
+#define BOS "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>"
+#define EOS "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+#define USER "<\357\275\234User\357\275\234>"
+#define ASSISTANT "<\357\275\234Assistant\357\275\234>"
 
 typedef struct {
     mp_chat_role role;
@@ -25,7 +26,10 @@ typedef struct {
 
 static const msg conversations[][6] = {
     {{MP_CHAT_USER, "Explain MLA in one sentence."}},
-    {{MP_CHAT_SYSTEM, "S1"}, {MP_CHAT_SYSTEM, "S2"}, {MP_CHAT_USER, "Q1"}, {MP_CHAT_ASSISTANT, "<think>r</think>A1"},
+    {{MP_CHAT_SYSTEM, "S1"},
+     {MP_CHAT_SYSTEM, "S2"},
+     {MP_CHAT_USER, "Q1"},
+     {MP_CHAT_ASSISTANT, "<think>r</think>A1"},
      {MP_CHAT_USER, "Q2"}},
     {{MP_CHAT_USER, "Q1"}, {MP_CHAT_ASSISTANT, "A1"}},
     {{MP_CHAT_SYSTEM, "Be brief."}, {MP_CHAT_USER, "U"}},
@@ -42,30 +46,32 @@ typedef struct {
 } render_case;
 
 static const render_case renders[] = {
-    {MP_CHAT_DEEPSEEK_V2, 0, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>User: Explain MLA in one sentence.\n\nAssistant:"},
-    {MP_CHAT_DEEPSEEK_V2, 1, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S1\n\nS2\n\nUser: Q1\n\nAssistant: <think>r</think>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>User: Q2\n\nAssistant:"},
-    {MP_CHAT_DEEPSEEK_V2, 2, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>User: Q1\n\nAssistant: A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V2, 3, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Be brief.\n\nUser: U\n\n"},
-    {MP_CHAT_DEEPSEEK_V2, 4, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>User: Q1\n\nAssistant: A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>User: Q2\n\nAssistant:"},
-    {MP_CHAT_DEEPSEEK_V2, 5, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S\n\nAssistant:"},
-    {MP_CHAT_DEEPSEEK_V3, 0, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Explain MLA in one sentence.<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3, 1, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S1\n\nS2<\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>r</think>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3, 2, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3, 3, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Be brief.<\xef\xbd\x9cUser\xef\xbd\x9c>U"},
-    {MP_CHAT_DEEPSEEK_V3, 4, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3, 5, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_R1, 0, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Explain MLA in one sentence.<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>\n"},
-    {MP_CHAT_DEEPSEEK_R1, 1, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S1\n\nS2<\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>\n"},
-    {MP_CHAT_DEEPSEEK_R1, 2, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_R1, 3, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Be brief.<\xef\xbd\x9cUser\xef\xbd\x9c>U"},
-    {MP_CHAT_DEEPSEEK_R1, 4, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>\n"},
-    {MP_CHAT_DEEPSEEK_R1, 5, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>\n"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 0, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Explain MLA in one sentence.<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 1, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S1\n\nS2<\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c><think>r</think>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 2, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 3, false, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Be brief.<\xef\xbd\x9cUser\xef\xbd\x9c>U<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 4, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q1<\xef\xbd\x9c""Assistant\xef\xbd\x9c>A1<\xef\xbd\x9c""end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><\xef\xbd\x9cUser\xef\xbd\x9c>Q2<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
-    {MP_CHAT_DEEPSEEK_V3_0324, 5, true, "<\xef\xbd\x9c""begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>S<\xef\xbd\x9c""Assistant\xef\xbd\x9c>"},
+    {MP_CHAT_DEEPSEEK_V2, 0, true, BOS "User: Explain MLA in one sentence.\n\nAssistant:"},
+    {MP_CHAT_DEEPSEEK_V2, 1, true,
+     BOS "S1\n\nS2\n\nUser: Q1\n\nAssistant: <think>r</think>A1" EOS "User: Q2\n\nAssistant:"},
+    {MP_CHAT_DEEPSEEK_V2, 2, false, BOS "User: Q1\n\nAssistant: A1" EOS},
+    {MP_CHAT_DEEPSEEK_V2, 3, false, BOS "Be brief.\n\nUser: U\n\n"},
+    {MP_CHAT_DEEPSEEK_V2, 4, true, BOS "User: Q1\n\nAssistant: A1" EOS "User: Q2\n\nAssistant:"},
+    {MP_CHAT_DEEPSEEK_V2, 5, true, BOS "S\n\nAssistant:"},
+    {MP_CHAT_DEEPSEEK_V3, 0, true, BOS USER "Explain MLA in one sentence." ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3, 1, true, BOS "S1\n\nS2" USER "Q1" ASSISTANT "<think>r</think>A1" EOS USER "Q2" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3, 2, false, BOS USER "Q1" ASSISTANT "A1" EOS},
+    {MP_CHAT_DEEPSEEK_V3, 3, false, BOS "Be brief." USER "U"},
+    {MP_CHAT_DEEPSEEK_V3, 4, true, BOS USER "Q1" ASSISTANT "A1" EOS USER "Q2" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3, 5, true, BOS "S" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_R1, 0, true, BOS USER "Explain MLA in one sentence." ASSISTANT "<think>\n"},
+    {MP_CHAT_DEEPSEEK_R1, 1, true, BOS "S1\n\nS2" USER "Q1" ASSISTANT "A1" EOS USER "Q2" ASSISTANT "<think>\n"},
+    {MP_CHAT_DEEPSEEK_R1, 2, false, BOS USER "Q1" ASSISTANT "A1" EOS},
+    {MP_CHAT_DEEPSEEK_R1, 3, false, BOS "Be brief." USER "U"},
+    {MP_CHAT_DEEPSEEK_R1, 4, true, BOS USER "Q1" ASSISTANT "A1" EOS USER "Q2" ASSISTANT "<think>\n"},
+    {MP_CHAT_DEEPSEEK_R1, 5, true, BOS "S" ASSISTANT "<think>\n"},
+    {MP_CHAT_DEEPSEEK_V3_0324, 0, true, BOS USER "Explain MLA in one sentence." ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3_0324, 1, true,
+     BOS "S1\n\nS2" USER "Q1" ASSISTANT "<think>r</think>A1" EOS USER "Q2" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3_0324, 2, false, BOS USER "Q1" ASSISTANT "A1" EOS},
+    {MP_CHAT_DEEPSEEK_V3_0324, 3, false, BOS "Be brief." USER "U" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3_0324, 4, true, BOS USER "Q1" ASSISTANT "A1" EOS USER "Q2" ASSISTANT},
+    {MP_CHAT_DEEPSEEK_V3_0324, 5, true, BOS "S" ASSISTANT},
     /* R1-0528 (not rendered by Jinja here): V3-0324's turn structure with R1's reasoning strip */
     {MP_CHAT_DEEPSEEK_R1_0528, 1, true, BOS "S1\n\nS2" USER "Q1" ASSISTANT "A1" EOS USER "Q2" ASSISTANT},
     {MP_CHAT_DEEPSEEK_R1_0528, 3, false, BOS "Be brief." USER "U" ASSISTANT},
@@ -83,8 +89,9 @@ static void test_render(void)
         size_t len = 0;
         mp_error err = {0};
         CHECK(mp_chat_render(rc->fmt, m, conversation_len[rc->conv], rc->gen, NULL, NULL, &out, &len, &err) == MP_OK);
-        CHECKF(out && len == strlen(rc->want) && memcmp(out, rc->want, len) == 0, "%s conversation %d:\n got  %s\n want %s",
-               mp_chat_format_name(rc->fmt), rc->conv, out ? out : "(null)", rc->want);
+        CHECKF(out && len == strlen(rc->want) && memcmp(out, rc->want, len) == 0,
+               "%s conversation %d:\n got  %s\n want %s", mp_chat_format_name(rc->fmt), rc->conv, out ? out : "(null)",
+               rc->want);
         free(out);
     }
     mp_error err = {0};
@@ -103,18 +110,20 @@ static void test_render(void)
 static void test_detect(void)
 {
     /* excerpts that identify each official template */
-    CHECK(mp_chat_format_detect("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-                                "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
-                                "{{ 'Assistant: ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
-                                "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}") == MP_CHAT_DEEPSEEK_V2);
+    CHECK(
+        mp_chat_format_detect("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                              "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
+                              "{{ 'Assistant: ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+                              "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}") == MP_CHAT_DEEPSEEK_V2);
     CHECK(mp_chat_format_detect("{{'" USER "' + message['content']}}{{'" ASSISTANT "' + message['content'] + '" EOS
-                                "'}}{% if add_generation_prompt %}{{'" ASSISTANT "'}}{% endif %}") ==
-          MP_CHAT_DEEPSEEK_V3);
+                                "'}}{% if add_generation_prompt %}{{'" ASSISTANT
+                                "'}}{% endif %}") == MP_CHAT_DEEPSEEK_V3);
     CHECK(mp_chat_format_detect("{{'" USER "' + message['content']}}{% if '</think>' in content %}{% set content = "
                                 "content.split('</think>')[-1] %}{% endif %}{{'" ASSISTANT "' + content + '" EOS
                                 "'}}{{'" ASSISTANT "<think>\\n'}}") == MP_CHAT_DEEPSEEK_R1);
-    CHECK(mp_chat_format_detect("{% set ns = namespace(is_last_user=false) %}{{'" USER "' + message['content'] + '" ASSISTANT
-                                "'}}{{content + '" EOS "'}}") == MP_CHAT_DEEPSEEK_V3_0324);
+    CHECK(mp_chat_format_detect("{% set ns = namespace(is_last_user=false) %}{{'" USER
+                                "' + message['content'] + '" ASSISTANT "'}}{{content + '" EOS
+                                "'}}") == MP_CHAT_DEEPSEEK_V3_0324);
     CHECK(mp_chat_format_detect("{% set ns = namespace(is_last_user=false) %}{{'" USER "' + content + '" ASSISTANT
                                 "'}}{% if '</think>' in content %}{% endif %}") == MP_CHAT_DEEPSEEK_R1_0528);
     CHECK(mp_chat_format_detect("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}") == MP_CHAT_UNKNOWN);
@@ -152,7 +161,8 @@ static int32_t *st_i32(const safetensors *st, const char *name, size_t *count)
     json_t *t = json_object_get(st->header, name);
     REQUIRE(t && strcmp(json_string_value(json_object_get(t, "dtype")), "I32") == 0);
     json_t *off = json_object_get(t, "data_offsets");
-    uint64_t a = (uint64_t)json_integer_value(json_array_get(off, 0)), b = (uint64_t)json_integer_value(json_array_get(off, 1));
+    uint64_t a = (uint64_t)json_integer_value(json_array_get(off, 0)),
+             b = (uint64_t)json_integer_value(json_array_get(off, 1));
     REQUIRE(b >= a && (b - a) % 4 == 0 && mp_range_ok(st->data_start + a, b - a, st->f.size));
     *count = (size_t)(b - a) / 4;
     int32_t *v = malloc((b - a) + 4);
@@ -170,8 +180,8 @@ static void test_fixture_prompts(void)
     safetensors st;
     st_open(&st, mp_test_path(fx, "tiny-v3.reference.safetensors"));
     json_error_t je;
-    json_t *prompts = json_loads(json_string_value(json_object_get(json_object_get(st.header, "__metadata__"), "prompts")),
-                                 0, &je);
+    json_t *prompts =
+        json_loads(json_string_value(json_object_get(json_object_get(st.header, "__metadata__"), "prompts")), 0, &je);
     REQUIRE(json_array_size(prompts) == 6);
 
     /* prompts 0-4: plain text with BOS */

@@ -79,7 +79,7 @@ static void check_cases(const mp_tokenizer *tok, const char *label)
     size_t i;
     json_t *c;
     int bad = 0;
-    json_array_foreach(cases, i, c) {
+    json_array_foreach (cases, i, c) {
         const char *text = json_string_value(json_object_get(c, "text"));
         size_t len = json_string_length(json_object_get(c, "text"));
         mp_tokens ids = {0};
@@ -123,7 +123,8 @@ static void test_properties(const mp_tokenizer *tok)
     const char *b = mp_tokenizer_token_bytes(tok, 223, &len); /* "Ġ" is the space byte */
     CHECK(b && len == 1 && b[0] == ' ');
     b = mp_tokenizer_token_bytes(tok, 1276, &len);
-    CHECK(b && len == strlen("<\xef\xbd\x9cUser\xef\xbd\x9c>") && memcmp(b, "<\xef\xbd\x9cUser\xef\xbd\x9c>", len) == 0);
+    CHECK(b && len == strlen("<\357\275\234User\357\275\234>") &&
+          memcmp(b, "<\357\275\234User\357\275\234>", len) == 0);
     CHECK(mp_tokenizer_token_bytes(tok, 99999, &len) == NULL);
     CHECK(mp_tokenizer_find(tok, "<think>", 7) == 1278);
     CHECK(mp_tokenizer_find(tok, " ", 1) == 223);
@@ -139,8 +140,7 @@ static void test_properties(const mp_tokenizer *tok)
 /* Special tokens: parsed only when asked; plain text otherwise (decoding to the same text). */
 static void test_special(const mp_tokenizer *tok)
 {
-    const char *text = "<\xef\xbd\x9cUser\xef\xbd\x9c>hi<\xef\xbd\x9c"
-                       "Assistant\xef\xbd\x9c>";
+    const char *text = "<\357\275\234User\357\275\234>hi<\357\275\234Assistant\357\275\234>";
     size_t len = strlen(text);
     mp_tokens on = {0}, off = {0};
     mp_error err = {0};
@@ -166,14 +166,14 @@ static void test_special(const mp_tokenizer *tok)
 
     /* parts: special tokens only where allowed; plain text continues across part boundaries */
     mp_tok_part parts[] = {
-        {"<\xef\xbd\x9cUser\xef\xbd\x9c>", strlen("<\xef\xbd\x9cUser\xef\xbd\x9c>"), true},
+        {"<\357\275\234User\357\275\234>", strlen("<\357\275\234User\357\275\234>"), true},
         {"Hel", 3, false},
-        {"lo world<\xef\xbd\x9cUser\xef\xbd\x9c>", strlen("lo world<\xef\xbd\x9cUser\xef\xbd\x9c>"), false},
+        {"lo world<\357\275\234User\357\275\234>", strlen("lo world<\357\275\234User\357\275\234>"), false},
     };
     mp_tokens a = {0}, b = {0}, c = {0};
     CHECK(mp_tokenizer_encode_parts(tok, parts, 3, 0, &a, &err) == MP_OK);
-    CHECK(mp_tokenizer_encode(tok, "Hello world<\xef\xbd\x9cUser\xef\xbd\x9c>",
-                              strlen("Hello world<\xef\xbd\x9cUser\xef\xbd\x9c>"), 0, &b, &err) == MP_OK);
+    CHECK(mp_tokenizer_encode(tok, "Hello world<\357\275\234User\357\275\234>",
+                              strlen("Hello world<\357\275\234User\357\275\234>"), 0, &b, &err) == MP_OK);
     CHECK(a.n == b.n + 1 && a.ids[0] == 1276 && memcmp(a.ids + 1, b.ids, b.n * sizeof(int32_t)) == 0);
     /* "Hello world" is 7 tokens in the reference cases: a split at "Hel|lo" must not change that */
     CHECK(mp_tokenizer_encode(tok, "Hello world", 11, 0, &c, &err) == MP_OK);
@@ -318,15 +318,15 @@ static void test_detok(const mp_tokenizer *tok)
     mp_error err = {0};
     const char *s;
     size_t l;
-    CHECK(mp_detok_push(&d, ff, &s, &l, &err) == MP_OK && l == 3 && memcmp(s, "\xef\xbf\xbd", 3) == 0);
+    CHECK(mp_detok_push(&d, ff, &s, &l, &err) == MP_OK && l == 3 && memcmp(s, "\357\277\275", 3) == 0);
     CHECK(mp_detok_push(&d, e2, &s, &l, &err) == MP_OK && l == 0);
     CHECK(mp_detok_push(&d, x82, &s, &l, &err) == MP_OK && l == 0);
-    CHECK(mp_detok_push(&d, a, &s, &l, &err) == MP_OK && l == 4 && memcmp(s, "\xef\xbf\xbd" "a", 4) == 0);
+    CHECK(mp_detok_push(&d, a, &s, &l, &err) == MP_OK && l == 4 && memcmp(s, "\357\277\275a", 4) == 0);
     CHECK(mp_detok_push(&d, e2, &s, &l, &err) == MP_OK && l == 0);
-    CHECK(mp_detok_flush(&d, &s, &l, &err) == MP_OK && l == 3 && memcmp(s, "\xef\xbf\xbd", 3) == 0);
+    CHECK(mp_detok_flush(&d, &s, &l, &err) == MP_OK && l == 3 && memcmp(s, "\357\277\275", 3) == 0);
     CHECK(mp_detok_push(&d, 5000, &s, &l, &err) == MP_ERR_INPUT);
     /* special tokens: text, or nothing with SKIP_SPECIAL */
-    CHECK(mp_detok_push(&d, 1276, &s, &l, &err) == MP_OK && l == strlen("<\xef\xbd\x9cUser\xef\xbd\x9c>"));
+    CHECK(mp_detok_push(&d, 1276, &s, &l, &err) == MP_OK && l == strlen("<\357\275\234User\357\275\234>"));
     mp_detok_free(&d);
     mp_detok_init(&d, tok, MP_TOK_DECODE_SKIP_SPECIAL);
     CHECK(mp_detok_push(&d, 1276, &s, &l, &err) == MP_OK && l == 0);
@@ -339,11 +339,11 @@ static void test_invalid_utf8(const mp_tokenizer *tok)
         const char *s;
         size_t len, bad_at;
     } bad[] = {
-        {"abc\xff", 4, 3},          {"\xc0\x80", 2, 0},     /* overlong NUL */
-        {"ok \xed\xa0\x80", 6, 3},  /* a surrogate */
-        {"x\xe2\x82", 3, 1},        /* truncated */
-        {"\xf4\x90\x80\x80", 4, 0}, /* above U+10FFFF */
-        {"a\x80z", 3, 1},           /* stray continuation */
+        {"abc\xff", 4, 3},          {"\xc0\x80", 2, 0}, /* overlong NUL */
+        {"ok \xed\xa0\x80", 6, 3},                      /* a surrogate */
+        {"x\xe2\x82", 3, 1},                            /* truncated */
+        {"\xf4\x90\x80\x80", 4, 0},                     /* above U+10FFFF */
+        {"a\x80z", 3, 1},                               /* stray continuation */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         mp_tokens ids = {0};
@@ -393,7 +393,7 @@ static void test_long_input(const mp_tokenizer *tok)
                 memcpy(big + n, t, l);
                 n += l;
             } else if (shape == 4) {
-                memcpy(big + n, "<\xef\xbd\x9cUse", 7); /* a special token's prefix, never completed */
+                memcpy(big + n, "<\357\275\234Use", 7); /* a special token's prefix, never completed */
                 n += 7;
             } else {
                 big[n] = shape == 1 ? 'a' : shape == 2 ? ' ' : (char)('0' + n % 10);
@@ -492,7 +492,7 @@ static void test_serialize(const mp_tokenizer *tok)
         back = NULL;
         if (mp_tokenizer_deserialize(bad, len, "blob", &back, &err) == MP_OK) {
             mp_tokens ids = {0};
-            const char *text = "Hello world <\xef\xbd\x9cUser\xef\xbd\x9c> 12345 \xe4\xb8\xad\xe6\x96\x87";
+            const char *text = "Hello world <\357\275\234User\357\275\234> 12345 \xe4\xb8\xad\xe6\x96\x87";
             if (mp_tokenizer_encode(back, text, strlen(text), MP_TOK_PARSE_SPECIAL, &ids, &err) == MP_OK) {
                 char *s;
                 size_t sl;
@@ -665,8 +665,8 @@ static void test_spec_errors(void)
     mp_tokenizer *tok = NULL;
     mp_tok_str toks[] = {{"a", 1}, {"b", 1}, {"a", 1}, {"ab", 2}};
     int32_t types[] = {1, 1, 1, 1};
-    mp_tokenizer_spec spec = {.source = "v.gguf", .n_tokens = 4, .tokens = toks, .types = types, .bos_id = -1,
-                              .eos_id = -1, .unk_id = -1};
+    mp_tokenizer_spec spec = {
+        .source = "v.gguf", .n_tokens = 4, .tokens = toks, .types = types, .bos_id = -1, .eos_id = -1, .unk_id = -1};
     CHECK(mp_tokenizer_build(&spec, &tok, &err) == MP_ERR_INPUT && strstr(err.msg, "v.gguf: duplicate token 'a'"));
     toks[2] = (mp_tok_str){"c", 1};
     CHECK(mp_tokenizer_build(&spec, &tok, &err) == MP_OK);

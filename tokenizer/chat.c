@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DS_BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define DS_EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define DS_USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define DS_ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+/* UTF-8 in octal escapes (they end after 3 digits, so letters can follow): U+FF5C is \357\275\234,
+ * U+2581 is \342\226\201 */
+#define DS_BOS "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>"
+#define DS_EOS "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+#define DS_USER "<\357\275\234User\357\275\234>"
+#define DS_ASSISTANT "<\357\275\234Assistant\357\275\234>"
 
 static const struct {
     mp_chat_format fmt;

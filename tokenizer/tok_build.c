@@ -130,12 +130,18 @@ static int build_tokens(mp_tokenizer *t, const mp_tokenizer_spec *spec, mp_error
 {
     const char *src = SRC(spec);
     uint32_t n = spec->n_tokens;
-    uint64_t total = 0;
+    uint64_t total = 0, added = 0;
     for (uint32_t i = 0; i < n; i++) {
         int type = spec->types ? spec->types[i] : MP_TOKEN_NORMAL;
         if (type < MP_TOKEN_NORMAL || type > MP_TOKEN_BYTE)
             return mp_fail(err, MP_ERR_INPUT, src, NULL, "token %u has unknown type %d", i, type);
         size_t len = spec->tokens[i].len;
+        if (type == MP_TOKEN_CONTROL || type == MP_TOKEN_USER_DEFINED || type == MP_TOKEN_UNKNOWN) {
+            added += len;
+            if (added > MP_TOK_MAX_ADDED_TEXT)
+                return mp_fail(err, MP_ERR_INPUT, src, NULL, "special/added token texts exceed %u bytes in all",
+                               MP_TOK_MAX_ADDED_TEXT);
+        }
         if (len > MP_TOK_MAX_TOKEN_LEN)
             return mp_fail(err, MP_ERR_INPUT, src, NULL, "token %u is %zu bytes long (at most %u)", i, len,
                            MP_TOK_MAX_TOKEN_LEN);
@@ -279,11 +285,12 @@ static int build_merges(mp_tokenizer *t, const mp_tokenizer_spec *spec, mp_error
     for (uint32_t m = 0; m < n; m++) {
         mp_tok_str l, r;
         if (spec->merges) {
-            if (!merge_split(spec->merges[m], &l, &r)) {
+            if (!spec->merges[m].ptr || !merge_split(spec->merges[m], &l, &r)) {
                 char q[48];
-                quote_token(spec->merges[m].ptr ? spec->merges[m].ptr : "", spec->merges[m].len, q);
-                rc = mp_fail(err, MP_ERR_INPUT, src, NULL, "merge %u ('%s') is not two tokens separated by a space",
-                             m, q);
+                mp_tok_str line = spec->merges[m];
+                quote_token(line.ptr ? line.ptr : "", line.ptr ? line.len : 0, q);
+                rc = mp_fail(err, MP_ERR_INPUT, src, NULL, "merge %u ('%s') is not two tokens separated by a space", m,
+                             q);
                 goto done;
             }
         } else {
@@ -307,7 +314,7 @@ static int build_merges(mp_tokenizer *t, const mp_tokenizer_spec *spec, mp_error
             if (li >= 0 && ri >= 0)
                 quote_token(cat, l.len + r.len, q);
             else
-                quote_token(bad->ptr ? bad->ptr : "", bad->len, q);
+                quote_token(bad->ptr ? bad->ptr : "", bad->ptr ? bad->len : 0, q);
             rc = mp_fail(err, MP_ERR_INPUT, src, NULL, "merge %u: '%s' is not a token of the vocabulary", m, q);
             goto done;
         }

@@ -116,7 +116,7 @@ int mp_detok_push(mp_detok *d, int32_t id, const char **text, size_t *len, mp_er
         return MP_ERR_INPUT;
     uint8_t held[4];
     memcpy(held, d->pending, np);
-#define IN(k) ((k) < np ? held[(k)] : (uint8_t)bytes[(k) - np])
+#define IN(k) ((k) < np ? held[(k)] : (uint8_t)bytes[(k)-np])
     size_t o = 0, i = 0;
     d->n_pending = 0;
     while (i < total) {

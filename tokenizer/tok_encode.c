@@ -133,8 +133,7 @@ int mp_tokenizer_encode_parts(const mp_tokenizer *tok, const mp_tok_part *parts,
             if (valid != parts[p].len) {
                 if (n_parts == 1)
                     return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "text is not valid UTF-8 at byte %zu", valid);
-                return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "text part %zu is not valid UTF-8 at byte %zu", p,
-                               valid);
+                return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "text part %zu is not valid UTF-8 at byte %zu", p, valid);
             }
         }
     }

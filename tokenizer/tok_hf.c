@@ -13,13 +13,13 @@
 #include "mp_file.h"
 #include "tok_internal.h"
 
-#define HF_MAX_JSON (512ull << 20)
+#define HF_MAX_JSON (128ull << 20) /* DeepSeek-V3's tokenizer.json is 7.8 MB */
 #define HF_MAX_PRE_STEPS 64
 
 typedef struct hf_loader {
     const char *path; /* the tokenizer.json path, for messages */
     json_t *root;
-    json_t *config; /* tokenizer_config.json, or NULL */
+    json_t *config;      /* tokenizer_config.json, or NULL */
     char *template_file; /* chat_template.jinja contents, or NULL */
     size_t template_file_len;
     mp_tok_str *tokens;
@@ -57,8 +57,7 @@ static int load_json(const char *path, json_t **out, mp_error *err)
     *out = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     free(buf);
     if (!*out)
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "bad JSON at line %d column %d: %s", je.line, je.column,
-                       je.text);
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "bad JSON at line %d column %d: %s", je.line, je.column, je.text);
     if (!json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
@@ -98,7 +97,7 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
     uint64_t n = 0;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)vocab, key, val) {
+    json_object_foreach ((json_t *)vocab, key, val) {
         uint32_t id;
         if (json_id(h, val, "vocab entry", key, &id, err))
             return MP_ERR_INPUT;
@@ -106,7 +105,7 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
             n = id + 1ull;
     }
     size_t ai;
-    json_array_foreach(added, ai, val) {
+    json_array_foreach (added, ai, val) {
         const json_t *content = json_object_get(val, "content");
         if (!json_is_object(val) || !json_is_string(content))
             return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "added_tokens[%zu] has no content string", ai);
@@ -127,7 +126,7 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
         h->types[i] = MP_TOKEN_UNUSED;
         h->tokens[i].ptr = "";
     }
-    json_object_foreach((json_t *)vocab, key, val) {
+    json_object_foreach ((json_t *)vocab, key, val) {
         uint32_t id = (uint32_t)json_integer_value(val);
         if (h->types[id] != MP_TOKEN_UNUSED)
             return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "vocab id %u is given to both '%s' and another token", id,
@@ -135,14 +134,14 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
         h->types[id] = MP_TOKEN_NORMAL;
         h->tokens[id] = (mp_tok_str){key, strlen(key)};
     }
-    json_array_foreach(added, ai, val) {
+    json_array_foreach (added, ai, val) {
         uint32_t id = (uint32_t)json_integer_value(json_object_get(val, "id"));
         mp_tok_str c = jstr(json_object_get(val, "content"));
         bool special = json_is_true(json_object_get(val, "special"));
         if (h->types[id] == MP_TOKEN_NORMAL &&
             (h->tokens[id].len != c.len || memcmp(h->tokens[id].ptr, c.ptr, c.len) != 0))
-            return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "added token '%s' has id %u, which the vocab gives to '%s'",
-                           c.ptr, id, h->tokens[id].ptr);
+            return mp_fail(err, MP_ERR_INPUT, h->path, NULL,
+                           "added token '%s' has id %u, which the vocab gives to '%s'", c.ptr, id, h->tokens[id].ptr);
         if (h->types[id] == MP_TOKEN_CONTROL || h->types[id] == MP_TOKEN_USER_DEFINED)
             return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "two added tokens have id %u", id);
         /* HF matches added tokens in the raw text; lstrip/rstrip/single_word would change that */
@@ -251,7 +250,8 @@ static int hf_pre_step(hf_loader *h, const json_t *step, mp_error *err)
     }
     if (!strcmp(type, "ByteLevel")) {
         if (json_is_true(json_object_get(step, "add_prefix_space")))
-            return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "pre-tokenizer ByteLevel with add_prefix_space is not supported");
+            return mp_fail(err, MP_ERR_INPUT, h->path, NULL,
+                           "pre-tokenizer ByteLevel with add_prefix_space is not supported");
         h->byte_level = true;
         const json_t *use_regex = json_object_get(step, "use_regex");
         if (!use_regex || json_is_true(use_regex)) { /* HF's default is true */
@@ -283,7 +283,7 @@ static int hf_pre(hf_loader *h, mp_error *err)
                 return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "pre_tokenizer Sequence has no pretokenizers array");
             size_t i;
             const json_t *step;
-            json_array_foreach(steps, i, step) {
+            json_array_foreach (steps, i, step) {
                 int rc = hf_pre_step(h, step, err);
                 if (rc)
                     return rc;
@@ -372,7 +372,7 @@ static int hf_config(hf_loader *h, mp_tokenizer_spec *spec, mp_error *err)
     } else if (json_is_array(tmpl)) { /* [{"name": ..., "template": ...}]: take "default", else the first */
         size_t i;
         const json_t *e;
-        json_array_foreach(tmpl, i, e) {
+        json_array_foreach (tmpl, i, e) {
             const json_t *t = json_object_get(e, "template");
             const char *name = json_string_value(json_object_get(e, "name"));
             if (json_is_string(t) && (!spec->chat_template.ptr || (name && !strcmp(name, "default"))))

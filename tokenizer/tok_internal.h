@@ -13,9 +13,10 @@
  * tokens, ~127k merges, tokens of at most a few hundred bytes) and low enough that a hostile input
  * cannot make us allocate gigabytes. */
 #define MP_TOK_MAX_TOKENS (1u << 22)
-#define MP_TOK_MAX_MERGES (1u << 23)
+#define MP_TOK_MAX_MERGES (1u << 22)
 #define MP_TOK_MAX_TOKEN_LEN (1u << 16)
-#define MP_TOK_MAX_TEXT_TOTAL (1u << 28)
+#define MP_TOK_MAX_TEXT_TOTAL (1u << 26) /* all token texts together */
+#define MP_TOK_MAX_ADDED_TEXT (1u << 22) /* CONTROL/USER_DEFINED/UNKNOWN texts together (the trie) */
 #define MP_TOK_MAX_CHAT_TEMPLATE (1u << 22)
 
 /* Per-token flag bits (mp_tokenizer.tflags). */

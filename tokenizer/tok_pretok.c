@@ -13,6 +13,7 @@
  * letterlike symbols (U+1F7D, U+1FBE, U+1FD3, U+1FDB, U+2126, U+212A) whose Unicode normalisation
  * would change them to other characters and turn some ranges around. */
 
+/* clang-format off */
 /* DeepSeek-V3 / R1 (and V2.5-style vocabularies of the same family): digits in groups of up to 3,
  * CJK + kana runs, then a GPT-4-like word/punctuation/space regex. */
 static const char *const pre_deepseek_v3[] = {
@@ -46,11 +47,7 @@ static const char *const pre_deepseek_llm[] = {
 
 /* DeepSeek Coder: like deepseek-llm with \p{L}/\p{P} classes and single digits. */
 static const char *const pre_deepseek_coder[] = {
-    "[\\r\\n]",
-    "\\s?\\p{L}+",
-    "\\s?\\p{P}+",
-    "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+",
-    "\\p{N}",
+    "[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+", "\\p{N}",
 };
 
 /* GPT-2 (HF ByteLevel with use_regex: true). */
@@ -64,13 +61,17 @@ typedef struct {
     uint32_t n;
 } pretok_builtin;
 
-#define BUILTIN(name, arr) {name, arr, (uint32_t)(sizeof arr / sizeof arr[0])}
+#define BUILTIN(name, arr)                                                                                             \
+    {                                                                                                                  \
+        name, arr, (uint32_t)(sizeof arr / sizeof arr[0])                                                              \
+    }
 static const pretok_builtin builtins[] = {
     BUILTIN("deepseek-v3", pre_deepseek_v3),
     BUILTIN("deepseek-llm", pre_deepseek_llm),
     BUILTIN("deepseek-coder", pre_deepseek_coder),
     BUILTIN("gpt2", pre_gpt2),
 };
+/* clang-format on */
 
 int mp_pretok_builtin(const char *name, const char *const **regexes, uint32_t *n)
 {
@@ -151,8 +152,8 @@ void mp_pretok_free(mp_pretok *pt)
     free(pt);
 }
 
-int mp_pretok_compile(const char *const *regexes, const size_t *lens, uint32_t n, const char *source,
-                      mp_pretok **out, mp_error *err)
+int mp_pretok_compile(const char *const *regexes, const size_t *lens, uint32_t n, const char *source, mp_pretok **out,
+                      mp_error *err)
 {
     *out = NULL;
     if (n > 256)
@@ -179,7 +180,8 @@ int mp_pretok_compile(const char *const *regexes, const size_t *lens, uint32_t n
         pt->src_len[i] = lens[i];
         int ecode;
         PCRE2_SIZE eoff;
-        pt->code[i] = pcre2_compile((PCRE2_SPTR)regexes[i], lens[i], PCRE2_UTF | PCRE2_UCP, &ecode, &eoff, NULL);
+        pt->code[i] = pcre2_compile((PCRE2_SPTR)regexes[i], lens[i], PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C,
+                                    &ecode, &eoff, NULL);
         if (!pt->code[i]) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(ecode, msg, sizeof msg);

@@ -23,8 +23,8 @@ typedef struct mp_pieces {
 } mp_pieces;
 
 /* Compiles n regexes (each regexes[i] of lens[i] bytes). `source` names the input in errors. */
-int mp_pretok_compile(const char *const *regexes, const size_t *lens, uint32_t n, const char *source,
-                      mp_pretok **out, mp_error *err);
+int mp_pretok_compile(const char *const *regexes, const size_t *lens, uint32_t n, const char *source, mp_pretok **out,
+                      mp_error *err);
 /* Compiles a built-in set by its GGUF name ("deepseek-v3", "deepseek-llm", "deepseek-coder",
  * "gpt2"). */
 int mp_pretok_compile_builtin(const char *name, const char *source, mp_pretok **out, mp_error *err);

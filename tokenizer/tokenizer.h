@@ -59,7 +59,7 @@ typedef struct mp_tokenizer_spec {
     int64_t unk_id; /* -1: none (bytes missing from the vocabulary are then dropped, as HF does) */
     bool add_bos;   /* the model's default (tokenizer_config add_bos_token / GGUF add_bos_token) */
     bool add_eos;
-    bool ignore_merges; /* HF BPE option: a piece that is itself a token is not merged */
+    bool ignore_merges;       /* HF BPE option: a piece that is itself a token is not merged */
     mp_tok_str chat_template; /* ptr NULL: none */
 } mp_tokenizer_spec;
 
@@ -76,8 +76,8 @@ void mp_tokenizer_free(mp_tokenizer *tok);
 /* ---- encoding ------------------------------------------------------------------------------- */
 
 enum {
-    MP_TOK_ADD_BOS = 1u << 0,       /* prepend the BOS token (an error when there is none) */
-    MP_TOK_PARSE_SPECIAL = 1u << 1, /* CONTROL tokens written in the text become their ids */
+    MP_TOK_ADD_BOS = 1u << 0,               /* prepend the BOS token (an error when there is none) */
+    MP_TOK_PARSE_SPECIAL = 1u << 1,         /* CONTROL tokens written in the text become their ids */
     MP_TOK_INVALID_UTF8_AS_BYTES = 1u << 2, /* encode invalid UTF-8 bytes (else: an error) */
 };
 
@@ -165,7 +165,6 @@ int32_t mp_tokenizer_find(const mp_tokenizer *tok, const char *text, size_t len)
 /* A versioned little-endian blob (docs/TOKENIZER.md); *buf is malloc'd. */
 int mp_tokenizer_serialize(const mp_tokenizer *tok, uint8_t **buf, size_t *len, mp_error *err);
 /* Treats buf as hostile: any inconsistency is MP_ERR_INPUT naming `source` (may be NULL). */
-int mp_tokenizer_deserialize(const uint8_t *buf, size_t len, const char *source, mp_tokenizer **out,
-                             mp_error *err);
+int mp_tokenizer_deserialize(const uint8_t *buf, size_t len, const char *source, mp_tokenizer **out, mp_error *err);
 
 #endif
