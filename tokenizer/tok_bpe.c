@@ -89,7 +89,6 @@ int mp_bpe_encode_piece(const mp_tokenizer *t, const uint8_t *piece, size_t n, m
         if (!sym || !heap)
             return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory encoding a piece of %zu bytes", n);
         s->sym_cap = n;
-        s->heap_cap = 3 * n;
     }
     /* one symbol per byte; a byte without a token becomes the unknown token, or is dropped when
      * there is none (what HF's BPE does without byte_fallback) */

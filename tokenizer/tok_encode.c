@@ -30,7 +30,6 @@ int mp_tokens_push(mp_tokens *t, int32_t id, mp_error *err)
 
 typedef struct encoder {
     const mp_tokenizer *t;
-    unsigned flags;
     mp_tokens *out;
     mp_pieces pieces;
     mp_bpe_scratch bpe;
@@ -144,7 +143,7 @@ int mp_tokenizer_encode_parts(const mp_tokenizer *tok, const mp_tok_part *parts,
         if (rc)
             return rc;
     }
-    encoder e = {.t = tok, .flags = flags, .out = out};
+    encoder e = {.t = tok, .out = out};
     int rc = MP_OK;
     for (size_t p = 0; !rc && p < n_parts; p++)
         rc = encode_part(&e, parts[p].text, parts[p].len, parts[p].parse_special, err);

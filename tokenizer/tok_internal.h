@@ -131,7 +131,7 @@ typedef struct mp_bpe_scratch {
     mp_bpe_symbol *sym;
     size_t sym_cap;
     mp_bpe_entry *heap;
-    size_t heap_n, heap_cap;
+    size_t heap_n; /* the heap has room for 3 * sym_cap entries: n-1 pairs + 2 per merge */
 } mp_bpe_scratch;
 
 /* Appends the BPE ids of one pre-tokenized piece (raw bytes). */
