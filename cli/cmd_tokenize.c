@@ -105,13 +105,13 @@ int mp_cmd_tokenize(int argc, char **argv)
     mp_tokenizer *tok = NULL;
     char *buf = NULL;
     size_t len;
-    int rc;
+    int rc = MP_OK;
     if (file && !strcmp(file, "-"))
         rc = read_stream(stdin, &buf, &len, &err);
     else if (file)
         rc = mp_read_small_file(file, MAX_TEXT, &buf, &len, &err);
     else
-        rc = MP_OK, len = strlen(text);
+        len = strlen(text);
     if (!rc)
         rc = mp_cli_open_tokenizer(src, &tok, &err);
     mp_tokens ids = {0};

@@ -697,6 +697,197 @@ static void test_spec_errors(void)
     CHECK(tok == NULL);
 }
 
+/* Random byte strings (rich in special-token fragments and high bytes): encoding never fails
+ * with AS_BYTES and always decodes back exactly; random id streams always detokenize to valid
+ * UTF-8. */
+static void test_fuzz_text(const mp_tokenizer *tok)
+{
+    static const char *frags[] = {"<",  "\357\275\234", "User", ">",    "<think>",     " ",
+                                  "\n", "\r\n",         "12",   "\xff", "\xe2\x82",    "\xc3\xa9",
+                                  "a",  "\xf0\x9f\x98", "\x80", "\t",   "\xe4\xb8\xad"};
+    char buf[512];
+    int bad = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t n = 0, parts = rng() % 24;
+        for (size_t k = 0; k < parts; k++) {
+            const char *f = frags[rng() % (sizeof frags / sizeof frags[0])];
+            size_t l = strlen(f);
+            memcpy(buf + n, f, l);
+            n += l;
+        }
+        mp_tokens ids = {0};
+        mp_error err = {0};
+        unsigned flags = MP_TOK_INVALID_UTF8_AS_BYTES | ((iter & 1) ? MP_TOK_PARSE_SPECIAL : 0);
+        if (mp_tokenizer_encode(tok, buf, n, flags, &ids, &err) != MP_OK) {
+            bad++;
+        } else {
+            char *back;
+            size_t blen;
+            if (mp_tokenizer_decode(tok, ids.ids, ids.n, 0, &back, &blen, &err) != MP_OK || blen != n ||
+                memcmp(back, buf, n) != 0)
+                bad++;
+            else
+                free(back);
+        }
+        mp_tokens_free(&ids);
+        /* without AS_BYTES: an error exactly when the text is not valid UTF-8 */
+        int rc = mp_tokenizer_encode(tok, buf, n, 0, &ids, &err);
+        if ((rc == MP_OK) != utf8_ok(buf, n))
+            bad++;
+        mp_tokens_free(&ids);
+    }
+    CHECKF(bad == 0, "%d random texts misbehaved", bad);
+
+    int invalid = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        mp_detok d;
+        mp_detok_init(&d, tok, iter & 1 ? MP_TOK_DECODE_SKIP_SPECIAL : 0);
+        mp_error err = {0};
+        int steps = 1 + (int)(rng() % 12);
+        for (int k = 0; k < steps; k++) {
+            const char *s;
+            size_t l;
+            int32_t id = (int32_t)(rng() % mp_tokenizer_n_tokens(tok));
+            if (mp_detok_push(&d, id, &s, &l, &err) != MP_OK || !utf8_ok(s, l))
+                invalid++;
+        }
+        const char *s;
+        size_t l;
+        if (mp_detok_flush(&d, &s, &l, &err) != MP_OK || !utf8_ok(s, l))
+            invalid++;
+        mp_detok_free(&d);
+    }
+    CHECKF(invalid == 0, "%d detokenizer outputs were not valid UTF-8", invalid);
+}
+
+/* A loaded tokenizer must work: encode and decode something without failing. */
+static void exercise(const mp_tokenizer *tok)
+{
+    mp_tokens ids = {0};
+    mp_error err = {0};
+    const char *text = "Hello world 123 <\357\275\234User\357\275\234> \xe4\xb8\xad";
+    if (mp_tokenizer_encode(tok, text, strlen(text), MP_TOK_PARSE_SPECIAL, &ids, &err) == MP_OK) {
+        char *back;
+        size_t blen;
+        CHECK(mp_tokenizer_decode(tok, ids.ids, ids.n, 0, &back, &blen, &err) == MP_OK);
+        free(back);
+    }
+    mp_tokens_free(&ids);
+}
+
+static int save_and_load(json_t *root, mp_tokenizer **tok, mp_error *err)
+{
+    const char *path = mp_test_path(tmp, "tokenizer.json");
+    REQUIRE(json_dump_file(root, path, 0) == 0);
+    return mp_tokenizer_load_hf(path, tok, err);
+}
+
+static json_t *random_value(void)
+{
+    switch (rng() % 6) {
+    case 0:
+        return json_integer((json_int_t)(rng() % 1400) - 50);
+    case 1:
+        return json_string("\xc4\xa0t");
+    case 2:
+        return json_string("");
+    case 3:
+        return json_null();
+    case 4:
+        return json_pack("[ss]", "a", "b");
+    default:
+        return json_integer((json_int_t)(rng() >> 1));
+    }
+}
+
+/* Random corruption of a tokenizer.json, of its bytes and of its structure (ids, merges, added
+ * tokens, regexes): loading fails cleanly with the file named, or gives a working tokenizer. */
+static void test_fuzz_json(void)
+{
+    char *orig;
+    size_t len;
+    mp_error err = {0};
+    REQUIRE(mp_read_small_file(mp_test_path(fixtures, "tiny-v3/tokenizer.json"), 1 << 24, &orig, &len, &err) == 0);
+    int loaded = 0, failed = 0;
+    for (int iter = 0; iter < 200; iter++) {
+        json_error_t je;
+        json_t *root = json_loadb(orig, len, 0, &je);
+        REQUIRE(root);
+        json_t *model = json_object_get(root, "model"), *vocab = json_object_get(model, "vocab");
+        json_t *merges = json_object_get(model, "merges"), *added = json_object_get(root, "added_tokens");
+        json_t *steps = json_object_get(json_object_get(root, "pre_tokenizer"), "pretokenizers");
+        int muts = 1 + (int)(rng() % 3);
+        for (int m = 0; m < muts; m++) {
+            switch (rng() % 7) {
+            case 0: { /* a vocab id changed */
+                void *it = json_object_iter(vocab);
+                for (uint64_t k = rng() % json_object_size(vocab); k > 0 && it; k--)
+                    it = json_object_iter_next(vocab, it);
+                if (it)
+                    json_object_iter_set_new(vocab, it, random_value());
+                break;
+            }
+            case 1: /* a merge changed */
+                json_array_set_new(merges, rng() % json_array_size(merges), random_value());
+                break;
+            case 2: { /* a merge side renamed */
+                json_t *pair = json_array_get(merges, rng() % json_array_size(merges));
+                json_array_set_new(pair, rng() % 2, json_string(rng() % 2 ? "\xc4\xa0" : "zz"));
+                break;
+            }
+            case 3: /* an added token changed */
+                json_object_set_new(json_array_get(added, rng() % json_array_size(added)), rng() % 2 ? "id" : "content",
+                                    random_value());
+                break;
+            case 4: /* a regex changed */
+                json_object_set_new(json_object_get(json_array_get(steps, rng() % 3), "pattern"), "Regex",
+                                    json_string(rng() % 2 ? "(a|b" : "\\p{L}*"));
+                break;
+            case 5: /* a vocab entry removed */
+                json_object_del(vocab, "e");
+                break;
+            default: /* two merges swapped: still loads, different ranks */
+                json_array_append(merges, json_array_get(merges, 0));
+                json_array_remove(merges, 0);
+                break;
+            }
+        }
+        mp_tokenizer *tok = NULL;
+        int rc = save_and_load(root, &tok, &err);
+        json_decref(root);
+        if (rc == MP_OK) {
+            loaded++;
+            exercise(tok);
+        } else {
+            failed++;
+            CHECKF(rc == MP_ERR_INPUT && strstr(err.msg, "tokenizer.json") != NULL, "%s", err.msg);
+        }
+        mp_tokenizer_free(tok);
+    }
+    printf("structurally fuzzed tokenizer.json: %d loaded, %d refused\n", loaded, failed);
+    CHECK(loaded > 0 && failed > 0);
+
+    /* byte flips: mostly invalid JSON */
+    char *text = malloc(len + 1);
+    REQUIRE(text);
+    for (int iter = 0; iter < 30; iter++) {
+        memcpy(text, orig, len + 1);
+        static const char junk[] = "\"{}[],:0123456789-e \\u\xff\x80";
+        text[rng() % len] = junk[rng() % (sizeof junk - 1)];
+        json_error_t je;
+        json_t *root = json_loadb(text, len, 0, &je);
+        if (!root)
+            continue;
+        mp_tokenizer *tok = NULL;
+        if (save_and_load(root, &tok, &err) == MP_OK)
+            exercise(tok);
+        mp_tokenizer_free(tok);
+        json_decref(root);
+    }
+    free(text);
+    free(orig);
+}
+
 /* ---- the GGUF vocabulary path --------------------------------------------------------------- */
 
 /* A minimal reader of the tokenizer.* keys of a GGUF v3 header, independent of the project's
@@ -857,6 +1048,8 @@ int main(void)
     test_serialize(tok);
     test_bad_json();
     test_spec_errors();
+    test_fuzz_text(tok);
+    test_fuzz_json();
     test_gguf_spec();
     test_long_input(tok);
     mp_tokenizer_free(tok);
