@@ -1,0 +1,236 @@
+/* `moepack tokenize` and `moepack detokenize`: the tokenizer from the command line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "cli.h"
+#include "mp_file.h"
+#include "tok_source.h"
+
+#define MAX_TEXT (1ull << 30)
+
+static void tokenize_usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: moepack tokenize SRC [TEXT | --file F] [--bos] [--special] [--chat]\n"
+        "\n"
+        "Prints the token ids of TEXT (or of file F; '-' reads stdin), space-separated on one line.\n"
+        "SRC is a model directory holding tokenizer.json, or a tokenizer.json file.\n"
+        "  --bos      prepend the BOS token\n"
+        "  --special  parse special tokens written in the text (e.g. <\357\275\234User\357\275\234>) into their ids\n"
+        "  --chat     encode TEXT as one user message in the model's chat format, with the\n"
+        "             generation prompt (BOS comes from the template; special tokens in TEXT stay text)\n");
+}
+
+static int read_stream(FILE *f, char **out, size_t *out_len, mp_error *err)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf)
+        return mp_fail(err, MP_ERR_INPUT, "stdin", NULL, "out of memory");
+    for (;;) {
+        if (n == cap) {
+            if (cap >= MAX_TEXT) {
+                free(buf);
+                return mp_fail(err, MP_ERR_INPUT, "stdin", NULL, "more than %llu bytes", MAX_TEXT);
+            }
+            char *b = realloc(buf, 2 * cap + 1);
+            if (!b) {
+                free(buf);
+                return mp_fail(err, MP_ERR_INPUT, "stdin", NULL, "out of memory");
+            }
+            buf = b;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                free(buf);
+                return mp_fail_errno(err, "stdin", errno, "cannot read");
+            }
+            break;
+        }
+    }
+    buf[n] = 0;
+    *out = buf;
+    *out_len = n;
+    return MP_OK;
+}
+
+int mp_cmd_tokenize(int argc, char **argv)
+{
+    const char *src = NULL, *text = NULL, *file = NULL;
+    bool bos = false, special = false, chat = false, no_more_flags = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!no_more_flags && a[0] == '-' && a[1] != 0) {
+            if (!strcmp(a, "--")) {
+                no_more_flags = true;
+            } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+                tokenize_usage(stdout);
+                return MP_OK;
+            } else if (!strcmp(a, "--bos")) {
+                bos = true;
+            } else if (!strcmp(a, "--special")) {
+                special = true;
+            } else if (!strcmp(a, "--chat")) {
+                chat = true;
+            } else if (!strcmp(a, "--file")) {
+                if (i + 1 >= argc)
+                    return mp_cli_usage_error("tokenize", "--file needs a file name");
+                file = argv[++i];
+            } else {
+                return mp_cli_usage_error("tokenize", "unknown option '%s'", a);
+            }
+        } else if (!src) {
+            src = a;
+        } else if (!text) {
+            text = a;
+        } else {
+            return mp_cli_usage_error("tokenize", "unexpected argument '%s'", a);
+        }
+    }
+    if (!src)
+        return mp_cli_usage_error("tokenize", "missing SRC");
+    if (!text == !file)
+        return mp_cli_usage_error("tokenize", text ? "give TEXT or --file, not both" : "missing TEXT (or --file F)");
+    if (chat && (bos || special))
+        return mp_cli_usage_error("tokenize", "--chat takes BOS and special tokens from the chat format");
+
+    mp_error err = {0};
+    mp_tokenizer *tok = NULL;
+    char *buf = NULL;
+    size_t len;
+    int rc = MP_OK;
+    if (file && !strcmp(file, "-"))
+        rc = read_stream(stdin, &buf, &len, &err);
+    else if (file)
+        rc = mp_read_small_file(file, MAX_TEXT, &buf, &len, &err);
+    else
+        len = strlen(text);
+    if (!rc)
+        rc = mp_cli_open_tokenizer(src, &tok, &err);
+    mp_tokens ids = {0};
+    if (!rc) {
+        const char *t = buf ? buf : text;
+        if (chat) {
+            mp_chat_msg msg = {.role = MP_CHAT_USER, .content = t, .len = len};
+            rc = mp_chat_encode(tok, mp_chat_format_for_tokenizer(tok), &msg, 1, true, &ids, &err);
+        } else {
+            unsigned flags = (bos ? MP_TOK_ADD_BOS : 0) | (special ? MP_TOK_PARSE_SPECIAL : 0);
+            rc = mp_tokenizer_encode(tok, t, len, flags, &ids, &err);
+        }
+        if (rc)
+            mp_error_prefix(&err, file ? file : "TEXT");
+    }
+    if (!rc) {
+        for (size_t i = 0; i < ids.n; i++)
+            printf(i ? " %d" : "%d", ids.ids[i]);
+        printf("\n");
+        if (fflush(stdout) != 0)
+            rc = mp_fail_errno(&err, "stdout", errno, "cannot write");
+    }
+    mp_tokens_free(&ids);
+    mp_tokenizer_free(tok);
+    free(buf);
+    return rc ? mp_cli_report(&err) : MP_OK;
+}
+
+static void detokenize_usage(FILE *out)
+{
+    fprintf(out, "usage: moepack detokenize SRC IDS... [--skip-special]\n"
+                 "\n"
+                 "Writes the text of the token ids (exact bytes, no newline added). IDS may be separate\n"
+                 "arguments or one argument of space- or comma-separated ids.\n"
+                 "  --skip-special  special (control) tokens produce no text\n");
+}
+
+/* Appends the ids in one argument ("5", "5 6 7", "5,6,7"). */
+static bool parse_ids(const char *arg, mp_tokens *ids, int32_t n_tokens)
+{
+    const char *p = arg;
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n')
+            p++;
+        if (!*p)
+            return true;
+        if (*p < '0' || *p > '9') {
+            mp_cli_usage_error("detokenize", "'%s' is not a list of token ids", arg);
+            return false;
+        }
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || v >= (unsigned long long)n_tokens ||
+            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
+            mp_cli_usage_error("detokenize", "bad token id in '%s' (ids are 0..%d)", arg, n_tokens - 1);
+            return false;
+        }
+        mp_error err = {0};
+        if (mp_tokens_push(ids, (int32_t)v, &err)) {
+            mp_cli_report(&err);
+            return false;
+        }
+        p = end;
+    }
+}
+
+int mp_cmd_detokenize(int argc, char **argv)
+{
+    const char *src = NULL;
+    bool skip = false;
+    int n_args = 0;
+    char **args = calloc((size_t)argc, sizeof *args);
+    if (!args)
+        return MP_ERR_INPUT;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            detokenize_usage(stdout);
+            free(args);
+            return MP_OK;
+        } else if (!strcmp(argv[i], "--skip-special")) {
+            skip = true;
+        } else if (argv[i][0] == '-' && argv[i][1] != 0) {
+            free(args);
+            return mp_cli_usage_error("detokenize", "unknown option '%s'", argv[i]);
+        } else if (!src) {
+            src = argv[i];
+        } else {
+            args[n_args++] = argv[i];
+        }
+    }
+    if (!src || n_args == 0) {
+        free(args);
+        return mp_cli_usage_error("detokenize", src ? "missing IDS" : "missing SRC");
+    }
+    mp_error err = {0};
+    mp_tokenizer *tok = NULL;
+    int rc = mp_cli_open_tokenizer(src, &tok, &err);
+    if (rc) {
+        free(args);
+        return mp_cli_report(&err);
+    }
+    mp_tokens ids = {0};
+    for (int i = 0; i < n_args; i++) {
+        if (!parse_ids(args[i], &ids, (int32_t)mp_tokenizer_n_tokens(tok))) {
+            mp_tokens_free(&ids);
+            mp_tokenizer_free(tok);
+            free(args);
+            return MP_ERR_USAGE;
+        }
+    }
+    char *text = NULL;
+    size_t len = 0;
+    rc = mp_tokenizer_decode(tok, ids.ids, ids.n, skip ? MP_TOK_DECODE_SKIP_SPECIAL : 0, &text, &len, &err);
+    if (!rc && (fwrite(text, 1, len, stdout) != len || fflush(stdout) != 0))
+        rc = mp_fail_errno(&err, "stdout", errno, "cannot write");
+    free(text);
+    mp_tokens_free(&ids);
+    mp_tokenizer_free(tok);
+    free(args);
+    return rc ? mp_cli_report(&err) : MP_OK;
+}

@@ -1,0 +1,49 @@
+/* SRC dispatch for tokenizer commands: one branch per kind of source. To add a kind (GGUF file,
+ * moepack container), add a branch that recognises it and builds the tokenizer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_file.h"
+#include "tok_source.h"
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
+}
+
+/* The first bytes of a file (fewer when it is shorter); 0 on error. */
+static size_t read_magic(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t got = fread(buf, 1, n, f);
+    fclose(f);
+    return got;
+}
+
+int mp_cli_open_tokenizer(const char *src, mp_tokenizer **out, mp_error *err)
+{
+    *out = NULL;
+    if (mp_is_directory(src)) {
+        /* a Hugging Face model directory */
+        char *tj = mp_path_join(src, "tokenizer.json");
+        bool hf = tj && mp_file_exists(tj);
+        int rc = hf ? mp_tokenizer_load_hf(tj, out, err)
+                    : mp_fail(err, MP_ERR_INPUT, src, NULL, "no tokenizer.json in this directory");
+        free(tj);
+        return rc;
+    }
+    if (!mp_file_exists(src))
+        return mp_fail(err, MP_ERR_INPUT, src, NULL, "no such file or directory");
+    char magic[4] = {0};
+    size_t got = read_magic(src, magic, sizeof magic);
+    if (got == 4 && memcmp(magic, "GGUF", 4) == 0)
+        return mp_fail(err, MP_ERR_INPUT, src, NULL, "reading the tokenizer of a GGUF file is not supported yet");
+    if (has_suffix(src, ".json"))
+        return mp_tokenizer_load_hf(src, out, err);
+    return mp_fail(err, MP_ERR_INPUT, src, NULL,
+                   "not a tokenizer source (expected a model directory or a tokenizer.json)");
+}

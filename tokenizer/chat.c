@@ -1,0 +1,284 @@
+/* DeepSeek chat formats (see chat.h for what each renders). */
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* UTF-8 in octal escapes (they end after 3 digits, so letters can follow): U+FF5C is \357\275\234,
+ * U+2581 is \342\226\201 */
+#define DS_BOS "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>"
+#define DS_EOS "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+#define DS_USER "<\357\275\234User\357\275\234>"
+#define DS_ASSISTANT "<\357\275\234Assistant\357\275\234>"
+
+static const struct {
+    mp_chat_format fmt;
+    const char *name;
+} format_names[] = {
+    {MP_CHAT_UNKNOWN, "unknown"},
+    {MP_CHAT_DEEPSEEK_V2, "deepseek-v2"},
+    {MP_CHAT_DEEPSEEK_V3, "deepseek-v3"},
+    {MP_CHAT_DEEPSEEK_R1, "deepseek-r1"},
+    {MP_CHAT_DEEPSEEK_V3_0324, "deepseek-v3-0324"},
+    {MP_CHAT_DEEPSEEK_R1_0528, "deepseek-r1-0528"},
+};
+
+const char *mp_chat_format_name(mp_chat_format fmt)
+{
+    for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++)
+        if (format_names[i].fmt == fmt)
+            return format_names[i].name;
+    return "unknown";
+}
+
+mp_chat_format mp_chat_format_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++)
+        if (!strcmp(format_names[i].name, name))
+            return format_names[i].fmt;
+    return MP_CHAT_UNKNOWN;
+}
+
+mp_chat_format mp_chat_format_detect(const char *t)
+{
+    if (!t)
+        return MP_CHAT_UNKNOWN;
+    if (strstr(t, DS_USER) && strstr(t, DS_ASSISTANT)) {
+        /* the reasoning models re-render assistant turns as content.split('</think>')[-1] */
+        bool reasoning = strstr(t, "</think>") != NULL || strstr(t, "<think>") != NULL;
+        if (strstr(t, "is_last_user"))
+            return reasoning ? MP_CHAT_DEEPSEEK_R1_0528 : MP_CHAT_DEEPSEEK_V3_0324;
+        return reasoning ? MP_CHAT_DEEPSEEK_R1 : MP_CHAT_DEEPSEEK_V3;
+    }
+    if (strstr(t, "'Assistant: ' + message['content'] + eos_token") ||
+        (strstr(t, "'User: '") && strstr(t, "'Assistant:'")))
+        return MP_CHAT_DEEPSEEK_V2;
+    return MP_CHAT_UNKNOWN;
+}
+
+mp_chat_format mp_chat_format_for_tokenizer(const mp_tokenizer *tok)
+{
+    mp_chat_format f = mp_chat_format_detect(mp_tokenizer_chat_template(tok, NULL));
+    if (f != MP_CHAT_UNKNOWN)
+        return f;
+    return mp_tokenizer_find(tok, DS_USER, strlen(DS_USER)) >= 0 ? MP_CHAT_DEEPSEEK_V3 : MP_CHAT_DEEPSEEK_V2;
+}
+
+typedef struct parts_buf {
+    mp_tok_part *v;
+    size_t n, cap;
+} parts_buf;
+
+static int add(parts_buf *p, const char *s, size_t len, bool special, mp_error *err)
+{
+    if (len == 0)
+        return MP_OK;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        mp_tok_part *v = realloc(p->v, cap * sizeof *v);
+        if (!v)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory rendering a chat prompt");
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = (mp_tok_part){.text = s, .len = len, .parse_special = special};
+    return MP_OK;
+}
+
+static int markup(parts_buf *p, const char *s, mp_error *err)
+{
+    return add(p, s, strlen(s), true, err);
+}
+
+/* The text after the last "</think>" (all of it when there is none). */
+static void strip_reasoning(const char **s, size_t *len)
+{
+    static const char tag[] = "</think>";
+    const size_t tl = sizeof tag - 1;
+    for (size_t i = *len; i >= tl; i--) {
+        if (memcmp(*s + i - tl, tag, tl) == 0) {
+            *s += i;
+            *len -= i;
+            return;
+        }
+    }
+}
+
+static int render_v2(parts_buf *p, const mp_chat_msg *msgs, size_t n, bool gen, const char *bos, const char *eos,
+                     mp_error *err)
+{
+    int rc = markup(p, bos, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const mp_chat_msg *m = &msgs[i];
+        if (m->role == MP_CHAT_USER) {
+            rc = markup(p, "User: ", err);
+            if (!rc)
+                rc = add(p, m->content, m->len, false, err);
+            if (!rc)
+                rc = markup(p, "\n\n", err);
+        } else if (m->role == MP_CHAT_ASSISTANT) {
+            rc = markup(p, "Assistant: ", err);
+            if (!rc)
+                rc = add(p, m->content, m->len, false, err);
+            if (!rc)
+                rc = markup(p, eos, err);
+        } else {
+            rc = add(p, m->content, m->len, false, err);
+            if (!rc)
+                rc = markup(p, "\n\n", err);
+        }
+    }
+    if (!rc && gen)
+        rc = markup(p, "Assistant:", err);
+    return rc;
+}
+
+static int render_v3(parts_buf *p, mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool gen, const char *bos,
+                     const char *eos, mp_error *err)
+{
+    bool reasoning = fmt == MP_CHAT_DEEPSEEK_R1 || fmt == MP_CHAT_DEEPSEEK_R1_0528;
+    bool user_opens = fmt == MP_CHAT_DEEPSEEK_V3_0324 || fmt == MP_CHAT_DEEPSEEK_R1_0528;
+    int rc = markup(p, bos, err);
+    /* all system prompts, joined by a blank line, come first */
+    bool first_system = true;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (msgs[i].role != MP_CHAT_SYSTEM)
+            continue;
+        if (!first_system)
+            rc = add(p, "\n\n", 2, false, err);
+        if (!rc)
+            rc = add(p, msgs[i].content, msgs[i].len, false, err);
+        first_system = false;
+    }
+    bool last_user = false;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const mp_chat_msg *m = &msgs[i];
+        if (m->role == MP_CHAT_USER) {
+            rc = markup(p, DS_USER, err);
+            if (!rc)
+                rc = add(p, m->content, m->len, false, err);
+            if (!rc && user_opens)
+                rc = markup(p, DS_ASSISTANT, err);
+            last_user = true;
+        } else if (m->role == MP_CHAT_ASSISTANT) {
+            const char *c = m->content;
+            size_t len = m->len;
+            if (reasoning)
+                strip_reasoning(&c, &len);
+            if (!user_opens)
+                rc = markup(p, DS_ASSISTANT, err);
+            if (!rc)
+                rc = add(p, c, len, false, err);
+            if (!rc)
+                rc = markup(p, eos, err);
+            last_user = false;
+        }
+    }
+    if (!rc && gen) {
+        if (!user_opens)
+            rc = markup(p, fmt == MP_CHAT_DEEPSEEK_R1 ? DS_ASSISTANT "<think>\n" : DS_ASSISTANT, err);
+        else if (!last_user)
+            rc = markup(p, DS_ASSISTANT, err);
+    }
+    return rc;
+}
+
+int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt,
+                         const char *bos, const char *eos, mp_tok_part **parts, size_t *n_parts, mp_error *err)
+{
+    *parts = NULL;
+    *n_parts = 0;
+    if (!bos)
+        bos = DS_BOS;
+    if (!eos)
+        eos = DS_EOS;
+    for (size_t i = 0; i < n; i++)
+        if ((msgs[i].role != MP_CHAT_SYSTEM && msgs[i].role != MP_CHAT_USER && msgs[i].role != MP_CHAT_ASSISTANT) ||
+            (!msgs[i].content && msgs[i].len))
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "chat message %zu is malformed", i);
+    parts_buf p = {0};
+    int rc;
+    switch (fmt) {
+    case MP_CHAT_DEEPSEEK_V2:
+        rc = render_v2(&p, msgs, n, add_generation_prompt, bos, eos, err);
+        break;
+    case MP_CHAT_DEEPSEEK_V3:
+    case MP_CHAT_DEEPSEEK_R1:
+    case MP_CHAT_DEEPSEEK_V3_0324:
+    case MP_CHAT_DEEPSEEK_R1_0528:
+        rc = render_v3(&p, fmt, msgs, n, add_generation_prompt, bos, eos, err);
+        break;
+    default:
+        rc = mp_fail(err, MP_ERR_INPUT, NULL, NULL, "unknown chat format %d", (int)fmt);
+    }
+    if (rc) {
+        free(p.v);
+        return rc;
+    }
+    *parts = p.v;
+    *n_parts = p.n;
+    return MP_OK;
+}
+
+int mp_chat_render(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt, const char *bos,
+                   const char *eos, char **out, size_t *out_len, mp_error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    mp_tok_part *parts;
+    size_t np;
+    int rc = mp_chat_render_parts(fmt, msgs, n, add_generation_prompt, bos, eos, &parts, &np, err);
+    if (rc)
+        return rc;
+    size_t total = 0;
+    for (size_t i = 0; i < np; i++)
+        total += parts[i].len;
+    char *s = malloc(total + 1);
+    if (!s) {
+        free(parts);
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory rendering a chat prompt");
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < np; i++) {
+        memcpy(s + o, parts[i].text, parts[i].len);
+        o += parts[i].len;
+    }
+    s[o] = 0;
+    free(parts);
+    *out = s;
+    *out_len = o;
+    return MP_OK;
+}
+
+/* A token's text as a NUL-terminated copy ("" when id < 0). */
+static char *token_cstr(const mp_tokenizer *tok, int32_t id)
+{
+    size_t len = 0;
+    const char *b = id >= 0 ? mp_tokenizer_token_bytes(tok, id, &len) : "";
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, b ? b : "", len);
+        s[len] = 0;
+    }
+    return s;
+}
+
+int mp_chat_encode(const mp_tokenizer *tok, mp_chat_format fmt, const mp_chat_msg *msgs, size_t n,
+                   bool add_generation_prompt, mp_tokens *out, mp_error *err)
+{
+    char *bos = token_cstr(tok, mp_tokenizer_bos(tok));
+    char *eos = token_cstr(tok, mp_tokenizer_eos(tok));
+    mp_tok_part *parts = NULL;
+    size_t np = 0;
+    int rc;
+    if (!bos || !eos)
+        rc = mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+    else
+        rc = mp_chat_render_parts(fmt, msgs, n, add_generation_prompt, bos, eos, &parts, &np, err);
+    if (!rc)
+        rc = mp_tokenizer_encode_parts(tok, parts, np, 0, out, err);
+    free(parts);
+    free(bos);
+    free(eos);
+    return rc;
+}

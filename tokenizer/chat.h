@@ -1,0 +1,70 @@
+/* chat: the DeepSeek chat prompt formats, rendered in C exactly as the official Jinja chat
+ * templates render them (no Jinja engine: the template text only selects the format).
+ *
+ * Formats (system messages are gathered, joined by "\n\n", and placed right after BOS, except in
+ * V2 where each stays in place followed by "\n\n"):
+ *   DEEPSEEK_V2       BOS [sys\n\n] "User: " u "\n\n" "Assistant: " a EOS ... gen: "Assistant:"
+ *   DEEPSEEK_V3       BOS sys "<｜User｜>" u "<｜Assistant｜>" a EOS ...           gen: "<｜Assistant｜>"
+ *                     (DeepSeek-V2.5, V3 and the first R1 revision share it)
+ *   DEEPSEEK_R1       as V3; assistant history keeps only the text after its last "</think>";
+ *                     gen: "<｜Assistant｜><think>\n"
+ *   DEEPSEEK_V3_0324  V3-0324 / R1-0528: a user turn is always followed by "<｜Assistant｜>", gen
+ *                     adds it only when the last message was not a user turn; R1-0528 strips
+ *                     reasoning as R1 does (DEEPSEEK_R1_0528).
+ * Tool calls are not rendered. */
+#ifndef MP_CHAT_H
+#define MP_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "mp_error.h"
+#include "tokenizer.h"
+
+typedef enum mp_chat_format {
+    MP_CHAT_UNKNOWN = 0,
+    MP_CHAT_DEEPSEEK_V2,
+    MP_CHAT_DEEPSEEK_V3,
+    MP_CHAT_DEEPSEEK_R1,
+    MP_CHAT_DEEPSEEK_V3_0324,
+    MP_CHAT_DEEPSEEK_R1_0528,
+} mp_chat_format;
+
+typedef enum mp_chat_role {
+    MP_CHAT_SYSTEM,
+    MP_CHAT_USER,
+    MP_CHAT_ASSISTANT,
+} mp_chat_role;
+
+typedef struct mp_chat_msg {
+    mp_chat_role role;
+    const char *content;
+    size_t len;
+} mp_chat_msg;
+
+/* The format a chat template's text renders, MP_CHAT_UNKNOWN when it is none of the above. */
+mp_chat_format mp_chat_format_detect(const char *chat_template);
+/* The tokenizer's template format; without a recognisable template: DEEPSEEK_V3 when the
+ * vocabulary has "<｜User｜>", else DEEPSEEK_V2. */
+mp_chat_format mp_chat_format_for_tokenizer(const mp_tokenizer *tok);
+const char *mp_chat_format_name(mp_chat_format fmt);
+/* Parses a name as printed by mp_chat_format_name ("deepseek-v3"...); MP_CHAT_UNKNOWN if none. */
+mp_chat_format mp_chat_format_parse(const char *name);
+
+/* The prompt as parts: template markup (parse_special on) and message contents (off). The part
+ * texts point into msgs and into static strings; *parts is malloc'd. bos/eos: the BOS/EOS token
+ * texts (NULL: DeepSeek's "<｜begin▁of▁sentence｜>" / "<｜end▁of▁sentence｜>"). */
+int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt,
+                         const char *bos, const char *eos, mp_tok_part **parts, size_t *n_parts, mp_error *err);
+
+/* The prompt as one malloc'd, NUL-terminated string. */
+int mp_chat_render(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt, const char *bos,
+                   const char *eos, char **out, size_t *out_len, mp_error *err);
+
+/* Renders and encodes a prompt with the tokenizer's BOS/EOS texts, matching special tokens only in
+ * the template markup (a user typing "<｜Assistant｜>" gets plain text ids). No BOS is added beyond
+ * the one the template writes, as HF's apply_chat_template(tokenize=True) does. */
+int mp_chat_encode(const mp_tokenizer *tok, mp_chat_format fmt, const mp_chat_msg *msgs, size_t n,
+                   bool add_generation_prompt, mp_tokens *out, mp_error *err);
+
+#endif
