@@ -13,7 +13,7 @@
 static const mp_cpu_kernels *tabs[MP_ISA_COUNT];
 static const mp_cpu_kernels *scalar;
 
-static const size_t ms[] = {1, 3, 8, 16, 17, 40, 64};
+static const size_t ms[] = {1, 3, 8, 16, 17, 40, 64, 150};
 #define NMS (sizeof ms / sizeof ms[0])
 #define SENTINEL 12345.0f
 
@@ -107,7 +107,7 @@ static void test_q8_shape(mp_rng *r, uint32_t n, uint32_t k, uint32_t kg, size_t
                                 dref += t;
                                 dabs += fabs(t);
                             }
-                            a += (float)(int32_t)isum * (xs[i * l.groups + g] * ws[(size_t)nn * l.groups + g]);
+                            a = fmaf((float)(int32_t)isum, xs[i * l.groups + g] * ws[(size_t)nn * l.groups + g], a);
                         }
                         want[i * ldy + nn] = a;
                         double rel = fabs((double)a - dref) / (dabs + 1e-30);
@@ -138,9 +138,10 @@ static void test_q8_shape(mp_rng *r, uint32_t n, uint32_t k, uint32_t kg, size_t
 static void test_q8(void)
 {
     mp_rng r = {21};
-    test_q8_shape(&r, 1, 64, 64, 64);
-    test_q8_shape(&r, 17, 100, 64, 64);
+    test_q8_shape(&r, 1, 64, 64, 150);
+    test_q8_shape(&r, 17, 100, 64, 150);
     test_q8_shape(&r, 50, 320, 128, 64);
+    test_q8_shape(&r, 40, 1280, 1280, 150); /* 3 K-chunks, 2 row passes */
     test_q8_shape(&r, 33, 1408, 256, 64);
     test_q8_shape(&r, 40, 2048, 256, 64); /* down-like: 8 groups */
     test_q8_shape(&r, 35, 7168, 7168, 17);  /* gate/up-like: one group */
@@ -306,7 +307,7 @@ static void test_float_kernels(void)
     const struct {
         uint32_t n, k, kg;
         size_t max_m;
-    } bs[] = {{1, 33, 32, 64}, {17, 100, 64, 64}, {50, 70, 32, 64}, {33, 1000, 256, 17}, {40, 7168, 7168, 3}};
+    } bs[] = {{1, 33, 32, 150}, {17, 100, 64, 64}, {50, 70, 32, 64}, {33, 1000, 256, 17}, {40, 7168, 7168, 3}};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) {
         test_fcase(&r, (fcase){.kind = K_BF16_AMX, .n = bs[i].n, .k = bs[i].k, .kg = bs[i].kg}, bs[i].max_m);
         test_fcase(&r, (fcase){.kind = K_BF16_RM, .n = bs[i].n, .k = bs[i].k}, bs[i].max_m);

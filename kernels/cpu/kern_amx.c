@@ -41,7 +41,9 @@ static void load_tile_config(int mr0, int mr1)
         c.rows[t] = (uint8_t)rows[t];
         c.colsb[t] = rows[t] ? 64 : 0;
     }
-    _tile_loadconfig(&c);
+    /* not _tile_loadconfig: GCC 12's version declares only 8 bytes of the
+     * config as read, so the stores of rows/colsb could be dropped as dead */
+    __asm__ volatile("ldtilecfg %0" ::"m"(c));
 }
 
 static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
@@ -51,23 +53,93 @@ static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
     return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-/* The integer dot products of one group for up to 32 rows x 32 outputs,
- * left in c[32][32] (row stride 32 int32). */
-static inline void group_tiles(const int8_t *a0, size_t lda, const int8_t *b0, size_t b_next, uint32_t nk, bool two,
-                               bool lower, int32_t *c)
+/* Rows of activations per pass, so that their K-chunks stay in L2 while
+ * every 32-output pair of weights streams by once per pass. */
+#define M_CHUNK 128
+/* k values per chunk: a 32-output B panel of 16 KiB stays in L1 while the
+ * pass's m-blocks use it; C tiles are saved and reloaded between chunks. */
+#define K_CHUNK 512
+
+/* A finished group of one block, waiting to be scaled into y. */
+typedef struct pending_block {
+    const int32_t *c;
+    size_t m0;
+    int rows;
+    uint32_t g, nb;
+    bool two;
+} pending_block;
+
+/* Where converted results go. */
+typedef struct out_ctx {
+    const mp_amx_int8_view *w;
+    const float *xscale;
+    uint32_t n0, n1;
+    float *y;
+    size_t ldy;
+} out_ctx;
+
+/* Rows [i0, i1) of a finished block: y = fma((float)isum, xscale * wscale, y),
+ * lanes [n0, n1) only: the scalar's operations in the scalar's group order. */
+static inline void convert_rows(const pending_block *p, int i0, int i1, const out_ctx *o)
 {
+    const mp_amx_int8_layout *l = &o->w->lay;
+    for (int h = 0; h < (p->two ? 2 : 1); h++) {
+        uint32_t c0 = (p->nb + h) * 16;
+        __mmask16 cm = column_mask(c0, o->n0, o->n1);
+        __m512 ws = _mm512_loadu_ps(o->w->scale + (size_t)p->g * l->np + c0);
+        const float *xscale = o->xscale;
+        float *y = o->y;
+        size_t ldy = o->ldy;
+        for (int i = i0; i < i1; i++) {
+            __m512 comb = _mm512_mul_ps(_mm512_set1_ps(xscale[(p->m0 + i) * l->groups + p->g]), ws);
+            __m512 isum = _mm512_cvtepi32_ps(_mm512_load_si512(p->c + i * 32 + h * 16));
+            float *yp = y + (p->m0 + i) * ldy + c0;
+            _mm512_mask_storeu_ps(yp, cm, _mm512_fmadd_ps(isum, comb, _mm512_maskz_loadu_ps(cm, yp)));
+        }
+    }
+}
+
+/* One m-block (up to 32 rows) x one output pair (or single block) x the
+ * k-steps [kb0, kb1) of a group: C tiles start from zero or from c_in, end
+ * in c_out (row stride 32 int32). */
+static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, size_t b_next, uint32_t kb0,
+                               uint32_t kb1, bool two, bool lower, const int32_t *c_in, int32_t *c_out,
+                               const pending_block *pend, const out_ctx *o)
+{
+    /* the previous block's conversion (AVX-512) is spread over this block's
+     * k-steps, so it runs while the tile unit works */
+    int prow = 0, per = 0;
+    if (pend)
+        per = (pend->rows + (int)(kb1 - kb0) - 1) / (int)(kb1 - kb0);
+#define CONVERT_SOME()                                                                                         \
+    if (pend && prow < pend->rows) {                                                                           \
+        int next = prow + per < pend->rows ? prow + per : pend->rows;                                          \
+        convert_rows(pend, prow, next, o);                                                                     \
+        prow = next;                                                                                           \
+    }
     const int8_t *b1 = b0 + b_next;
     const int8_t *a1 = a0 + 16 * lda;
-    _tile_zero(T_C00);
-    if (two)
-        _tile_zero(T_C01);
-    if (lower) {
-        _tile_zero(T_C10);
+    if (c_in) {
+        _tile_loadd(T_C00, c_in, 128);
         if (two)
-            _tile_zero(T_C11);
+            _tile_loadd(T_C01, c_in + 16, 128);
+        if (lower) {
+            _tile_loadd(T_C10, c_in + 16 * 32, 128);
+            if (two)
+                _tile_loadd(T_C11, c_in + 16 * 32 + 16, 128);
+        }
+    } else {
+        _tile_zero(T_C00);
+        if (two)
+            _tile_zero(T_C01);
+        if (lower) {
+            _tile_zero(T_C10);
+            if (two)
+                _tile_zero(T_C11);
+        }
     }
     if (two && lower) {
-        for (uint32_t kb = 0; kb < nk; kb++) {
+        for (uint32_t kb = kb0; kb < kb1; kb++) {
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_dpbssd(T_C00, T_A0, T_B0);
@@ -76,37 +148,44 @@ static inline void group_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
             _tile_loadd(T_A1, a1 + (size_t)kb * 64, lda);
             _tile_dpbssd(T_C10, T_A1, T_B0);
             _tile_dpbssd(T_C11, T_A1, T_B1);
+            CONVERT_SOME();
         }
     } else if (two) {
-        for (uint32_t kb = 0; kb < nk; kb++) {
+        for (uint32_t kb = kb0; kb < kb1; kb++) {
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_B1, b1 + (size_t)kb * 1024, 64);
             _tile_dpbssd(T_C00, T_A0, T_B0);
             _tile_dpbssd(T_C01, T_A0, T_B1);
+            CONVERT_SOME();
         }
     } else if (lower) {
-        for (uint32_t kb = 0; kb < nk; kb++) {
+        for (uint32_t kb = kb0; kb < kb1; kb++) {
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_A1, a1 + (size_t)kb * 64, lda);
             _tile_dpbssd(T_C00, T_A0, T_B0);
             _tile_dpbssd(T_C10, T_A1, T_B0);
+            CONVERT_SOME();
         }
     } else {
-        for (uint32_t kb = 0; kb < nk; kb++) {
+        for (uint32_t kb = kb0; kb < kb1; kb++) {
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_dpbssd(T_C00, T_A0, T_B0);
+            CONVERT_SOME();
         }
     }
-    _tile_stored(T_C00, c, 128);
+#undef CONVERT_SOME
+    if (pend && prow < pend->rows)
+        convert_rows(pend, prow, pend->rows, o);
+    _tile_stored(T_C00, c_out, 128);
     if (two)
-        _tile_stored(T_C01, c + 16, 128);
+        _tile_stored(T_C01, c_out + 16, 128);
     if (lower) {
-        _tile_stored(T_C10, c + 16 * 32, 128);
+        _tile_stored(T_C10, c_out + 16 * 32, 128);
         if (two)
-            _tile_stored(T_C11, c + 16 * 32 + 16, 128);
+            _tile_stored(T_C11, c_out + 16 * 32 + 16, 128);
     }
 }
 
@@ -120,42 +199,72 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
         return;
     }
     const mp_amx_int8_layout *l = &w->lay;
-    /* two buffers so the conversion of one group overlaps the next's tiles */
-    int32_t cbuf[2][32 * 32] __attribute__((aligned(64)));
+    /* partial sums between K-chunks, one slot per m-block of the pass; and two
+     * buffers of finished groups, so a group's conversion to f32 overlaps the
+     * next block's tile work */
+    int32_t partial[M_CHUNK / 32][32 * 32 + 16] __attribute__((aligned(64)));
+    int32_t done[2][32 * 32 + 16] __attribute__((aligned(64)));
     if (!accumulate) /* acc = 0, then + each group, as the scalar does */
         for (size_t r = 0; r < m; r++)
             memset(y + r * ldy + n0, 0, (size_t)(n1 - n0) * sizeof *y);
     int cur0 = -1, cur1 = -1;
-    uint32_t nb_begin = n0 / 16, nb_end = (n1 + 15) / 16;
     unsigned flip = 0;
-    for (uint32_t nb = nb_begin; nb < nb_end; nb += 2) {
-        bool two = nb + 1 < nb_end;
-        __mmask16 cm[2] = {column_mask(nb * 16, n0, n1), two ? column_mask(nb * 16 + 16, n0, n1) : 0};
-        for (size_t m0 = 0; m0 < m; m0 += 32) {
-            int mr0 = m - m0 >= 16 ? 16 : (int)(m - m0);
-            int mr1 = m - m0 >= 32 ? 16 : (int)(m - m0 - (size_t)mr0);
-            if (mr0 != cur0 || mr1 != cur1) {
-                load_tile_config(mr0, mr1);
-                cur0 = mr0;
-                cur1 = mr1;
-            }
+    pending_block pend = {0};
+    bool has_pend = false;
+    const out_ctx oc = {w, xscale, n0, n1, y, ldy};
+    uint32_t nb_begin = n0 / 16, nb_end = (n1 + 15) / 16;
+    for (size_t mc0 = 0; mc0 < m; mc0 += M_CHUNK) {
+        size_t mcn = m - mc0 < M_CHUNK ? m - mc0 : M_CHUNK;
+        for (uint32_t nb = nb_begin; nb < nb_end; nb += 2) {
+            bool two = nb + 1 < nb_end;
             for (uint32_t g = 0; g < l->groups; g++) {
                 uint32_t kpg = mp_amx_int8_group_kp(l, g);
-                int32_t *c = cbuf[flip++ & 1];
-                group_tiles(xq + m0 * ldxq + (size_t)g * l->kg, ldxq, w->data + mp_q8_block_offset(l, g, nb),
-                            (size_t)kpg * 16, kpg / 64, two, mr1 > 0, c);
-                for (int h = 0; h < (two ? 2 : 1); h++) {
-                    size_t at = (size_t)g * l->np + (nb + h) * 16;
-                    __m512 ws = _mm512_loadu_ps(w->scale + at);
-                    for (int i = 0; i < mr0 + mr1; i++) {
-                        __m512 comb = _mm512_mul_ps(_mm512_set1_ps(xscale[(m0 + i) * l->groups + g]), ws);
-                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + i * 32 + h * 16)), comb);
-                        float *yp = y + (m0 + i) * ldy + (nb + h) * 16;
-                        _mm512_mask_storeu_ps(yp, cm[h], _mm512_add_ps(_mm512_maskz_loadu_ps(cm[h], yp), t));
+                uint32_t nk = kpg / 64;
+                const int8_t *b0 = w->data + mp_q8_block_offset(l, g, nb);
+                for (uint32_t kb0 = 0; kb0 < nk; kb0 += K_CHUNK / 64) {
+                    uint32_t kb1 = nk - kb0 > K_CHUNK / 64 ? kb0 + K_CHUNK / 64 : nk;
+                    bool last = kb1 == nk;
+                    for (size_t mb = 0; mb * 32 < mcn; mb++) {
+                        size_t m0 = mc0 + mb * 32;
+                        int mr0 = m - m0 >= 16 ? 16 : (int)(m - m0);
+                        int mr1 = m - m0 >= 32 ? 16 : (int)(m - m0 - (size_t)mr0);
+                        if (mr0 != cur0 || mr1 != cur1) {
+                            load_tile_config(mr0, mr1);
+                            cur0 = mr0;
+                            cur1 = mr1;
+                        }
+                        int32_t *out = last ? done[flip++ & 1] : partial[mb];
+                        block_tiles(xq + m0 * ldxq + (size_t)g * l->kg, ldxq, b0, (size_t)kpg * 16, kb0, kb1, two,
+                                    mr1 > 0, kb0 ? partial[mb] : NULL, out, has_pend ? &pend : NULL, &oc);
+                        has_pend = last;
+                        if (last)
+                            pend = (pending_block){out, m0, mr0 + mr1, g, nb, two};
                     }
                 }
             }
         }
+    }
+    if (has_pend)
+        convert_rows(&pend, 0, pend.rows, &oc);
+    _tile_release();
+}
+
+void mp_amx_peak_loop(uint64_t iters)
+{
+    load_tile_config(16, 16);
+    _tile_zero(T_A0);
+    _tile_zero(T_A1);
+    _tile_zero(T_B0);
+    _tile_zero(T_B1);
+    _tile_zero(T_C00);
+    _tile_zero(T_C01);
+    _tile_zero(T_C10);
+    _tile_zero(T_C11);
+    for (uint64_t i = 0; i < iters; i++) {
+        _tile_dpbssd(T_C00, T_A0, T_B0);
+        _tile_dpbssd(T_C01, T_A0, T_B1);
+        _tile_dpbssd(T_C10, T_A1, T_B0);
+        _tile_dpbssd(T_C11, T_A1, T_B1);
     }
     _tile_release();
 }

@@ -50,6 +50,26 @@ static inline void add_to_columns(float *yrow, uint32_t c0, uint32_t n0, uint32_
             yp[c] = yp[c] + tmp[c];
 }
 
+/* y[c0 .. c0+16) = fma(a, b, y) restricted to [n0, n1). */
+static inline void fma_to_columns(float *yrow, uint32_t c0, uint32_t n0, uint32_t n1, const __m256 a[2],
+                                  const __m256 b[2])
+{
+    float *yp = yrow + c0;
+    if (c0 >= n0 && c0 + 16 <= n1) {
+        _mm256_storeu_ps(yp, _mm256_fmadd_ps(a[0], b[0], _mm256_loadu_ps(yp)));
+        _mm256_storeu_ps(yp + 8, _mm256_fmadd_ps(a[1], b[1], _mm256_loadu_ps(yp + 8)));
+        return;
+    }
+    float ta[16], tb[16];
+    _mm256_storeu_ps(ta, a[0]);
+    _mm256_storeu_ps(ta + 8, a[1]);
+    _mm256_storeu_ps(tb, b[0]);
+    _mm256_storeu_ps(tb + 8, b[1]);
+    for (uint32_t c = 0; c < 16; c++)
+        if (c0 + c >= n0 && c0 + c < n1)
+            yp[c] = fmaf(ta[c], tb[c], yp[c]);
+}
+
 static inline void init_columns(float *yrow, uint32_t c0, uint32_t n0, uint32_t n1, bool accumulate)
 {
     if (accumulate)
@@ -115,13 +135,13 @@ INLINE void q8_block(const mp_amx_int8_view *w, const int8_t *xq, size_t ldxq, c
 #pragma GCC unroll 2
             for (int i = 0; i < mb; i++) {
                 __m256 xsv = _mm256_set1_ps(xscale[(m0 + i) * l->groups + g]);
-                __m256 t[2];
+                __m256 isum[2], comb[2];
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
-                    __m256 comb = _mm256_mul_ps(xsv, _mm256_loadu_ps(w->scale + at + h * 8));
-                    t[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][j][h]), comb);
+                    comb[h] = _mm256_mul_ps(xsv, _mm256_loadu_ps(w->scale + at + h * 8));
+                    isum[h] = _mm256_cvtepi32_ps(acc[i][j][h]);
                 }
-                add_to_columns(y + (m0 + i) * ldy, (nb0 + j) * 16, n0, n1, t);
+                fma_to_columns(y + (m0 + i) * ldy, (nb0 + j) * 16, n0, n1, isum, comb);
             }
         }
     }

@@ -15,6 +15,14 @@ static inline int32_t load_i32(const void *p)
     return v;
 }
 
+/* VPDPBUSD through asm with a "+v" accumulator: with the intrinsic, GCC 12
+ * copies every accumulator twice per iteration in the blocked loops. */
+static inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "vm"(s8));
+    return acc;
+}
+
 /* Lanes of the 16-column block starting at column c0 that lie in [n0, n1). */
 static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
 {
@@ -77,7 +85,7 @@ INLINE void q8_block(const mp_amx_int8_view *w, const int8_t *xq, size_t ldxq, c
                 __m512i xb = _mm512_xor_si512(_mm512_set1_epi32(load_i32(xr[i] + (size_t)q * 4)), bias);
 #pragma GCC unroll 8
                 for (int j = 0; j < nbk; j++)
-                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xb, wv[j]);
+                    acc[i][j] = dpbusd(acc[i][j], xb, wv[j]);
             }
         }
 #pragma GCC unroll 8
@@ -88,9 +96,9 @@ INLINE void q8_block(const mp_amx_int8_view *w, const int8_t *xq, size_t ldxq, c
 #pragma GCC unroll 4
             for (int i = 0; i < mb; i++) {
                 __m512 comb = _mm512_mul_ps(_mm512_set1_ps(xscale[(m0 + i) * l->groups + g]), ws);
-                __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], corr)), comb);
+                __m512 isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], corr));
                 float *yp = y + (m0 + i) * ldy + (nb0 + j) * 16;
-                _mm512_mask_storeu_ps(yp, cmask[j], _mm512_add_ps(_mm512_maskz_loadu_ps(cmask[j], yp), t));
+                _mm512_mask_storeu_ps(yp, cmask[j], _mm512_fmadd_ps(isum, comb, _mm512_maskz_loadu_ps(cmask[j], yp)));
             }
         }
     }
@@ -528,6 +536,24 @@ static void rmsnorm_avx512(size_t n, const float *x, const float *weight, float 
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + i), inv);
         _mm512_mask_storeu_ps(y + i, mk, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, weight + i)));
     }
+}
+
+int32_t mp_vnni_peak_loop(uint64_t iters)
+{
+    __m512i acc[16];
+    __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01010101);
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_set1_epi32(i);
+    for (uint64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a)); /* keep the loop from being folded */
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < 16; i++)
+        s = _mm512_add_epi32(s, acc[i]);
+    return _mm512_reduce_add_epi32(s);
 }
 
 void mp_kern_fill_avx512(mp_cpu_kernels *t)

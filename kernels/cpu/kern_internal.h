@@ -14,6 +14,11 @@ void mp_kern_fill_amx(mp_cpu_kernels *t);
 void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                        uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
 
+/* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
+ * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
+void mp_amx_peak_loop(uint64_t iters);
+int32_t mp_vnni_peak_loop(uint64_t iters);
+
 /* Byte offset of the 16-row block nb of group g, and of its tile kb. */
 static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)
 {

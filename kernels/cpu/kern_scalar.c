@@ -24,7 +24,7 @@ static void gemm_q8_scalar(const mp_amx_int8_view *w, size_t m, const int8_t *xq
                     int8_t wv = blk[(kk / 64) * 1024 + ((kk % 64) / 4) * 64 + (n % 16) * 4 + kk % 4];
                     isum += (int32_t)xr[kbase + kk] * wv;
                 }
-                acc += (float)isum * (xscale[r * l->groups + g] * w->scale[(size_t)g * l->np + n]);
+                acc = fmaf((float)isum, xscale[r * l->groups + g] * w->scale[(size_t)g * l->np + n], acc);
             }
             y[r * ldy + n] = acc;
         }

@@ -38,7 +38,10 @@ typedef struct mp_cpu_kernels {
     /* amx_int8 weights x int8 activations (mp_quant_act_int8 / quantize_act_q8
      * output: rows of lay.kp bytes zero-padded after K, stride ldxq; scales
      * xscale[m*G + g]). Per group g: isum = exact integer dot product, then
-     * acc += (float)isum * (xscale[m][g] * scale[g][n]) in group order. */
+     * acc = fmaf((float)isum, xscale[m][g] * scale[g][n], acc) in group
+     * order, from acc = 0 (or y when accumulating). For AMX speed, xq and
+     * ldxq should be multiples of 64 bytes (tile rows then never straddle
+     * cache lines). */
     void (*gemm_q8)(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                     uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
 
