@@ -104,7 +104,7 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
         wb[i] = mp_f32_to_bf16(w[i]);
     uint64_t bytes[4] = {ql.total_bytes, bl.total_bytes, il.total_bytes, (uint64_t)n * k * 2};
     size_t ldxq = ql.kp;
-    int8_t *xq = malloc(mmax * ldxq);
+    int8_t *xq = aligned_alloc(64, mmax * ldxq); /* 64-aligned rows: see gemm_q8 */
     float *xs = malloc(mmax * ql.groups * sizeof *xs);
 
     printf("\n== %s: W[%u, %u], Kg %u (int8 %.1f MiB, bf16 %.1f MiB, int4 %.1f MiB)\n", label, n, k, kg,

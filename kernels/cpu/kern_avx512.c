@@ -167,8 +167,10 @@ INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx
 #pragma GCC unroll 8
         for (int j = 0; j < nbk; j++)
             blk[j] = w->data + (size_t)g * l->np * l->kg + (size_t)(nb0 + j) * kpg * 16;
+        /* whole pairs, then a last half pair whose odd x is not read (past K) */
         uint32_t npairs = (kend + 1) / 2;
         for (uint32_t p = 0; p < npairs; p++) {
+            bool odd_ok = p < kend / 2;
             __m512 we[8], wo[8];
 #pragma GCC unroll 8
             for (int j = 0; j < nbk; j++) {
@@ -176,12 +178,11 @@ INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx
                 we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
                 wo[j] = _mm512_castsi512_ps(_mm512_and_si512(raw, hi_mask));
             }
-            bool odd_ok = 2 * p + 1 < kend; /* never read x past K */
 #pragma GCC unroll 4
             for (int i = 0; i < mb; i++) {
                 const float *xp = x + (m0 + i) * ldx + kbase + 2 * p;
                 __m512 xe = _mm512_set1_ps(xp[0]);
-                __m512 xo = _mm512_set1_ps(odd_ok ? xp[1] : 0.0f);
+                __m512 xo = __builtin_expect(odd_ok, 1) ? _mm512_set1_ps(xp[1]) : _mm512_setzero_ps();
 #pragma GCC unroll 8
                 for (int j = 0; j < nbk; j++) {
                     acc[i][j] = _mm512_fmadd_ps(xe, we[j], acc[i][j]);
