@@ -62,39 +62,39 @@ static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
 
 /* A finished group of one block, waiting to be scaled into y. */
 typedef struct pending_block {
-    const int32_t *c;
+    const int32_t *c; /* integer sums, row stride 32 */
+    float *acc;       /* the block's f32 accumulators, row stride ACC_STRIDE */
     size_t m0;
     int rows;
     uint32_t g, nb;
     bool two;
 } pending_block;
 
-/* Where converted results go. */
+/* What the conversion needs besides the block. */
 typedef struct out_ctx {
     const mp_amx_int8_view *w;
     const float *xscale;
-    uint32_t n0, n1;
-    float *y;
-    size_t ldy;
 } out_ctx;
 
-/* Rows [i0, i1) of a finished block: y = fma((float)isum, xscale * wscale, y),
- * lanes [n0, n1) only: the scalar's operations in the scalar's group order. */
+/* f32 accumulators of a 32x32 block live in a small contiguous buffer, not
+ * in y: y's row stride is often a multiple of 4 KiB (N = 7168), which would
+ * put all 32 rows in one L1 set. */
+#define ACC_STRIDE 32
+
+/* Rows [i0, i1) of a finished block: acc = fma((float)isum, xscale * wscale,
+ * acc): the scalar's operations in the scalar's group order. */
 static inline void convert_rows(const pending_block *p, int i0, int i1, const out_ctx *o)
 {
     const mp_amx_int8_layout *l = &o->w->lay;
+    const float *xs = o->xscale + p->m0 * l->groups + p->g;
+    size_t groups = l->groups;
     for (int h = 0; h < (p->two ? 2 : 1); h++) {
-        uint32_t c0 = (p->nb + h) * 16;
-        __mmask16 cm = column_mask(c0, o->n0, o->n1);
-        __m512 ws = _mm512_loadu_ps(o->w->scale + (size_t)p->g * l->np + c0);
-        const float *xscale = o->xscale;
-        float *y = o->y;
-        size_t ldy = o->ldy;
+        __m512 ws = _mm512_loadu_ps(o->w->scale + (size_t)p->g * l->np + (p->nb + h) * 16);
         for (int i = i0; i < i1; i++) {
-            __m512 comb = _mm512_mul_ps(_mm512_set1_ps(xscale[(p->m0 + i) * l->groups + p->g]), ws);
+            __m512 comb = _mm512_mul_ps(_mm512_set1_ps(xs[i * groups]), ws);
             __m512 isum = _mm512_cvtepi32_ps(_mm512_load_si512(p->c + i * 32 + h * 16));
-            float *yp = y + (p->m0 + i) * ldy + c0;
-            _mm512_mask_storeu_ps(yp, cm, _mm512_fmadd_ps(isum, comb, _mm512_maskz_loadu_ps(cm, yp)));
+            float *ap = p->acc + i * ACC_STRIDE + h * 16;
+            _mm512_store_ps(ap, _mm512_fmadd_ps(isum, comb, _mm512_load_ps(ap)));
         }
     }
 }
@@ -189,6 +189,29 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
     }
 }
 
+/* Loads (or zeroes) the accumulators of the rows [m0, m0+rows) x columns
+ * [nb*16, nb*16 + 16*(1+two)), or stores them back to y, lanes [n0, n1) only. */
+static void acc_from_y(float *acc, const float *y, size_t ldy, size_t m0, int rows, uint32_t nb, bool two,
+                       uint32_t n0, uint32_t n1, bool accumulate)
+{
+    for (int h = 0; h < (two ? 2 : 1); h++) {
+        __mmask16 cm = accumulate ? column_mask((nb + h) * 16, n0, n1) : 0;
+        for (int i = 0; i < rows; i++)
+            _mm512_store_ps(acc + i * ACC_STRIDE + h * 16,
+                            _mm512_maskz_loadu_ps(cm, y + (m0 + i) * ldy + (nb + h) * 16));
+    }
+}
+
+static void acc_to_y(const float *acc, float *y, size_t ldy, size_t m0, int rows, uint32_t nb, bool two,
+                     uint32_t n0, uint32_t n1)
+{
+    for (int h = 0; h < (two ? 2 : 1); h++) {
+        __mmask16 cm = column_mask((nb + h) * 16, n0, n1);
+        for (int i = 0; i < rows; i++)
+            _mm512_mask_storeu_ps(y + (m0 + i) * ldy + (nb + h) * 16, cm, _mm512_load_ps(acc + i * ACC_STRIDE + h * 16));
+    }
+}
+
 static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                         uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate)
 {
@@ -199,24 +222,27 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
         return;
     }
     const mp_amx_int8_layout *l = &w->lay;
-    /* partial sums between K-chunks, one slot per m-block of the pass; and two
-     * buffers of finished groups, so a group's conversion to f32 overlaps the
-     * next block's tile work */
+    /* ~40 KiB of stack: integer partial sums between K-chunks and the f32
+     * accumulators, one slot per m-block of the pass; two buffers of finished
+     * groups, so one group's conversion overlaps the next block's tile work.
+     * Slots are 64 bytes longer than 4 KiB so they do not alias each other. */
     int32_t partial[M_CHUNK / 32][32 * 32 + 16] __attribute__((aligned(64)));
+    float acc[M_CHUNK / 32][32 * ACC_STRIDE + 16] __attribute__((aligned(64)));
     int32_t done[2][32 * 32 + 16] __attribute__((aligned(64)));
-    if (!accumulate) /* acc = 0, then + each group, as the scalar does */
-        for (size_t r = 0; r < m; r++)
-            memset(y + r * ldy + n0, 0, (size_t)(n1 - n0) * sizeof *y);
     int cur0 = -1, cur1 = -1;
     unsigned flip = 0;
     pending_block pend = {0};
     bool has_pend = false;
-    const out_ctx oc = {w, xscale, n0, n1, y, ldy};
+    const out_ctx oc = {w, xscale};
     uint32_t nb_begin = n0 / 16, nb_end = (n1 + 15) / 16;
     for (size_t mc0 = 0; mc0 < m; mc0 += M_CHUNK) {
         size_t mcn = m - mc0 < M_CHUNK ? m - mc0 : M_CHUNK;
         for (uint32_t nb = nb_begin; nb < nb_end; nb += 2) {
             bool two = nb + 1 < nb_end;
+            for (size_t mb = 0; mb * 32 < mcn; mb++) {
+                size_t m0 = mc0 + mb * 32;
+                acc_from_y(acc[mb], y, ldy, m0, m - m0 >= 32 ? 32 : (int)(m - m0), nb, two, n0, n1, accumulate);
+            }
             for (uint32_t g = 0; g < l->groups; g++) {
                 uint32_t kpg = mp_amx_int8_group_kp(l, g);
                 uint32_t nk = kpg / 64;
@@ -238,14 +264,19 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
                                     mr1 > 0, kb0 ? partial[mb] : NULL, out, has_pend ? &pend : NULL, &oc);
                         has_pend = last;
                         if (last)
-                            pend = (pending_block){out, m0, mr0 + mr1, g, nb, two};
+                            pend = (pending_block){out, acc[mb], m0, mr0 + mr1, g, nb, two};
                     }
                 }
             }
+            if (has_pend)
+                convert_rows(&pend, 0, pend.rows, &oc);
+            has_pend = false;
+            for (size_t mb = 0; mb * 32 < mcn; mb++) {
+                size_t m0 = mc0 + mb * 32;
+                acc_to_y(acc[mb], y, ldy, m0, m - m0 >= 32 ? 32 : (int)(m - m0), nb, two, n0, n1);
+            }
         }
     }
-    if (has_pend)
-        convert_rows(&pend, 0, pend.rows, &oc);
     _tile_release();
 }
 
