@@ -13,7 +13,7 @@
 static const mp_cpu_kernels *tabs[MP_ISA_COUNT];
 static const mp_cpu_kernels *scalar;
 
-static const size_t ms[] = {1, 3, 8, 16, 17, 40, 64, 150};
+static const size_t ms[] = {1, 3, 5, 8, 16, 17, 40, 64, 150};
 #define NMS (sizeof ms / sizeof ms[0])
 #define SENTINEL 12345.0f
 

@@ -95,6 +95,6 @@ const mp_cpu_kernels *mp_cpu_kernels_get(mp_isa isa, mp_error *err);
 const mp_cpu_kernels *mp_cpu_kernels_best(mp_error *err);
 
 /* From which M the AMX table's gemm_q8 uses tiles (below: AVX-512 VNNI). */
-#define MP_AMX_Q8_MIN_M 8
+#define MP_AMX_Q8_MIN_M 5
 
 #endif
