@@ -1,0 +1,28 @@
+/* Shared between the per-ISA kernel files and the dispatcher; not public. */
+#ifndef MP_KERN_INTERNAL_H
+#define MP_KERN_INTERNAL_H
+
+#include "mp_kernels.h"
+
+/* Each fills (or overrides) the entries its ISA provides. */
+void mp_kern_fill_scalar(mp_cpu_kernels *t);
+void mp_kern_fill_avx2(mp_cpu_kernels *t);
+void mp_kern_fill_avx512(mp_cpu_kernels *t);
+void mp_kern_fill_amx(mp_cpu_kernels *t);
+
+/* The AMX int8 kernel hands small M to this one. */
+void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
+                       uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+
+/* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
+ * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
+void mp_amx_peak_loop(uint64_t iters);
+int32_t mp_vnni_peak_loop(uint64_t iters);
+
+/* Byte offset of the 16-row block nb of group g, and of its tile kb. */
+static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)
+{
+    return (size_t)g * l->np * l->kg + (size_t)nb * mp_amx_int8_group_kp(l, g) * 16;
+}
+
+#endif

@@ -1,0 +1,564 @@
+/* kernels/cpu: every path this machine supports against the scalar
+ * reference, the scalar reference against independent math, MOEPACK_ISA
+ * forcing, determinism, and NUMA-split expert compute. Paths the machine
+ * lacks are skipped with a note. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_kernels.h"
+#include "mp_test.h"
+#include "test_rand.h"
+
+static const mp_cpu_kernels *tabs[MP_ISA_COUNT];
+static const mp_cpu_kernels *scalar;
+
+static const size_t ms[] = {1, 3, 5, 8, 16, 17, 40, 64, 150};
+#define NMS (sizeof ms / sizeof ms[0])
+#define SENTINEL 12345.0f
+
+static void fill_gauss(mp_rng *r, float *v, size_t n, double sigma)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(sigma * mp_rng_gauss(r));
+}
+
+/* Output ranges tried: all of [0, N), and an unaligned inner one. */
+static int ranges(uint32_t n, uint32_t r[2][2])
+{
+    r[0][0] = 0;
+    r[0][1] = n;
+    if (n < 24)
+        return 1;
+    r[1][0] = 5;
+    r[1][1] = n - 3;
+    return 2;
+}
+
+/* y starts as: random values (accumulate) or sentinels (overwrite); after the
+ * call, the columns outside [n0, n1) must still hold what they held. */
+static void prefill(mp_rng *r, float *y, size_t m, size_t ldy, bool accumulate)
+{
+    for (size_t i = 0; i < m * ldy; i++)
+        y[i] = accumulate ? (float)mp_rng_gauss(r) : SENTINEL;
+}
+
+static int outside_changed(const float *y, const float *y0, size_t m, size_t ldy, uint32_t n0, uint32_t n1)
+{
+    int bad = 0;
+    for (size_t i = 0; i < m; i++)
+        for (size_t n = 0; n < ldy; n++)
+            if ((n < n0 || n >= n1) && memcmp(&y[i * ldy + n], &y0[i * ldy + n], sizeof *y))
+                bad++;
+    return bad;
+}
+
+/* ---- int8 ------------------------------------------------------------------------- */
+static void test_q8_shape(mp_rng *r, uint32_t n, uint32_t k, uint32_t kg, size_t max_m)
+{
+    mp_error err = {0};
+    mp_amx_int8_layout l;
+    REQUIRE(mp_amx_int8_layout_init(n, k, kg, &l, &err) == MP_OK);
+    float *w = malloc((size_t)n * k * sizeof *w);
+    fill_gauss(r, w, (size_t)n * k, 0.05);
+    uint8_t *packed = aligned_alloc(64, mp_align_up(l.total_bytes, 64));
+    REQUIRE(mp_amx_int8_quantize_pack_rows(&l, 0, n, w, k, packed, l.total_bytes, &err) == MP_OK);
+    mp_amx_int8_view v;
+    mp_amx_int8_view_init(&l, packed, &v);
+    /* the row-major quantized weights, for the independent references */
+    int8_t *q = malloc((size_t)n * k);
+    float *ws = malloc((size_t)n * l.groups * sizeof *ws);
+    for (uint32_t i = 0; i < n; i++)
+        REQUIRE(mp_quant_int8_row(w + (size_t)i * k, k, kg, q + (size_t)i * k, ws + (size_t)i * l.groups, &err) ==
+                MP_OK);
+
+    size_t mmax = ms[NMS - 1] < max_m ? ms[NMS - 1] : max_m;
+    size_t ldx = k + 3, ldxq = l.kp + 64, ldy = n + 5;
+    float *x = malloc(mmax * ldx * sizeof *x);
+    int8_t *xq = malloc(mmax * ldxq);
+    float *xs = malloc(mmax * l.groups * sizeof *xs);
+    fill_gauss(r, x, mmax * ldx, 1.0);
+    mp_quant_act_int8(mmax, x, ldx, k, kg, xq, ldxq, xs);
+
+    float *y0 = malloc(mmax * ldy * sizeof *y0), *want = malloc(mmax * ldy * sizeof *want);
+    float *y = malloc(mmax * ldy * sizeof *y);
+    for (size_t mi = 0; mi < NMS && ms[mi] <= mmax; mi++) {
+        size_t m = ms[mi];
+        uint32_t rg[2][2];
+        int nr = ranges(n, rg);
+        for (int ri = 0; ri < nr; ri++)
+            for (int acc = 0; acc < 2; acc++) {
+                uint32_t n0 = rg[ri][0], n1 = rg[ri][1];
+                prefill(r, y0, m, ldy, acc);
+                /* reference: exact integer dots per group, then the
+                 * documented f32 operations in group order */
+                memcpy(want, y0, m * ldy * sizeof *y0);
+                double max_rel = 0.0;
+                for (size_t i = 0; i < m; i++)
+                    for (uint32_t nn = n0; nn < n1; nn++) {
+                        float a = acc ? y0[i * ldy + nn] : 0.0f;
+                        double dref = acc ? y0[i * ldy + nn] : 0.0, dabs = 0.0;
+                        for (uint32_t g = 0; g < l.groups; g++) {
+                            int64_t isum = 0;
+                            for (uint32_t kk = g * kg; kk < k && kk < (g + 1) * kg; kk++) {
+                                isum += (int64_t)q[(size_t)nn * k + kk] * xq[i * ldxq + kk];
+                                double t = (double)q[(size_t)nn * k + kk] * ws[(size_t)nn * l.groups + g] *
+                                           xq[i * ldxq + kk] * xs[i * l.groups + g];
+                                dref += t;
+                                dabs += fabs(t);
+                            }
+                            a = fmaf((float)(int32_t)isum, xs[i * l.groups + g] * ws[(size_t)nn * l.groups + g], a);
+                        }
+                        want[i * ldy + nn] = a;
+                        double rel = fabs((double)a - dref) / (dabs + 1e-30);
+                        if (rel > max_rel)
+                            max_rel = rel;
+                    }
+                CHECKF(max_rel < 1e-5, "q8 %ux%u/%u m=%zu: f32 formula vs double %.3g", n, k, kg, m, max_rel);
+                for (int t = 0; t < MP_ISA_COUNT; t++) {
+                    if (!tabs[t])
+                        continue;
+                    memcpy(y, y0, m * ldy * sizeof *y);
+                    tabs[t]->gemm_q8(&v, m, xq, ldxq, xs, n0, n1, y, ldy, acc);
+                    int diff = 0;
+                    for (size_t i = 0; i < m; i++)
+                        for (uint32_t nn = n0; nn < n1; nn++)
+                            diff += memcmp(&y[i * ldy + nn], &want[i * ldy + nn], sizeof *y) != 0;
+                    CHECKF(diff == 0, "q8 %s %ux%u/%u m=%zu [%u,%u) acc=%d: %d outputs differ from the integer reference",
+                           mp_isa_name((mp_isa)t), n, k, kg, m, n0, n1, acc, diff);
+                    CHECKF(outside_changed(y, y0, m, ldy, n0, n1) == 0, "q8 %s wrote outside its range",
+                           mp_isa_name((mp_isa)t));
+                }
+            }
+    }
+    free(x), free(xq), free(xs), free(y0), free(want), free(y);
+    free(q), free(ws), free(w), free(packed);
+}
+
+static void test_q8(void)
+{
+    mp_rng r = {21};
+    test_q8_shape(&r, 1, 64, 64, 150);
+    test_q8_shape(&r, 17, 100, 64, 150);
+    test_q8_shape(&r, 50, 320, 128, 64);
+    test_q8_shape(&r, 40, 1280, 1280, 150); /* 3 K-chunks, 2 row passes */
+    test_q8_shape(&r, 33, 1408, 256, 64);
+    test_q8_shape(&r, 40, 2048, 256, 64); /* down-like: 8 groups */
+    test_q8_shape(&r, 35, 7168, 7168, 17);  /* gate/up-like: one group */
+    test_q8_shape(&r, 20, 10944, 256, 3);   /* short last group (192) */
+}
+
+/* ---- f32-accurate kernels: bf16 (two layouts), int4, f32 ----------------------------- */
+typedef enum { K_BF16_AMX, K_BF16_RM, K_INT4, K_F32 } fkind;
+
+typedef struct fcase {
+    fkind kind;
+    uint32_t n, k, kg;
+    mp_int4_scheme scheme;
+    /* the operands */
+    float *wf; /* the exact f32 value of every weight, row-major [n][k] */
+    void *packed;
+    size_t ldw;
+    mp_amx_bf16_view bv;
+    mp_gpu_int4_view iv;
+} fcase;
+
+static void fcase_build(mp_rng *r, fcase *c)
+{
+    mp_error err = {0};
+    uint32_t n = c->n, k = c->k;
+    c->wf = malloc((size_t)n * k * sizeof *c->wf);
+    float *w = malloc((size_t)n * k * sizeof *w);
+    fill_gauss(r, w, (size_t)n * k, 0.05);
+    if (c->kind == K_BF16_AMX || c->kind == K_BF16_RM) {
+        c->ldw = c->kind == K_BF16_RM ? k + 7 : k;
+        uint16_t *b = malloc((size_t)n * c->ldw * 2);
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < k; j++) {
+                b[(size_t)i * c->ldw + j] = mp_f32_to_bf16(w[(size_t)i * k + j]);
+                c->wf[(size_t)i * k + j] = mp_bf16_to_f32(b[(size_t)i * c->ldw + j]);
+            }
+        if (c->kind == K_BF16_RM) {
+            c->packed = b;
+        } else {
+            mp_amx_bf16_layout l;
+            REQUIRE(mp_amx_bf16_layout_init(n, k, c->kg, &l, &err) == MP_OK);
+            c->packed = aligned_alloc(64, mp_align_up(l.total_bytes, 64));
+            REQUIRE(mp_amx_bf16_pack_rows(&l, 0, n, b, c->ldw, c->packed, l.total_bytes, &err) == MP_OK);
+            mp_amx_bf16_view_init(&l, c->packed, &c->bv);
+            free(b);
+        }
+    } else if (c->kind == K_INT4) {
+        mp_gpu_int4_layout l;
+        REQUIRE(mp_gpu_int4_layout_init(n, k, c->scheme, &l, &err) == MP_OK);
+        c->packed = aligned_alloc(64, mp_align_up(l.total_bytes, 64));
+        REQUIRE(mp_gpu_int4_quantize_pack_rows(&l, MP_INT4_FIT_MSE, 0, n, w, k, c->packed, l.total_bytes, &err) ==
+                MP_OK);
+        mp_gpu_int4_view_init(&l, c->packed, &c->iv);
+        /* dequantize through the index formula (independent of the kernels) */
+        const uint8_t *bytes = c->packed;
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < k; j++) {
+                uint8_t qv = (bytes[mp_gpu_int4_byte(&l, i, j)] >> mp_gpu_int4_shift(j)) & 15;
+                size_t at = (size_t)i * l.groups + j / 128;
+                float s = mp_f16_to_f32(c->iv.scale[at]);
+                float mn = c->scheme == MP_INT4_ASYM ? mp_f16_to_f32(c->iv.min[at]) : 0.0f;
+                c->wf[(size_t)i * k + j] = mp_int4_dequant(c->scheme, qv, s, mn);
+            }
+    } else {
+        c->ldw = k + 2;
+        float *f = malloc((size_t)n * c->ldw * sizeof *f);
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < k; j++)
+                f[(size_t)i * c->ldw + j] = c->wf[(size_t)i * k + j] = w[(size_t)i * k + j];
+        c->packed = f;
+    }
+    free(w);
+}
+
+static void fcase_run(const mp_cpu_kernels *t, const fcase *c, size_t m, const float *x, size_t ldx, uint32_t n0,
+                      uint32_t n1, float *y, size_t ldy, bool acc)
+{
+    switch (c->kind) {
+    case K_BF16_AMX:
+        t->gemm_bf16_amx(&c->bv, m, x, ldx, n0, n1, y, ldy, acc);
+        break;
+    case K_BF16_RM:
+        t->gemm_bf16_rm(c->packed, c->ldw, c->k, m, x, ldx, n0, n1, y, ldy, acc);
+        break;
+    case K_INT4:
+        t->gemm_int4(&c->iv, m, x, ldx, n0, n1, y, ldy, acc);
+        break;
+    case K_F32:
+        t->gemm_f32(c->packed, c->ldw, c->k, m, x, ldx, n0, n1, y, ldy, acc);
+        break;
+    }
+}
+
+static const char *kind_name(fkind k)
+{
+    return k == K_BF16_AMX ? "bf16_amx" : k == K_BF16_RM ? "bf16_rm" : k == K_INT4 ? "int4" : "f32";
+}
+
+static double worst_rel[4];
+
+static void test_fcase(mp_rng *r, fcase c, size_t max_m)
+{
+    fcase_build(r, &c);
+    uint32_t n = c.n, k = c.k;
+    size_t mmax = ms[NMS - 1] < max_m ? ms[NMS - 1] : max_m;
+    /* x is exactly K wide at the end of the buffer: ASan sees any read past K */
+    size_t ldx = k + 1;
+    float *x = malloc(((mmax - 1) * ldx + k) * sizeof *x);
+    fill_gauss(r, x, (mmax - 1) * ldx + k, 1.0);
+    size_t ldy = n + 3;
+    float *y0 = malloc(mmax * ldy * sizeof *y0), *y = malloc(mmax * ldy * sizeof *y);
+    double *ref = malloc(mmax * ldy * sizeof *ref), *mag = malloc(mmax * ldy * sizeof *mag);
+    /* exact mode: ~1e-6 of sum |x w| (f32 sums, any order); int4 compares
+     * against its f32 dequantized weights the same way */
+    const double tol = c.kind == K_INT4 ? 1e-5 : 1e-6;
+    for (size_t mi = 0; mi < NMS && ms[mi] <= mmax; mi++) {
+        size_t m = ms[mi];
+        uint32_t rg[2][2];
+        int nr = ranges(n, rg);
+        for (int ri = 0; ri < nr; ri++)
+            for (int acc = 0; acc < 2; acc++) {
+                uint32_t n0 = rg[ri][0], n1 = rg[ri][1];
+                prefill(r, y0, m, ldy, acc);
+                for (size_t i = 0; i < m; i++)
+                    for (uint32_t nn = n0; nn < n1; nn++) {
+                        double s = acc ? y0[i * ldy + nn] : 0.0, a = fabs(s);
+                        for (uint32_t j = 0; j < k; j++) {
+                            double p = (double)x[i * ldx + j] * c.wf[(size_t)nn * k + j];
+                            s += p;
+                            a += fabs(p);
+                        }
+                        ref[i * ldy + nn] = s;
+                        mag[i * ldy + nn] = a;
+                    }
+                for (int t = 0; t < MP_ISA_COUNT; t++) {
+                    if (!tabs[t])
+                        continue;
+                    memcpy(y, y0, m * ldy * sizeof *y);
+                    fcase_run(tabs[t], &c, m, x, ldx, n0, n1, y, ldy, acc);
+                    double worst = 0.0;
+                    for (size_t i = 0; i < m; i++)
+                        for (uint32_t nn = n0; nn < n1; nn++) {
+                            double e = fabs(y[i * ldy + nn] - ref[i * ldy + nn]) / (mag[i * ldy + nn] + 1e-30);
+                            if (!(e <= worst))
+                                worst = e;
+                        }
+                    if (worst > worst_rel[c.kind])
+                        worst_rel[c.kind] = worst;
+                    CHECKF(worst <= tol, "%s %s %ux%u m=%zu [%u,%u) acc=%d: error %.3g of sum|xw|", kind_name(c.kind),
+                           mp_isa_name((mp_isa)t), n, k, m, n0, n1, acc, worst);
+                    CHECKF(outside_changed(y, y0, m, ldy, n0, n1) == 0, "%s %s wrote outside its range",
+                           kind_name(c.kind), mp_isa_name((mp_isa)t));
+                }
+            }
+    }
+    free(x), free(y0), free(y), free(ref), free(mag);
+    free(c.wf), free(c.packed);
+}
+
+static void test_float_kernels(void)
+{
+    mp_rng r = {31};
+    const struct {
+        uint32_t n, k, kg;
+        size_t max_m;
+    } bs[] = {{1, 33, 32, 150}, {17, 100, 64, 64}, {50, 70, 32, 64}, {33, 1000, 256, 17}, {40, 7168, 7168, 3}};
+    for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) {
+        test_fcase(&r, (fcase){.kind = K_BF16_AMX, .n = bs[i].n, .k = bs[i].k, .kg = bs[i].kg}, bs[i].max_m);
+        test_fcase(&r, (fcase){.kind = K_BF16_RM, .n = bs[i].n, .k = bs[i].k}, bs[i].max_m);
+        test_fcase(&r, (fcase){.kind = K_F32, .n = bs[i].n, .k = bs[i].k}, bs[i].max_m);
+    }
+    const struct {
+        uint32_t n, k;
+        size_t max_m;
+    } is[] = {{1, 64, 64}, {17, 100, 64}, {30, 128, 64}, {33, 1000, 17}, {40, 10944, 3}, {20, 7168, 3}};
+    for (size_t i = 0; i < sizeof is / sizeof is[0]; i++)
+        for (int sc = 0; sc < 2; sc++)
+            test_fcase(&r, (fcase){.kind = K_INT4, .n = is[i].n, .k = is[i].k, .scheme = (mp_int4_scheme)sc},
+                       is[i].max_m);
+    printf("worst error / sum|xw| over all paths: bf16_amx %.3g, bf16_rm %.3g, int4 %.3g, f32 %.3g\n", worst_rel[0],
+           worst_rel[1], worst_rel[2], worst_rel[3]);
+}
+
+/* ---- activation quantization: bit-identical on every path ------------------------- */
+static void test_quantize_act(void)
+{
+    mp_rng r = {41};
+    const uint32_t ks[] = {1, 15, 100, 7168, 10944};
+    const uint32_t kgs[] = {64, 256, 1u << 20};
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 3; b++) {
+            uint32_t k = ks[a], kg = kgs[b];
+            uint32_t groups = mp_group_count(k, kg);
+            size_t m = 4, ldx = k + 1, ldq = mp_q8_padded_k(k, kg) + 3;
+            float *x = malloc(m * ldx * sizeof *x);
+            fill_gauss(&r, x, m * ldx, 2.0);
+            for (uint32_t i = 0; i < k; i++)
+                x[ldx + i] = 0.0f; /* zero row */
+            x[2 * ldx] = NAN;
+            x[3 * ldx + k / 2] = 1e30f;
+            x[3 * ldx] = -0.0f;
+            int8_t *q0 = malloc(m * ldq), *q = malloc(m * ldq);
+            float *s0 = malloc(m * groups * sizeof *s0), *s = malloc(m * groups * sizeof *s);
+            memset(q0, 0x33, m * ldq);
+            scalar->quantize_act_q8(m, x, ldx, k, kg, q0, ldq, s0);
+            for (int t = 0; t < MP_ISA_COUNT; t++) {
+                if (!tabs[t])
+                    continue;
+                memset(q, 0x33, m * ldq);
+                tabs[t]->quantize_act_q8(m, x, ldx, k, kg, q, ldq, s);
+                CHECKF(!memcmp(q, q0, m * ldq) && !memcmp(s, s0, m * groups * sizeof *s),
+                       "quantize_act %s k=%u kg=%u differs from scalar", mp_isa_name((mp_isa)t), k, kg);
+            }
+            free(x), free(q0), free(q), free(s0), free(s);
+        }
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+static double rel_err(float a, float b)
+{
+    if (a == b)
+        return 0.0;
+    return fabs((double)a - b) / fmax(fabs((double)b), 1e-30);
+}
+
+static void test_helpers(void)
+{
+    mp_rng r = {51};
+    const size_t ns[] = {1, 15, 16, 17, 100, 7168};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        size_t n = ns[a];
+        float *x = malloc(n * sizeof *x), *w = malloc(n * sizeof *w), *u = malloc(n * sizeof *u);
+        float *y0 = malloc(n * sizeof *y0), *y = malloc(n * sizeof *y);
+        fill_gauss(&r, x, n, 3.0);
+        fill_gauss(&r, w, n, 1.0);
+        fill_gauss(&r, u, n, 1.0);
+        const float extremes[] = {-100.0f, -20.0f, 0.0f, 20.0f, 88.0f, 100.0f, -87.5f, 1e-30f};
+        for (size_t i = 0; i < n && i < 8; i++)
+            x[i] = extremes[i];
+        for (int t = 0; t < MP_ISA_COUNT; t++) {
+            if (!tabs[t])
+                continue;
+            const char *name = mp_isa_name((mp_isa)t);
+            double e = 0.0;
+            scalar->rmsnorm(n, x, w, 1e-6f, y0);
+            tabs[t]->rmsnorm(n, x, w, 1e-6f, y);
+            for (size_t i = 0; i < n; i++)
+                e = fmax(e, rel_err(y[i], y0[i]));
+            CHECKF(e < 1e-5, "rmsnorm %s n=%zu: %.3g", name, n, e);
+
+            e = 0.0;
+            scalar->silu_mul(n, x, u, y0);
+            tabs[t]->silu_mul(n, x, u, y);
+            for (size_t i = 0; i < n; i++)
+                e = fmax(e, fabs((double)y[i] - y0[i]) / (fabs((double)y0[i]) + 1e-37));
+            CHECKF(e < 2e-6, "silu_mul %s n=%zu: %.3g", name, n, e);
+
+            e = 0.0;
+            memcpy(y0, x, n * sizeof *x);
+            memcpy(y, x, n * sizeof *x);
+            scalar->softmax(n, y0);
+            tabs[t]->softmax(n, y);
+            double sum = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                e = fmax(e, fabs((double)y[i] - y0[i]) / (fabs((double)y0[i]) + 1e-37));
+                sum += y[i];
+            }
+            CHECKF(e < 2e-6 && fabs(sum - 1.0) < 1e-5, "softmax %s n=%zu: %.3g (sum %.8f)", name, n, e, sum);
+
+            double d = 0.0, da = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                d += (double)x[i] * w[i];
+                da += fabs((double)x[i] * w[i]);
+            }
+            CHECKF(fabs(tabs[t]->dot(n, x, w) - d) <= 1e-6 * da, "dot %s n=%zu", name, n);
+
+            memcpy(y0, u, n * sizeof *u);
+            memcpy(y, u, n * sizeof *u);
+            scalar->axpy(n, 0.37f, x, y0);
+            tabs[t]->axpy(n, 0.37f, x, y);
+            e = 0.0;
+            for (size_t i = 0; i < n; i++)
+                e = fmax(e, fabs((double)y[i] - y0[i]) / (fabs(0.37 * x[i]) + fabs((double)u[i])));
+            CHECKF(e < 1e-6, "axpy %s n=%zu: %.3g", name, n, e);
+        }
+        free(x), free(w), free(u), free(y0), free(y);
+    }
+}
+
+/* ---- MOEPACK_ISA, determinism, NUMA split ------------------------------------------- */
+static void test_forcing(void)
+{
+    mp_error err = {0};
+    setenv("MOEPACK_ISA", "scalar", 1);
+    const mp_cpu_kernels *t = mp_cpu_kernels_best(&err);
+    CHECK(t && t->isa == MP_ISA_SCALAR);
+    for (int i = 0; i < MP_ISA_COUNT; i++) {
+        setenv("MOEPACK_ISA", mp_isa_name((mp_isa)i), 1);
+        t = mp_cpu_kernels_best(&err);
+        if (mp_isa_available((mp_isa)i)) {
+            CHECK(t && t->isa == (mp_isa)i);
+        } else {
+            CHECK(!t && err.code == MP_ERR_USAGE && strstr(err.msg, "not available"));
+            printf("forcing %s here: %s\n", mp_isa_name((mp_isa)i), err.msg);
+        }
+    }
+    setenv("MOEPACK_ISA", "AVX2", 1); /* case-insensitive */
+    t = mp_cpu_kernels_best(&err);
+    CHECK(!mp_isa_available(MP_ISA_AVX2) || (t && t->isa == MP_ISA_AVX2));
+    setenv("MOEPACK_ISA", "sse9", 1);
+    t = mp_cpu_kernels_best(&err);
+    CHECK(!t && err.code == MP_ERR_USAGE && strstr(err.msg, "MOEPACK_ISA=sse9"));
+    CHECK(mp_cpu_kernels_get((mp_isa)99, &err) == NULL);
+    unsetenv("MOEPACK_ISA");
+    t = mp_cpu_kernels_best(&err);
+    CHECK(t && t->isa == mp_isa_best());
+}
+
+static void test_determinism(void)
+{
+    mp_rng r = {61};
+    mp_error err = {0};
+    mp_amx_int8_layout l;
+    REQUIRE(mp_amx_int8_layout_init(40, 500, 128, &l, &err) == MP_OK);
+    float *w = malloc(40 * 500 * sizeof *w), *x = malloc(5 * 500 * sizeof *x);
+    fill_gauss(&r, w, 40 * 500, 1.0);
+    fill_gauss(&r, x, 5 * 500, 1.0);
+    uint8_t *p = malloc(l.total_bytes);
+    REQUIRE(mp_amx_int8_quantize_pack_rows(&l, 0, 40, w, 500, p, l.total_bytes, &err) == MP_OK);
+    mp_amx_int8_view v;
+    mp_amx_int8_view_init(&l, p, &v);
+    int8_t xq[5 * 512];
+    float xs[5 * 4], y1[5 * 40], y2[5 * 40];
+    scalar->quantize_act_q8(5, x, 500, 500, 128, xq, 512, xs);
+    scalar->gemm_q8(&v, 5, xq, 512, xs, 0, 40, y1, 40, false);
+    scalar->gemm_q8(&v, 5, xq, 512, xs, 0, 40, y2, 40, false);
+    CHECK(!memcmp(y1, y2, sizeof y1));
+    scalar->gemm_f32(w, 500, 500, 5, x, 500, 0, 40, y1, 40, false);
+    scalar->gemm_f32(w, 500, 500, 5, x, 500, 0, 40, y2, 40, false);
+    CHECK(!memcmp(y1, y2, sizeof y1));
+    free(w), free(x), free(p);
+}
+
+/* An expert computed node by node (gate/up on row views, down on group views
+ * with accumulate) equals the whole-expert computation bit for bit. */
+static void test_numa_split(void)
+{
+    mp_rng r = {71};
+    mp_error err = {0};
+    const uint32_t H = 320, I = 1408;
+    const size_t m = 3;
+    mp_amx_int8_layout gl, dl;
+    REQUIRE(mp_expert_layouts(H, I, MP_EXPERT_SLICE_WIDTH, &gl, &dl, &err) == MP_OK);
+    float *wg = malloc((size_t)I * H * sizeof *wg), *wd = malloc((size_t)H * I * sizeof *wd);
+    fill_gauss(&r, wg, (size_t)I * H, 0.05);
+    fill_gauss(&r, wd, (size_t)H * I, 0.05);
+    uint8_t *pg = malloc(gl.total_bytes), *pd = malloc(dl.total_bytes);
+    REQUIRE(mp_amx_int8_quantize_pack_rows(&gl, 0, I, wg, H, pg, gl.total_bytes, &err) == MP_OK);
+    REQUIRE(mp_amx_int8_quantize_pack_rows(&dl, 0, H, wd, I, pd, dl.total_bytes, &err) == MP_OK);
+    mp_amx_int8_view gv, dv;
+    mp_amx_int8_view_init(&gl, pg, &gv);
+    mp_amx_int8_view_init(&dl, pd, &dv);
+    const mp_cpu_kernels *t = mp_cpu_kernels_get(mp_isa_best(), &err);
+    REQUIRE(t);
+    float x[3 * 320], h[3 * 1408], yfull[3 * 320], ynode[3 * 320];
+    fill_gauss(&r, x, m * H, 1.0);
+    int8_t xq[3 * 320], hq[3 * 1408];
+    float xs[3], hs[3 * 6];
+    t->quantize_act_q8(m, x, H, H, gl.kg, xq, H, xs);
+    /* whole expert (a gate-only "expert": h = gate x, enough for the layouts) */
+    t->gemm_q8(&gv, m, xq, H, xs, 0, I, h, I, false);
+    t->quantize_act_q8(m, h, I, I, 256, hq, I, hs);
+    t->gemm_q8(&dv, m, hq, I, hs, 0, H, yfull, H, false);
+    for (uint32_t nodes = 1; nodes <= 8; nodes++) {
+        memset(ynode, 0, sizeof ynode);
+        for (uint32_t j = 0; j < nodes; j++) {
+            mp_expert_share s;
+            REQUIRE(mp_expert_share_for_node(H, I, MP_EXPERT_SLICE_WIDTH, nodes, j, &s, &err) == MP_OK);
+            if (s.slice0 == s.slice1)
+                continue;
+            mp_amx_int8_view gsub, dsub;
+            REQUIRE(mp_amx_int8_view_rows(&gv, s.row0, s.row1, &gsub, &err) == MP_OK);
+            REQUIRE(mp_amx_int8_view_groups(&dv, s.slice0, s.slice1, &dsub, &err) == MP_OK);
+            CHECK((const uint8_t *)gsub.data == pg + s.gate_up_data.offset);
+            CHECK((const uint8_t *)dsub.data == pd + s.down_data.offset);
+            CHECK((const uint8_t *)dsub.scale == pd + s.down_scale.offset);
+            uint32_t w = s.row1 - s.row0;
+            float hp[3 * 1408];
+            int8_t hpq[3 * 1408];
+            float hps[3 * 6];
+            t->gemm_q8(&gsub, m, xq, H, xs, 0, w, hp, w, false);
+            t->quantize_act_q8(m, hp, w, w, 256, hpq, dsub.lay.kp, hps);
+            t->gemm_q8(&dsub, m, hpq, dsub.lay.kp, hps, 0, H, ynode, H, j > 0);
+        }
+        CHECKF(!memcmp(ynode, yfull, sizeof yfull), "NUMA split over %u nodes differs", nodes);
+    }
+    free(wg), free(wd), free(pg), free(pd);
+}
+
+int main(void)
+{
+    mp_error err = {0};
+    for (int i = 0; i < MP_ISA_COUNT; i++) {
+        tabs[i] = mp_cpu_kernels_get((mp_isa)i, &err);
+        if (!tabs[i])
+            printf("note: %s\n  (its tests are skipped)\n", err.msg);
+        else
+            printf("testing the %s path\n", mp_isa_name((mp_isa)i));
+    }
+    scalar = tabs[MP_ISA_SCALAR];
+    REQUIRE(scalar);
+    test_forcing();
+    test_quantize_act();
+    test_helpers();
+    test_q8();
+    test_float_kernels();
+    test_determinism();
+    test_numa_split();
+    return mp_test_finish();
+}
