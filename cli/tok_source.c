@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "container.h"
+#include "container_tokenizer.h"
+#include "convert_tokenizer.h"
+#include "gguf.h"
 #include "mp_file.h"
 #include "tok_source.h"
 
@@ -40,10 +44,26 @@ int mp_cli_open_tokenizer(const char *src, mp_tokenizer **out, mp_error *err)
         return mp_fail(err, MP_ERR_INPUT, src, NULL, "no such file or directory");
     char magic[4] = {0};
     size_t got = read_magic(src, magic, sizeof magic);
-    if (got == 4 && memcmp(magic, "GGUF", 4) == 0)
-        return mp_fail(err, MP_ERR_INPUT, src, NULL, "reading the tokenizer of a GGUF file is not supported yet");
+    if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
+        mp_gguf g;
+        int rc = mp_gguf_open(src, &g, err);
+        if (rc)
+            return rc;
+        rc = mp_tokenizer_load_gguf(&g, out, err);
+        mp_gguf_close(&g);
+        return rc;
+    }
+    if (got == 4 && memcmp(magic, "MOEP", 4) == 0) {
+        mp_container *c;
+        int rc = mp_container_open(src, &c, err);
+        if (rc)
+            return rc;
+        rc = mp_container_load_tokenizer(c, out, err);
+        mp_container_close(c);
+        return rc;
+    }
     if (has_suffix(src, ".json"))
         return mp_tokenizer_load_hf(src, out, err);
     return mp_fail(err, MP_ERR_INPUT, src, NULL,
-                   "not a tokenizer source (expected a model directory or a tokenizer.json)");
+                   "not a tokenizer source (expected a model directory, a tokenizer.json, a GGUF or a .moepack container)");
 }

@@ -68,6 +68,15 @@ expect_exit 1 "$MP" detokenize "$T"
 expect_exit 1 "$MP" detokenize "$T" "12x"
 expect_exit 1 "$MP" detokenize "$T" 99999
 expect_in "$err" "ids are 0..1279"
+# the same ids from a GGUF's vocabulary and from a converted container
+expect_exit 0 "$MP" tokenize "$T" "Hello wörld 12345, 混合专家"
+want=$out
+expect_exit 0 "$MP" tokenize "$FIX/tiny-v3-bf16.gguf" "Hello wörld 12345, 混合专家"
+[ "$out" = "$want" ] && ok || fail "GGUF tokenizer gives '$out', tokenizer.json '$want'"
+"$MP" convert "$T" -o "$D/t.moepack" --quiet --threads 2
+expect_exit 0 "$MP" tokenize "$D/t.moepack" "Hello wörld 12345, 混合专家"
+[ "$out" = "$want" ] && ok || fail "container tokenizer gives '$out', tokenizer.json '$want'"
+
 expect_exit 0 "$MP" tokenize --help
 expect_in "$out" "usage: moepack tokenize"
 finish
