@@ -16,6 +16,15 @@ bash scripts/build.sh build -DMOEPACK_FIXTURES="$fixtures"
 echo "== tests under ASan+UBSan"
 (cd build-asan && ctest -j"$jobs" --output-on-failure -L '' -LE no-sanitize) | tee build-asan.ctest.log | grep -vE '^\s+Start ' || true
 asan_summary=$(grep -E 'tests passed' build-asan.ctest.log | tail -1)
+# libFuzzer: every harness for MOEPACK_FUZZ_SECONDS (default 20) seconds, two at a time
+# (scripts/fuzz.sh, docs/FUZZING.md); 0 skips it. Before the last ctest so that its summary
+# stays the last line.
+fuzz_secs=${MOEPACK_FUZZ_SECONDS:-20}
+fuzz_rc=0
+if [ "$fuzz_secs" != 0 ]; then
+    echo "== fuzz"
+    bash scripts/fuzz.sh "$fuzz_secs" || fuzz_rc=1
+fi
 echo "== tests"
 set +e
 (cd build && ctest -j"$jobs" --output-on-failure) > build.ctest.log 2>&1
@@ -24,6 +33,7 @@ set -e
 grep -vE '^\s+Start ' build.ctest.log
 echo "ASan+UBSan: ${asan_summary:-no summary}"
 grep -q '100% tests passed' build-asan.ctest.log || rc=1
+[ "$fuzz_rc" -eq 0 ] || { echo "fuzz: a harness found something (see above)"; rc=1; }
 summary=$(grep -E 'tests passed' build.ctest.log | tail -1)
 echo "${summary:-ctest printed no summary}"
 exit $rc

@@ -99,7 +99,9 @@ int mp_tokenizer_encode(const mp_tokenizer *tok, const char *text, size_t len, u
 /* One piece of a prompt assembled from parts of different trust: CONTROL tokens are matched only
  * in parts whose parse_special is set. Plain text continues across part boundaries (the parts are
  * pre-tokenized as one string between special tokens), so the result equals encoding the
- * concatenation with special tokens recognised only where allowed. */
+ * concatenation with special tokens recognised only where allowed, with one exception: an added
+ * token (CONTROL or USER_DEFINED) is only matched inside one part, never across a boundary. Each
+ * part must be valid UTF-8 on its own unless MP_TOK_INVALID_UTF8_AS_BYTES is given. */
 typedef struct mp_tok_part {
     const char *text;
     size_t len;
