@@ -531,11 +531,11 @@ def main():
         picks = {"token_embd": [16, 256], "blk.1.exp_probs_b": [16], "blk.0.attn_norm": [256],
                  "blk.0.attn_output": [16, 128], "blk.0.attn_w_uk": [1, 16, 32], "blk.1.ffn_gate_exps.0": [16, 256],
                  "blk.1.ffn_down_exps.0": [16, 128]}
-        save("container", "synth_small.moepack", container_seed(synth_c, picks))
+        save("container", "synth_small.bin", container_seed(synth_c, picks))
         bf = os.path.join(tmp, "bf16.moepack")
         subprocess.run([mp, "convert", synth, "-o", bf, "--quiet", "--threads", "1", "--cpu-quant", "bf16",
                         "--gpu-quant", "int4-asym"], check=True)
-        save("container", "synth_bf16_asym.moepack", container_seed(bf, picks))
+        save("container", "synth_bf16_asym.bin", container_seed(bf, picks))
 
         with open(os.path.join(fix, "tiny-v3", "config.json"), "rb") as f:
             save("config_json", "fixture.json", f.read())
