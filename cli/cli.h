@@ -26,6 +26,11 @@ bool mp_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t
 bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
 bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 
+/* Makes a SIGBUS (a mapped input file that shrank while being read) print
+ * "moepack: FILE: the file shrank ..." naming the file and exit with 2
+ * instead of crashing (cli/cli_sigbus.c). */
+void mp_cli_trap_sigbus(void);
+
 /* Subcommands (one per cli/cmd_*.c). */
 int mp_cmd_convert(int argc, char **argv);
 int mp_cmd_detokenize(int argc, char **argv);

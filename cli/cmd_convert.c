@@ -144,6 +144,8 @@ int mp_cmd_convert(int argc, char **argv)
     /* Over RLIMIT_FSIZE a write must fail with EFBIG (a clear error, clean-up)
      * instead of the default SIGXFSZ killing the process mid-file. */
     signal(SIGXFSZ, SIG_IGN);
+    /* A source shard truncated while it is read: name it, exit 2, keep the partial file. */
+    mp_cli_trap_sigbus();
     mp_convert_summary s;
     mp_error err = {0};
     int rc = mp_convert(argv[optind], out, &o, &s, &err);
