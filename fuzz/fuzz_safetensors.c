@@ -53,8 +53,10 @@ static void exercise(const mp_safetensors *st)
             mp_fuzz_fail("tensor %zu is not found by its own name", i);
         if (i > 0 && strcmp(mp_st_tensor_at(st, i - 1)->name, t->name) >= 0)
             mp_fuzz_fail("tensors are not in strictly increasing name order at %zu", i);
-        if (t->shard >= mp_st_shard_count(st))
+        if (t->shard >= mp_st_shard_count(st) || strcmp(mp_st_shard_path(st, t->shard), t->shard_path) != 0)
             mp_fuzz_fail("%s: shard %u of %zu", t->name, t->shard, mp_st_shard_count(st));
+        if (t->dtype != MP_ST_OTHER && strcmp(mp_st_dtype_name(t->dtype), t->dtype_name) != 0)
+            mp_fuzz_fail("%s: dtype %s named %s", t->name, t->dtype_name, mp_st_dtype_name(t->dtype));
         if (t->nbytes <= budget) {
             budget -= t->nbytes;
             (void)mp_fuzz_touch(t->data, (size_t)t->nbytes);

@@ -264,6 +264,21 @@ def gguf_seeds(fix):
     save("gguf", "every_quant_type.gguf", gguf_file([kv_str("general.architecture", "deepseek2"),
                                                      kv_u32("general.alignment", 64)], synth, align=64))
 
+    # every value type, scalar and array (the typed getters), a small vocabulary and a 3-D expert tensor
+    kinds = [(0, "B", [1, 255]), (1, "b", [-1, 7]), (2, "H", [65535, 2]), (3, "h", [-3, 4]), (4, "I", [7, 2 ** 32 - 1]),
+             (5, "i", [-5, 6]), (6, "f", [0.5, -1e30]), (7, "B", [0, 1]), (10, "Q", [2 ** 64 - 1, 1]),
+             (11, "q", [-(2 ** 63), 9]), (12, "d", [3.25, -0.0])]
+    every = [kv_str("general.architecture", "deepseek2")]
+    for typ, fmt, vals in kinds:
+        every.append(("t.scalar.%d" % typ, struct.pack("<I" + fmt, typ, vals[0]), vals[0]))
+        every.append(("t.array.%d" % typ, struct.pack("<IIQ", T_ARRAY, typ, len(vals)) +
+                      struct.pack("<%d%s" % (len(vals), fmt), *vals), vals))
+    every.append(kv_str_array("t.array.8", [b"", b"one", "Ġtwo".encode()]))
+    every.append((  # an empty array
+        "t.array.empty", struct.pack("<IIQ", T_ARRAY, 4, 0), []))
+    exps = ("blk.1.ffn_gate_exps.weight", [32, 2, 3], 30, rand_bytes(32 * 2 * 3 * 2))
+    save("gguf", "value_types_and_3d.gguf", gguf_file(every + meta[1:], head[:1] + [exps]))
+
     part = [kv_str("general.architecture", "deepseek2")]
     p1 = gguf_file(part + [kv_u32("split.no", 0), kv_u32("split.count", 2), kv_u32("split.tensors.count", 3)],
                    head[:2])
@@ -349,6 +364,17 @@ def tok_json_seeds(fix, synth_dir):
     save("tok_json", "string_merges_bytelevel.bin",
          json.dumps(strings, ensure_ascii=False).encode() + SEP + b'{"bos_token": {"content": "<\xef\xbd\x9cbegin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"}, "add_bos_token": false}' + SEP +
          b"{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    variant = json.loads(json.dumps(small))
+    variant["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": "a.b*"}, "behavior": "Isolated", "invert": False},
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}
+    variant["model"]["ignore_merges"] = True
+    variant["model"]["unk_token"] = "!"
+    variant["added_tokens"].append({"id": len(variant["model"]["vocab"]) + 20, "content": "<tool>", "special": False})
+    cfg_list = {"bos_token": None, "eos_token": "<\uff5cend\u2581of\u2581sentence\uff5c>",
+                "chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": "{{ m }}"}]}
+    save("tok_json", "string_split_digits_holes.bin", json.dumps(variant).encode() + SEP + json.dumps(cfg_list).encode())
     with open(os.path.join(synth_dir, "tokenizer.json"), "rb") as f:
         syn = f.read()
     with open(os.path.join(synth_dir, "tokenizer_config.json"), "rb") as f:

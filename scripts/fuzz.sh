@@ -8,6 +8,7 @@
 # usage: scripts/fuzz.sh [SECONDS] [NAME...]      (NAMEs: e.g. gguf tok_json; default: all)
 # env:   MOEPACK_FUZZ_JOBS  harnesses run at once (default: the number of cores, at most 2)
 #        MOEPACK_FIXTURES   the fixtures folder (default ../shared/fixtures); tok_encode needs it
+#        MOEPACK_FUZZ_FLAGS more libFuzzer flags (e.g. -use_value_profile=1 -max_len=65536)
 #        CC                 the clang to use (default clang)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,8 @@ run_one() {
     [ -f fuzz/dict/$name.dict ] && dict=(-dict=fuzz/dict/$name.dict)
     mkdir -p "$corpus" "$scratch/$name"
     # error/timeout exit codes other than 77, which a harness uses for "fixtures missing"
-    TMPDIR=$scratch/$name "$exe" "$corpus" fuzz/corpus/"$name" "${dict[@]}" -max_total_time="$secs" \
+    # shellcheck disable=SC2086 # MOEPACK_FUZZ_FLAGS is a list of flags
+    TMPDIR=$scratch/$name "$exe" "$corpus" fuzz/corpus/"$name" "${dict[@]}" ${MOEPACK_FUZZ_FLAGS:-} -max_total_time="$secs" \
         -timeout=10 -rss_limit_mb=2048 -error_exitcode=99 -timeout_exitcode=98 -print_final_stats=1 \
         -artifact_prefix=$dir/findings/"$name"- >$dir/logs/"$name".log 2>&1 || rc=$?
     echo $rc >"$scratch/$name.rc"
