@@ -214,6 +214,31 @@ static int parse_header(const mp_mapped_file *f, mp_container_header *h, mp_erro
     return MP_OK;
 }
 
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* docs/FORMAT.md: names are unique, so a lookup by name is unambiguous. */
+static int check_unique_names(const mp_container *c, mp_error *err)
+{
+    uint64_t n = c->hdr.n_tensors;
+    if (n < 2)
+        return MP_OK;
+    const char **names = malloc(n * sizeof *names);
+    if (!names)
+        return mp_fail(err, MP_ERR_INPUT, c->file.path, NULL, "out of memory");
+    for (uint64_t i = 0; i < n; i++)
+        names[i] = c->tensors[i].name;
+    qsort(names, n, sizeof *names, cmp_name_ptr);
+    int rc = MP_OK;
+    for (uint64_t i = 1; i < n && rc == MP_OK; i++)
+        if (strcmp(names[i - 1], names[i]) == 0)
+            rc = mp_fail(err, MP_ERR_INPUT, c->file.path, names[i], "two directory entries have this name");
+    free(names);
+    return rc;
+}
+
 static int parse_directory(mp_container *c, mp_error *err)
 {
     const char *path = c->file.path;
@@ -296,7 +321,7 @@ static int parse_directory(mp_container *c, mp_error *err)
         t->data = c->file.data + t->data_offset;
         t->scale = t->scale_size ? c->file.data + t->scale_offset : NULL;
     }
-    return MP_OK;
+    return check_unique_names(c, err);
 }
 
 int mp_container_open(const char *path, mp_container **out, mp_error *err)

@@ -4,6 +4,7 @@
  * one must give. */
 #include <string.h>
 
+#include "container.h"
 #include "mp_test.h"
 #include "tokenizer.h"
 
@@ -36,8 +37,30 @@ static void added_token_across_parts(const mp_tokenizer *tok)
     mp_tokens_free(&whole);
 }
 
+/* tests/data/regress/container/duplicate-names.bin: fuzz/corpus/container/
+ * synth_small.bin with directory entry 1 pointing at entry 0's name
+ * ("token_embd") and the directory and header checksums recomputed. FORMAT.md
+ * says names are unique; the reader accepted it, so a lookup by name found
+ * only one of the two tensors. */
+static void container_duplicate_names(void)
+{
+    const char *src = getenv("MOEPACK_SOURCE_DIR");
+    REQUIRE(src);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/regress/container/duplicate-names.bin", src);
+    mp_container *c = NULL;
+    mp_error err = {0};
+    CHECK(mp_container_open(path, &c, &err) == MP_ERR_INPUT && c == NULL);
+    CHECKF(strstr(err.msg, "token_embd: two directory entries have this name") != NULL, "%s", err.msg);
+    /* the seed it was made from opens */
+    snprintf(path, sizeof path, "%s/fuzz/corpus/container/synth_small.bin", src);
+    CHECKF(mp_container_open(path, &c, &err) == MP_OK, "%s", err.msg);
+    mp_container_close(c);
+}
+
 int main(void)
 {
+    container_duplicate_names();
     const char *fix = mp_test_fixtures();
     mp_tokenizer *tok;
     mp_error err = {0};
