@@ -83,7 +83,9 @@ const char *mp_isa_name(mp_isa isa);
 /* Parses "scalar", "avx2", "avx512", "amx"; false for anything else. */
 bool mp_isa_parse(const char *name, mp_isa *out);
 /* Whether this CPU and OS can run the ISA's kernels (for AMX this requests the
- * tile-data permission from the kernel once per process). */
+ * tile-data permission from the kernel once per process). Detection runs once
+ * per process; MOEPACK_ISA_MAX=scalar|avx2|avx512 set before it makes the
+ * ISAs above it count as absent (an unknown value is ignored). */
 bool mp_isa_available(mp_isa isa);
 /* The best available ISA, ignoring MOEPACK_ISA. */
 mp_isa mp_isa_best(void);
