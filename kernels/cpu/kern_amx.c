@@ -5,7 +5,13 @@
  * outputs x 4 bytes, stride 64), and the activation rows are the A operands
  * in place (row stride ldxq): nothing is repacked. Tiles: A0 A1 (rows m0..,
  * m0+16..), B0 B1 (two 16-output blocks), C00 C01 C10 C11: each B tile is
- * loaded once per 32 activation rows, each A tile once per 32 outputs. */
+ * loaded once per 32 activation rows, each A tile once per 32 outputs.
+ *
+ * Loop nest: passes of M_CHUNK rows; in a pass, for each output pair, each
+ * group and each K_CHUNK of it, every 32-row m-block (the B panel stays in
+ * L1, A comes from L2). Integer partial sums wait between K-chunks in a
+ * stack buffer; a finished group's conversion to f32 is spread over the next
+ * block's k-steps (AVX-512 work while the tile unit multiplies). */
 #include <immintrin.h>
 #include <string.h>
 

@@ -18,6 +18,9 @@ void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, si
  * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
 void mp_amx_peak_loop(uint64_t iters);
 int32_t mp_vnni_peak_loop(uint64_t iters);
+/* Reads `bytes` (a multiple of 512) sequentially with 64-byte loads: the
+ * single-core read bandwidth probe. Returns a checksum. */
+uint64_t mp_read_probe_avx512(const void *p, size_t bytes);
 
 /* Byte offset of the 16-row block nb of group g, and of its tile kb. */
 static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)

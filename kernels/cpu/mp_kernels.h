@@ -2,13 +2,15 @@
  *
  * Every matmul computes, for rows m in [0, M) and output columns n in
  * [n0, n1):   y[m*ldy + n] (+)= sum_k x[m][k] * W[n][k]
- * with W [N, K] as in nn.Linear (docs/LAYOUTS.md). n indexes the whole
- * output row (not n1 - n0 wide). `accumulate` adds to y instead of
- * overwriting it. Kernels are single-threaded, allocate nothing, keep no state
- * (the AMX one loads its own tile configuration on entry and releases the
- * tiles on exit), and may be called from many threads at once on disjoint
- * outputs: the runner parallelizes over experts and row ranges. For speed
- * give n0 (and n1 unless it is N) as multiples of 16 (32 for AMX).
+ * with W [N, K] as in nn.Linear (docs/LAYOUTS.md), 0 <= n0 < n1 <= N (not
+ * checked: the hot path trusts its caller). n indexes the whole output row
+ * (not n1 - n0 wide); columns outside [n0, n1) are never written.
+ * `accumulate` adds to y instead of overwriting it. Kernels are
+ * single-threaded, allocate nothing, keep no state (the AMX one loads its own
+ * tile configuration on entry and releases the tiles on exit; it uses ~40 KiB
+ * of stack), and may be called from many threads at once on disjoint outputs:
+ * the runner parallelizes over experts and row ranges. For speed give n0 (and
+ * n1 unless it is N) as multiples of 16 (32 for AMX).
  *
  * One table per instruction set; entries an ISA does not speed up point to
  * the next lower ISA's function. All int8 paths return bit-identical results
@@ -83,7 +85,9 @@ const char *mp_isa_name(mp_isa isa);
 /* Parses "scalar", "avx2", "avx512", "amx"; false for anything else. */
 bool mp_isa_parse(const char *name, mp_isa *out);
 /* Whether this CPU and OS can run the ISA's kernels (for AMX this requests the
- * tile-data permission from the kernel once per process). */
+ * tile-data permission from the kernel once per process). Detection runs once
+ * per process; MOEPACK_ISA_MAX=scalar|avx2|avx512 set before it makes the
+ * ISAs above it count as absent (an unknown value is ignored). */
 bool mp_isa_available(mp_isa isa);
 /* The best available ISA, ignoring MOEPACK_ISA. */
 mp_isa mp_isa_best(void);
