@@ -974,16 +974,24 @@ int main(void)
     }
     OK(mp_cuda_ctx_create(0, 64u << 20, &ctx, &err));
     printf("device: %s, %d SMs\n", mp_cuda_device_name(ctx), mp_cuda_sm_count(ctx));
-    test_int4();
-    test_rowmajor();
-    test_heads();
-    test_rmsnorm();
-    test_rope();
-    test_small_kernels();
-    test_router();
-    test_mla();
-    test_graph();
-    test_memory();
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        int before_ = mp_test_failures;                                                            \
+        fn();                                                                                      \
+        printf("%-20s %s\n", #fn, mp_test_failures == before_ ? "ok" : "FAILED");                  \
+        fflush(stdout);                                                                            \
+    } while (0)
+    RUN(test_int4);
+    RUN(test_rowmajor);
+    RUN(test_heads);
+    RUN(test_rmsnorm);
+    RUN(test_rope);
+    RUN(test_small_kernels);
+    RUN(test_router);
+    RUN(test_mla);
+    RUN(test_graph);
+    RUN(test_memory);
+#undef RUN
     OK(mp_cuda_sync(ctx, &err));
     mp_cuda_ctx_destroy(ctx);
     return mp_test_finish();

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build, test and benchmark the CUDA kernels on the GPU machine in one go
+# (the device tool runs this; see docs/CUDA.md). Needs .devdeps (from
+# shared/device/prepare-deps.sh) beside the sources.
+#   bench/device_run.sh OUTDIR [--quick]
+set -uo pipefail
+out=${1:?usage: bench/device_run.sh OUTDIR [--quick]}
+shift
+mkdir -p "$out"
+deps=$PWD/.devdeps
+export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_PATH=$deps/usr/lib/x86_64-linux-gnu/pkgconfig
+export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
+    >"$out/env.log" 2>&1
+cat "$out/env.log"
+t0=$(date +%s)
+if ! cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1; then
+    tail -30 "$out/configure.log"
+    exit 1
+fi
+if ! cmake --build build-dev -j16 >"$out/build.log" 2>&1; then
+    grep -E "error|warning" "$out/build.log" | head -40
+    exit 1
+fi
+echo "build: $(( $(date +%s) - t0 )) s, warnings: $(grep -c -i warning "$out/build.log")"
+(cd build-dev && MP_TEST_VERBOSE=1 MOEPACK_TEST_TMP=/tmp/mp-test timeout 240 ./tests/test_cuda_kernels) >"$out/test.log" 2>&1
+rc=$?
+echo "test_cuda_kernels: exit $rc"
+grep -vE "^  " "$out/test.log" | tail -40
+if [ $rc -ne 0 ] && command -v compute-sanitizer >/dev/null; then
+    (cd build-dev && MOEPACK_TEST_TMP=/tmp/mp-test timeout 200 compute-sanitizer --print-limit 20 \
+        ./tests/test_cuda_kernels) >"$out/sanitizer.log" 2>&1
+    echo "compute-sanitizer: exit $?"
+    grep -E "ERROR|Invalid|at 0x|by thread" "$out/sanitizer.log" | head -20
+fi
+t1=$(date +%s)
+timeout 300 ./build-dev/bench_cuda "$@" >"$out/bench.log" 2>&1
+echo "bench_cuda: exit $? in $(( $(date +%s) - t1 )) s"
+cat "$out/bench.log"
