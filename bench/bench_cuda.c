@@ -206,6 +206,7 @@ static void wset_free(wset *s)
 static double time_int4(wset *s, const float *dx, uint32_t m, float *dy, int path, int wk, int calls)
 {
     mp_cuda_graph *g;
+    OK(mp_cuda_linear_int4_variant(ctx, &s->w[0], dx, s->w[0].k, m, dy, s->w[0].n, false, path, wk, &err));
     OK(mp_cuda_graph_begin(ctx, &err));
     for (int i = 0; i < calls; i++)
         OK(mp_cuda_linear_int4_variant(ctx, &s->w[i % s->count], dx, s->w[0].k, m, dy, s->w[0].n, false, path, wk,

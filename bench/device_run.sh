@@ -11,6 +11,8 @@ deps=$PWD/.devdeps
 export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_PATH=$deps/usr/lib/x86_64-linux-gnu/pkgconfig
 export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+# load every kernel at start-up, so no module load happens inside a graph capture
+export CUDA_MODULE_LOADING=EAGER
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
