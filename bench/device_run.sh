@@ -8,7 +8,12 @@ out=${1:?usage: bench/device_run.sh OUTDIR [--quick]}
 shift
 mkdir -p "$out"
 deps=$PWD/.devdeps
-export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_PATH=$deps/usr/lib/x86_64-linux-gnu/pkgconfig
+# only the carried .pc files: libmicrohttpd.pc names gnutls as a private
+# requirement, which no code here links against: a stub satisfies pkg-config
+# and --as-needed keeps unused libraries off the executables.
+mkdir -p "$deps/stubpc"
+printf 'Name: gnutls\nDescription: stub for the device build\nVersion: 3.8.0\nLibs:\nCflags:\n' >"$deps/stubpc/gnutls.pc"
+export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
 export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 # load every kernel at start-up, so no module load happens inside a graph capture
@@ -17,7 +22,8 @@ export CUDA_MODULE_LOADING=EAGER
     >"$out/env.log" 2>&1
 cat "$out/env.log"
 t0=$(date +%s)
-if ! cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1; then
+if ! cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed \
+    >"$out/configure.log" 2>&1; then
     tail -30 "$out/configure.log"
     exit 1
 fi
