@@ -10,9 +10,12 @@
  * sequence is captured in a graph and replayed (median of the replays).
  * Usage: bench_cuda [--quick] */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mp_cuda.h"
 #include "mp_num.h"
@@ -97,6 +100,11 @@ static float time_graph(mp_cuda_graph *g, int reps)
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp_float);
     return t[reps / 2];
+}
+
+static void section_device(void)
+{
+    printf("device: %s, %d SMs\n", mp_cuda_device_name(ctx), mp_cuda_sm_count(ctx));
 }
 
 /* ---- copies ---------------------------------------------------------------- */
@@ -434,6 +442,45 @@ static void bench_layer(void)
         mp_cuda_free(ctx, bufs[i]);
 }
 
+/* Each section runs in its own process (own CUDA context), under an alarm:
+ * one that fails or hangs costs its own numbers only. The parent never
+ * touches CUDA (a context does not survive fork). */
+static double d2d_gbs;
+
+static void section_copies_gemv(void)
+{
+    d2d_gbs = bench_copies();
+    bench_gemv(d2d_gbs);
+}
+
+static void run_section(const char *name, void (*fn)(void), unsigned seconds)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("bench_cuda: fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        alarm(seconds);
+        OK(mp_cuda_ctx_create(0, (size_t)512 << 20, &ctx, &err));
+        OK(mp_cuda_timer_create(ctx, &timer, &err));
+        fn();
+        mp_cuda_timer_destroy(timer);
+        mp_cuda_ctx_destroy(ctx);
+        fflush(stdout);
+        _exit(0);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (WIFSIGNALED(st))
+            printf("[section %s: killed by signal %d%s]\n", name, WTERMSIG(st),
+                   WTERMSIG(st) == SIGALRM ? " (time limit)" : "");
+        else
+            printf("[section %s: failed, exit %d]\n", name, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -444,19 +491,11 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (mp_cuda_device_count() <= 0) {
-        fprintf(stderr, "bench_cuda: no CUDA device\n");
-        return 2;
-    }
-    OK(mp_cuda_ctx_create(0, (size_t)512 << 20, &ctx, &err));
-    OK(mp_cuda_timer_create(ctx, &timer, &err));
-    printf("device: %s, %d SMs\n", mp_cuda_device_name(ctx), mp_cuda_sm_count(ctx));
-    double d2d = bench_copies();
-    bench_gemv(d2d);
-    bench_mla();
-    bench_layer();
-    bench_gemm();
-    mp_cuda_timer_destroy(timer);
-    mp_cuda_ctx_destroy(ctx);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    run_section("device", section_device, 30);
+    run_section("copies+gemv", section_copies_gemv, 120);
+    run_section("mla", bench_mla, 60);
+    run_section("layer", bench_layer, 90);
+    run_section("gemm", bench_gemm, 120);
     return 0;
 }

@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cuda_runtime.h> /* the raw calls of upload cases 6 and 7 only */
+
 #include "mp_cuda.h"
 #include "mp_num.h"
 #include "mp_test.h"
@@ -913,55 +915,107 @@ static void test_graph(void)
 
 /* ---- memory: uploads and the out-of-memory message ------------------------- */
 
-static void test_memory(void)
+/* Upload cases, each runnable alone (`test_cuda_kernels --upload N`) so a
+ * machine whose driver stalls on one kind of pinning shows which:
+ *   1 heap buffer, staged          2 heap buffer, registered
+ *   3 file MAP_SHARED, staged      4 file MAP_SHARED, registered
+ *   5 file MAP_PRIVATE, registered
+ *   6 / 7: the raw CUDA calls on a MAP_PRIVATE / MAP_SHARED mapping, step by step */
+#define UPLOAD_CASES 7
+
+static void step(const char *what)
 {
-    /* an mmapped file range (read-only mapping, odd offset and length) */
-    const char *dir = mp_test_tmpdir("test_cuda_kernels");
-    const char *path = mp_test_path(dir, "blob.bin");
-    const size_t fsize = (8u << 20) + 12345;
-    uint8_t *buf = xmalloc(fsize);
-    for (size_t i = 0; i < fsize; i++)
-        buf[i] = (uint8_t)(rng_u64() >> 56);
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f && fwrite(buf, 1, fsize, f) == fsize && fclose(f) == 0);
-    int fd = open(path, O_RDONLY);
-    REQUIRE(fd >= 0);
-    uint8_t *map = mmap(NULL, fsize, PROT_READ, MAP_PRIVATE, fd, 0);
-    REQUIRE(map != MAP_FAILED);
-    const size_t off = 777, len = fsize - off - 100;
+    printf("    upload: %s\n", what);
+    fflush(stdout);
+}
+
+static void raw_register(const uint8_t *src, size_t len, void *d)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)src / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)src + len + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    int ro = -1;
+    cudaDeviceGetAttribute(&ro, cudaDevAttrHostRegisterReadOnlySupported, 0);
+    printf("    raw: read-only registration supported: %d\n", ro);
+    step("cudaHostRegister(ReadOnly) ...");
+    cudaError_t e = cudaHostRegister((void *)a, b - a, cudaHostRegisterReadOnly);
+    printf("    raw: cudaHostRegister -> %s\n", cudaGetErrorName(e));
+    if (e != cudaSuccess)
+        return;
+    step("cudaMemcpy ...");
+    e = cudaMemcpy(d, src, len, cudaMemcpyHostToDevice);
+    printf("    raw: cudaMemcpy -> %s\n", cudaGetErrorName(e));
+    step("cudaHostUnregister ...");
+    e = cudaHostUnregister((void *)a);
+    printf("    raw: cudaHostUnregister -> %s\n", cudaGetErrorName(e));
+}
+
+static void upload_case(int c)
+{
+    const size_t size = (256u << 20) + 12345, off = 777, len = size - off - 100;
+    uint8_t *buf = xmalloc(size);
+    for (size_t i = 0; i < size; i += 8) {
+        uint64_t r = rng_u64();
+        memcpy(buf + i, &r, size - i < 8 ? size - i : 8);
+    }
+    const uint8_t *src = buf + off;
+    uint8_t *map = NULL;
+    int fd = -1;
+    if (c >= 3) {
+        step("writing the file");
+        const char *dir = mp_test_tmpdir("test_cuda_kernels");
+        const char *path = mp_test_path(dir, "blob.bin");
+        FILE *f = fopen(path, "wb");
+        REQUIRE(f && fwrite(buf, 1, size, f) == size && fclose(f) == 0);
+        fd = open(path, O_RDONLY);
+        REQUIRE(fd >= 0);
+        const bool priv = c == 5 || c == 6;
+        map = mmap(NULL, size, PROT_READ, priv ? MAP_PRIVATE : MAP_SHARED, fd, 0);
+        REQUIRE(map != MAP_FAILED);
+        src = map + off;
+    }
     void *d = dalloc(len);
     uint8_t *back = xmalloc(len);
-    for (int forced = 0; forced < 2; forced++) {
-        mp_cuda_upload_stats st;
-        OK(mp_cuda_memset_async(ctx, d, 0, len, &err));
-        OK(mp_cuda_upload(ctx, d, map + off, len, forced ? MP_CUDA_UPLOAD_NO_REGISTER : 0, &st, &err));
-        dget(back, d, len);
-        CHECKF(memcmp(back, buf + off, len) == 0, "upload (%s) corrupted the data", forced ? "staged" : "default");
-        if (forced)
+    OK(mp_cuda_memset_async(ctx, d, 0, len, &err));
+    OK(mp_cuda_sync(ctx, &err));
+    mp_cuda_upload_stats st = {false, 0};
+    if (c >= 6) {
+        raw_register(src, len, d);
+    } else {
+        step("mp_cuda_upload ...");
+        const bool staged = c == 1 || c == 3;
+        OK(mp_cuda_upload(ctx, d, src, len, staged ? MP_CUDA_UPLOAD_NO_REGISTER : 0, &st, &err));
+        if (staged)
             CHECK(!st.registered);
-        printf("upload of %.1f MiB from a file mapping: %s path, %.2f GB/s\n", len / 1048576.0,
-               st.registered ? "registered" : "staged", len / st.seconds / 1e9);
     }
-    /* a plain heap buffer, larger than one staging chunk */
-    const size_t big = (70u << 20) + 3;
-    uint8_t *hb = xmalloc(big);
-    for (size_t i = 0; i < big; i += 4096)
-        hb[i] = (uint8_t)i;
-    hb[big - 1] = 0x5a;
-    void *db = dalloc(big);
-    uint8_t *hb2 = xmalloc(big);
-    OK(mp_cuda_upload(ctx, db, hb, big, MP_CUDA_UPLOAD_NO_REGISTER, NULL, &err));
-    dget(hb2, db, big);
-    CHECK(memcmp(hb, hb2, big) == 0);
-    free(hb);
-    free(hb2);
-    mp_cuda_free(ctx, db);
-    munmap(map, fsize);
-    close(fd);
+    step("reading back");
+    dget(back, d, len);
+    const bool same = memcmp(back, buf + off, len) == 0;
+    CHECKF(same, "upload case %d corrupted the data", c);
+    if (c < 6)
+        printf("upload case %d (%s, %s): %s path, %.1f MiB at %.2f GB/s, data %s\n", c, c <= 2 ? "heap" : "file mapping",
+               c == 5 ? "MAP_PRIVATE" : c >= 3 ? "MAP_SHARED" : "malloc", st.registered ? "registered" : "staged",
+               len / 1048576.0, len / st.seconds / 1e9, same ? "ok" : "CORRUPT");
+    else
+        printf("upload case %d (raw calls): data %s\n", c, same ? "ok" : "CORRUPT");
+    fflush(stdout);
+    if (map)
+        munmap(map, size);
+    if (fd >= 0)
+        close(fd);
     free(buf);
     free(back);
     mp_cuda_free(ctx, d);
+}
 
+static void test_memory(void)
+{
+    for (int c = 1; c <= 5; c++)
+        upload_case(c);
+}
+
+static void test_out_of_memory(void)
+{
     /* far more than any GPU has: a clear message with the sizes */
     void *huge = NULL;
     int rc = mp_cuda_alloc(ctx, (size_t)1 << 50, "the test's huge buffer", &huge, &err);
@@ -971,8 +1025,18 @@ static void test_memory(void)
     printf("out-of-memory message: %s\n", err.msg);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* --upload N: one upload case alone; --no-upload: everything else */
+    int only_upload = 0;
+    bool no_upload = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--upload") && i + 1 < argc)
+            only_upload = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-upload"))
+            no_upload = true;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (mp_cuda_device_count() <= 0) {
         printf("SKIP: no CUDA device\n");
         return MP_TEST_SKIP;
@@ -986,6 +1050,11 @@ int main(void)
         printf("%-20s %s\n", #fn, mp_test_failures == before_ ? "ok" : "FAILED");                  \
         fflush(stdout);                                                                            \
     } while (0)
+    if (only_upload >= 1 && only_upload <= UPLOAD_CASES) {
+        upload_case(only_upload);
+        mp_cuda_ctx_destroy(ctx);
+        return mp_test_finish();
+    }
     RUN(test_int4);
     RUN(test_rowmajor);
     RUN(test_heads);
@@ -995,7 +1064,9 @@ int main(void)
     RUN(test_router);
     RUN(test_mla);
     RUN(test_graph);
-    RUN(test_memory);
+    RUN(test_out_of_memory);
+    if (!no_upload)
+        RUN(test_memory);
 #undef RUN
     OK(mp_cuda_sync(ctx, &err));
     mp_cuda_ctx_destroy(ctx);
