@@ -430,6 +430,28 @@ static void bench_layer(void)
     printf("%.1f us per layer (23 launches + 2 D2H copies); %.1f MB read -> %.0f GB/s; x61 layers = %.2f ms/token\n",
            us, wbytes / 1e6, wbytes / (us * 1e-6) / 1e9, us * 61 / 1e3);
     mp_cuda_graph_destroy(g);
+    /* the per-head bf16 products and the router logits alone */
+    OK(mp_cuda_graph_begin(ctx, &err));
+    for (uint32_t rep = 0; rep < 2 * layers; rep++) {
+        OK(mp_cuda_heads_bf16(ctx, wuk[rep % layers], H, L, nope, q, H * (nope + rope), nope + rope, 1, qlat, H * L,
+                              L, &err));
+        OK(mp_cuda_heads_bf16(ctx, wuv[rep % layers], H, vh, L, olat, H * L, L, 1, ov, H * vh, vh, &err));
+    }
+    OK(mp_cuda_graph_end(ctx, &g, &err));
+    us = time_graph(g, quick ? 5 : 11) * 1e3 / (2 * layers);
+    printf("  W_UK + W_UV per-head bf16 GEMVs: %.1f us for %.1f MB = %.0f GB/s\n", us, 4.0 * H * L * nope / 1e6,
+           4.0 * H * L * nope / (us * 1e-6) / 1e9);
+    mp_cuda_graph_destroy(g);
+    OK(mp_cuda_graph_begin(ctx, &err));
+    for (uint32_t rep = 0; rep < 2 * layers; rep++) {
+        OK(mp_cuda_gemv_rowmajor(ctx, router[rep % layers], MP_CUDA_BF16, E, hid, xn, hid, 1, logits, E, false,
+                                 &err));
+        OK(mp_cuda_router(ctx, &rp, logits, E, bias, 1, ids, wts, &err));
+    }
+    OK(mp_cuda_graph_end(ctx, &g, &err));
+    us = time_graph(g, quick ? 5 : 11) * 1e3 / (2 * layers);
+    printf("  router logits (bf16 GEMV %ux%u) + top-k: %.1f us\n", E, hid, us);
+    mp_cuda_graph_destroy(g);
     mp_cuda_host_free(ctx, hbuf);
     for (uint32_t l = 0; l < layers; l++) {
         const void *ws[] = {qa[l].data, qb[l].data, kva[l].data, o[l].data, sg[l].data, su[l].data, sd[l].data,
