@@ -321,24 +321,32 @@ static void bench_mla(void)
     float *ql = drand_f32(H * L, -2, 2), *qp = drand_f32(H * P, -2, 2), *out = dalloc(H * L * 4);
     int32_t *dpos = dalloc(4);
     const uint32_t Ts[] = {1024, 4096, 16384};
+    const uint32_t chunks[] = {0, 32, 64, 256};
     for (int i = 0; i < 3; i++) {
         int32_t pos = (int32_t)Ts[i] - 1;
         OK(mp_cuda_copy_async(ctx, dpos, &pos, 4, &err));
         OK(mp_cuda_sync(ctx, &err));
-        mp_cuda_graph *g;
-        OK(mp_cuda_graph_begin(ctx, &err));
-        for (uint32_t c = 0; c < 2 * layers; c++) {
-            mp_cuda_mla_args a = {H,   L,    P,     1,   ql,    H * L, L, qp, H * P, P, caches[c % layers],
-                                  cap, dpos, 0.07f, out, H * L, L};
-            OK(mp_cuda_mla_attention(ctx, &a, &err));
+        for (int v = 0; v < 4; v++) {
+            mp_cuda_graph *g;
+            OK(mp_cuda_graph_begin(ctx, &err));
+            for (uint32_t c = 0; c < 2 * layers; c++) {
+                mp_cuda_mla_args a = {H,   L,    P,     1,   ql,    H * L, L, qp, H * P, P, caches[c % layers],
+                                      cap, dpos, 0.07f, out, H * L, L};
+                OK(mp_cuda_mla_attention_variant(ctx, &a, chunks[v], &err));
+            }
+            OK(mp_cuda_graph_end(ctx, &g, &err));
+            double us = time_graph(g, quick ? 5 : 11) * 1e3 / (2 * layers);
+            mp_cuda_graph_destroy(g);
+            if (v == 0) {
+                double bytes = (double)Ts[i] * (L + P) * 2;
+                double flops = 2.0 * H * Ts[i] * (L + P + L);
+                printf("T = %5u: %7.1f us  (cache %.1f MB -> %.0f GB/s; %.0f TFLOP/s)", Ts[i], us, bytes / 1e6,
+                       bytes / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12);
+            } else {
+                printf("%s min_chunk %u: %.1f us", v == 1 ? "  | " : "; ", chunks[v], us);
+            }
         }
-        OK(mp_cuda_graph_end(ctx, &g, &err));
-        double us = time_graph(g, quick ? 5 : 11) * 1e3 / (2 * layers);
-        double bytes = (double)Ts[i] * (L + P) * 2;
-        double flops = 2.0 * H * Ts[i] * (L + P + L);
-        printf("T = %5u: %7.1f us  (cache %.1f MB -> %.0f GB/s; %.0f TFLOP/s)\n", Ts[i], us, bytes / 1e6,
-               bytes / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12);
-        mp_cuda_graph_destroy(g);
+        printf("\n");
     }
     for (uint32_t i = 0; i < layers; i++)
         mp_cuda_free(ctx, caches[i]);

@@ -735,7 +735,7 @@ static void test_router(void)
 
 /* ---- MLA attention ------------------------------------------------------------- */
 
-static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap)
+static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap, uint32_t min_chunk)
 {
     const uint32_t L = 512, P = 64, D = L + P;
     const size_t qlh = L + 8, qlt = H * qlh, qph = 192, qpt = H * qph, oh = L + 4, ot = H * oh;
@@ -754,7 +754,7 @@ static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap)
     float *dout = dalloc(m * ot * 4);
     dpoison(dout, m * ot * 4);
     mp_cuda_mla_args a = {H, L, P, m, dql, qlt, qlh, dqp, qpt, qph, dc, cap, dp, scale, dout, ot, oh};
-    OK(mp_cuda_mla_attention(ctx, &a, &err));
+    OK(mp_cuda_mla_attention_variant(ctx, &a, min_chunk, &err));
     float *out = xmalloc(m * ot * 4);
     dget(out, dout, m * ot * 4);
     /* reference: q rounded to bf16 as the kernel feeds the tensor cores */
@@ -787,7 +787,7 @@ static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap)
                     o[d] += sc[j] / sum * mp_bf16_to_f32(cache[(size_t)j * D + d]);
         }
     char what[96];
-    snprintf(what, sizeof what, "mla H=%u m=%u pos0=%d cap=%u", H, m, pos0, cap);
+    snprintf(what, sizeof what, "mla H=%u m=%u pos0=%d cap=%u min_chunk=%u", H, m, pos0, cap, min_chunk);
     double num = 0, den = 0;
     size_t nans = 0;
     for (uint32_t t = 0; t < m; t++)
@@ -820,12 +820,16 @@ static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap)
 
 static void test_mla(void)
 {
-    run_mla_case(16, 1, 0, 1200);    /* one position */
-    run_mla_case(16, 1, 36, 1200);   /* partial tile */
-    run_mla_case(16, 1, 1099, 1200); /* many splits, some empty */
-    run_mla_case(128, 1, 299, 400);  /* two row tiles */
-    run_mla_case(16, 5, 7, 64);      /* prefill: causal rows, split */
-    run_mla_case(128, 66, 10, 80);   /* prefill: 132 row tiles, no split */
+    run_mla_case(16, 1, 0, 1200, 0);    /* one position */
+    run_mla_case(16, 1, 36, 1200, 0);   /* partial tile */
+    run_mla_case(16, 1, 1099, 1200, 0); /* many splits, some empty */
+    run_mla_case(128, 1, 299, 400, 0);  /* two row tiles */
+    run_mla_case(16, 5, 7, 64, 0);      /* prefill: causal rows, split */
+    run_mla_case(128, 66, 10, 80, 0);   /* prefill: 132 row tiles, no split */
+    /* other split granularities */
+    run_mla_case(128, 1, 1099, 1200, 32);
+    run_mla_case(16, 3, 500, 700, 64);
+    run_mla_case(128, 1, 40, 1200, 256);
     mp_cuda_mla_args a = {16, 256, 64, 1, NULL, 0, 0, NULL, 0, 0, NULL, 1, NULL, 1.0f, NULL, 0, 0};
     CHECK(mp_cuda_mla_attention(ctx, &a, &err) == MP_ERR_USAGE);
 }

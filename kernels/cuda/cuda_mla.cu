@@ -30,7 +30,7 @@
 #define MLA_C_BYTES (MLA_BT * MLA_LDQ * 2)
 #define MLA_P_BYTES (MLA_HB * MLA_LDP * 2)
 #define MLA_SMEM (MLA_Q_BYTES + MLA_ST * MLA_C_BYTES + MLA_P_BYTES + 4 * MLA_HB * 4)
-#define MLA_MIN_CHUNK 128 /* positions per split at least: each split reloads the 64 queries */
+#define MLA_MIN_CHUNK 128 /* default positions per split at least: each split reloads the 64 queries */
 
 __device__ __forceinline__ void mla_cp_async16(uint32_t dst, const void *src, int src_bytes)
 {
@@ -66,12 +66,12 @@ __device__ __forceinline__ uint32_t mla_pack(float lo, float hi)
 }
 
 /* The positions a split covers: [start, end) of [0, Tb). */
-__device__ __forceinline__ void mla_split_range(int Tb, int split, int nsplit, int *start, int *end)
+__device__ __forceinline__ void mla_split_range(int Tb, int split, int nsplit, int min_chunk, int *start, int *end)
 {
     int chunk = (Tb + nsplit - 1) / nsplit;
     chunk = (chunk + MLA_BT - 1) / MLA_BT * MLA_BT;
-    if (chunk < MLA_MIN_CHUNK)
-        chunk = MLA_MIN_CHUNK;
+    if (chunk < min_chunk)
+        chunk = min_chunk;
     const long long s = (long long)split * chunk;
     *start = s < Tb ? (int)s : Tb;
     *end = s + chunk < Tb ? (int)(s + chunk) : Tb;
@@ -80,7 +80,8 @@ __device__ __forceinline__ void mla_split_range(int Tb, int split, int nsplit, i
 __global__ void __launch_bounds__(256, 1)
     mla_attn_kernel(const float *__restrict__ q_lat, size_t qlt, size_t qlh, const float *__restrict__ q_pe, size_t qpt,
                     size_t qph, const __nv_bfloat16 *__restrict__ cache, const int32_t *__restrict__ d_pos0, int heads,
-                    int m, float scale_log2, float *out, size_t ot, size_t oh, float *part_o, float *part_ml)
+                    int m, float scale_log2, int min_chunk, float *out, size_t ot, size_t oh, float *part_o,
+                    float *part_ml)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem;
@@ -102,7 +103,7 @@ __global__ void __launch_bounds__(256, 1)
     const int last_row = min(row0 + MLA_HB - 1, R - 1);
     const int Tb = pos0 + last_row / heads + 1;
     int start, end;
-    mla_split_range(Tb, split, nsplit, &start, &end);
+    mla_split_range(Tb, split, nsplit, min_chunk, &start, &end);
 
     if (start >= end) { /* nothing here: tell the combine step */
         if (tid < MLA_HB && row0 + tid < R) {
@@ -342,8 +343,17 @@ int mp_cuda_mla_init(mp_cuda_ctx *ctx, mp_error *err)
 
 int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error *err)
 {
+    return mp_cuda_mla_attention_variant(ctx, a, 0, err);
+}
+
+int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, uint32_t min_chunk, mp_error *err)
+{
     if (a->m == 0 || a->heads == 0)
         return MP_OK;
+    if (min_chunk == 0)
+        min_chunk = MLA_MIN_CHUNK;
+    if (min_chunk % MLA_BT || min_chunk > (1u << 20))
+        return mp_cuda_bad_arg(err, "mla_attention", "min_chunk must be a multiple of 32");
     if (a->kv_lora != MLA_DL || a->rope != MLA_DR)
         return mp_cuda_bad_arg(err, "mla_attention", "only kv_lora_rank 512 and qk_rope_head_dim 64 are built");
     if ((uint64_t)a->m * a->heads > 0x7fffffffu / MLA_DL)
@@ -355,7 +365,7 @@ int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error 
     int nsplit = 1;
     if (tiles < ctx->sm_count) {
         nsplit = (2 * ctx->sm_count + tiles - 1) / tiles;
-        const int by_len = (int)((a->max_tokens + MLA_MIN_CHUNK - 1) / MLA_MIN_CHUNK);
+        const int by_len = (int)((a->max_tokens + min_chunk - 1) / min_chunk);
         if (nsplit > by_len)
             nsplit = by_len;
         const size_t per_split = (size_t)R * (MLA_DL + 2) * sizeof(float);
@@ -374,7 +384,8 @@ int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error 
     mla_attn_kernel<<<grid, 256, MLA_SMEM, ctx->stream>>>(a->q_lat, a->q_lat_ld_tok, a->q_lat_ld_head, a->q_pe,
                                                           a->q_pe_ld_tok, a->q_pe_ld_head,
                                                           (const __nv_bfloat16 *)a->cache, a->d_pos0, (int)a->heads,
-                                                          (int)a->m, scale_log2, a->out, a->out_ld_tok,
+                                                          (int)a->m, scale_log2, (int)min_chunk, a->out,
+                                                          a->out_ld_tok,
                                                           a->out_ld_head, part_o, part_ml);
     int rc = mp_cuda_launch_check(err, "mla_attention");
     if (rc || nsplit == 1)

@@ -239,6 +239,9 @@ typedef struct mp_cuda_mla_args {
  * by a second kernel. Capturable: the split is sized from max_tokens, the
  * live length is read from *d_pos0 on the device. */
 int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error *err);
+/* Benchmarks and tests: the same with at least `min_chunk` positions per
+ * split (a multiple of 32; 0 = the default, 128). */
+int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, uint32_t min_chunk, mp_error *err);
 
 /* ---- MoE router ----------------------------------------------------------- */
 
