@@ -274,10 +274,46 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Pinning a private file mapping (mmap MAP_PRIVATE of a file) stalled inside
+ * cudaHostRegister on the H100 test machine (driver 580.159.04, 2026-11-22),
+ * while shared file mappings and anonymous memory registered fine. So such
+ * ranges, found through /proc/self/maps, take the staged path; when the maps
+ * cannot be read, so does everything. */
+bool mp_cuda_upload_can_register(const void *src, size_t bytes)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return false;
+    const uintptr_t a = (uintptr_t)src, b = (uintptr_t)src + bytes;
+    bool ok = true, covered = false;
+    char line[512];
+    while (ok && fgets(line, sizeof line, f)) {
+        const bool whole = strchr(line, '\n') != NULL;
+        unsigned long lo = 0, hi = 0, off = 0, inode = 0;
+        unsigned maj = 0, mnr = 0;
+        char perms[8] = {0};
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &mnr, &inode) == 7 && lo < b &&
+            hi > a) {
+            covered = true;
+            if (perms[3] == 'p' && inode != 0)
+                ok = false;
+        }
+        while (!whole) { /* skip the rest of a long line (a long path) */
+            int c = fgetc(f);
+            if (c == EOF || c == '\n')
+                break;
+        }
+    }
+    fclose(f);
+    return ok && covered;
+}
+
 /* One DMA from the registered pages. Returns 1 when registration was refused
  * (the caller falls back), MP_OK when copied, an error code otherwise. */
 static int upload_registered(mp_cuda_ctx *ctx, void *d_dst, const void *src, size_t bytes, mp_error *err)
 {
+    if (!mp_cuda_upload_can_register(src, bytes))
+        return 1;
     int ro = 0;
     if (cudaDeviceGetAttribute(&ro, cudaDevAttrHostRegisterReadOnlySupported, ctx->device) != cudaSuccess || !ro) {
         cudaGetLastError();

@@ -250,8 +250,9 @@ static void launch_gemv_int4_nt(mp_cuda_ctx *ctx, int wk, bool asym, const uint8
 }
 
 /* k-split warps per block: as few as possible (more rows per block share the
- * activations in L1) while keeping >= 2 blocks per SM, and no more than
- * leaves each warp I4_GU groups. */
+ * activations in L1) while keeping >= 1 block per SM, and no more than leaves
+ * each warp I4_GU groups. On the H100 this picked the fastest of wk = 1, 2, 4,
+ * 8 for each of the six DeepSeek-V3 shapes measured (docs/CUDA.md). */
 static int gemv_pick_wk(const mp_cuda_ctx *ctx, int Np, int ngroups)
 {
     const int tiles = Np / 16;
@@ -259,7 +260,7 @@ static int gemv_pick_wk(const mp_cuda_ctx *ctx, int Np, int ngroups)
     while (wk_max < 8 && wk_max * 2 * I4_GU <= ngroups)
         wk_max *= 2;
     int wk = 1;
-    while (wk < wk_max && (tiles * wk + 7) / 8 < 2 * ctx->sm_count)
+    while (wk < wk_max && (tiles * wk + 7) / 8 < ctx->sm_count)
         wk *= 2;
     return wk;
 }
@@ -599,9 +600,13 @@ static int run_gemm(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const int4_view *v,
 
 static bool auto_fused(const mp_cuda_ctx *ctx, const int4_view *v, uint32_t m)
 {
-    /* the fused kernel only wins when its tiles fill the GPU (no split-k) */
-    const size_t tiles = (size_t)((v->Np + FG_BN - 1) / FG_BN) * ((m + FG_BM - 1) / FG_BM);
-    return tiles >= (size_t)ctx->sm_count * 2 && m <= 1024;
+    /* Measured on the H100 (docs/CUDA.md), the fused mma.sync kernel reached
+     * 40-80% of dequantize + cuBLAS at every V3 shape for M = 512 and 2048,
+     * so AUTO means cuBLAS until the fused kernel gets wgmma. */
+    (void)ctx;
+    (void)v;
+    (void)m;
+    return false;
 }
 
 int mp_cuda_linear_int4_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x, size_t ldx, uint32_t m,

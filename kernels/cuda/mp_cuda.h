@@ -78,9 +78,14 @@ int mp_cuda_memset_async(mp_cuda_ctx *ctx, void *d_dst, int byte, size_t bytes, 
 /* Synchronous upload of a host range (typically part of an mmapped file) to
  * device memory. First tries to register the pages read-only
  * (cudaHostRegisterReadOnly) and copy them in one DMA; when the device or the
- * OS refuses, falls back to a double-buffered pipeline through two pinned
- * staging buffers. */
+ * OS refuses, or the range is a private file mapping (see below), falls back
+ * to a double-buffered pipeline through two pinned staging buffers. */
 enum { MP_CUDA_UPLOAD_NO_REGISTER = 1 }; /* force the staging path (tests) */
+/* Whether mp_cuda_upload will try to register this range: not when part of
+ * it is a private file mapping (MAP_PRIVATE of a file), whose registration
+ * stalled in the driver on the test machine. Map a container MAP_SHARED
+ * (read-only is fine) to get the one-DMA path. */
+bool mp_cuda_upload_can_register(const void *src, size_t bytes);
 typedef struct mp_cuda_upload_stats {
     bool registered;    /* the one-DMA path was used */
     double seconds;     /* wall time of the whole upload */
@@ -240,7 +245,7 @@ typedef struct mp_cuda_mla_args {
  * live length is read from *d_pos0 on the device. */
 int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error *err);
 /* Benchmarks and tests: the same with at least `min_chunk` positions per
- * split (a multiple of 32; 0 = the default, 128). */
+ * split (a multiple of 32; 0 = the default, 256). */
 int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, uint32_t min_chunk, mp_error *err);
 
 /* ---- MoE router ----------------------------------------------------------- */
