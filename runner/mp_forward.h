@@ -93,7 +93,7 @@ struct mp_model {
 
 /* Below this many multiply-adds a parallel region costs more than it saves
  * (waking threads, and on a busy machine waiting for a descheduled one). */
-#define MP_PAR_MIN_WORK (1u << 20)
+#define MP_PAR_MIN_WORK (1u << 22)
 
 /* Threads for `items` independent work items doing `work` multiply-adds in all. */
 static inline int mp_threads_for(const mp_model *m, uint64_t work, uint64_t items)

@@ -16,6 +16,7 @@ static void measure(const char *path, const char *ref, uint32_t experts, mp_comp
     mp_model_opts mo;
     mp_model_opts_default(&mo);
     mo.experts_per_token = experts;
+    mo.threads = 1;
     mp_model *m = NULL;
     REQUIRE(mp_model_load(path, &mo, &m, &err) == MP_OK);
     mp_compare_opts co;
