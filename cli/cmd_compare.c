@@ -17,7 +17,9 @@ static void usage(FILE *out)
             "[T, vocab], prompt{i}.greedy int32 [G], as tiny-v3.reference.safetensors holds) and prints,\n"
             "per prompt and over all: the largest |logit difference|, the mean KL(reference || ours) over\n"
             "positions (nats), top-1 agreement over positions, and how many of the reference's greedy\n"
-            "tokens our greedy decoding (no EOS stop) reproduces before the first difference.\n"
+            "tokens our greedy decoding (no EOS stop) reproduces before the first difference, and\n"
+            "(\"forced\") at how many of those positions our argmax is the reference's token when the\n"
+            "reference's own tokens are fed back.\n"
             "  --json                   one JSON object instead of the table (docs/ACCURACY.md describes it)\n"
             "  --max-abs X              exit 3 when the largest |logit difference| is above X\n"
             "  --min-top1 Y             exit 3 when top-1 agreement (a fraction in [0, 1]) is below Y\n"
@@ -42,6 +44,7 @@ static json_t *prompt_json(const mp_compare_prompt *p, bool with_index)
     json_object_set_new(o, "top1", json_real(p->tokens ? (double)p->top1_agree / p->tokens : 0.0));
     json_object_set_new(o, "greedy_len", json_integer(p->greedy_len));
     json_object_set_new(o, "greedy_match", json_integer(p->greedy_match));
+    json_object_set_new(o, "greedy_forced", json_integer(p->greedy_forced));
     return o;
 }
 
@@ -165,7 +168,8 @@ int mp_cmd_compare(int argc, char **argv)
             json_array_append_new(arr, prompt_json(&r.prompts[i], true));
         json_object_set_new(o, "prompts", arr);
         mp_compare_prompt all = {.tokens = r.tokens, .max_abs = r.max_abs, .mean_kl = r.mean_kl,
-                                 .top1_agree = r.top1_agree, .greedy_len = r.greedy_len, .greedy_match = r.greedy_match};
+                                 .top1_agree = r.top1_agree, .greedy_len = r.greedy_len, .greedy_match = r.greedy_match,
+                                 .greedy_forced = r.greedy_forced};
         json_object_set_new(o, "overall", prompt_json(&all, false));
         json_t *th = json_object();
         json_object_set_new(th, "max_abs", opt_real(has_abs, max_abs));
@@ -182,14 +186,16 @@ int mp_cmd_compare(int argc, char **argv)
     } else {
         printf("%s vs %s (%s, %u experts per token)\n", file, ref, mp_model_backend_name(m),
                mp_model_experts_per_token(m));
-        printf("%-7s %7s %12s %12s %18s %9s\n", "prompt", "tokens", "max|diff|", "mean KL", "top-1", "greedy");
+        printf("%-7s %7s %12s %12s %18s %10s %10s\n", "prompt", "tokens", "max|diff|", "mean KL", "top-1", "greedy",
+               "forced");
         for (uint32_t i = 0; i < r.n_prompts; i++) {
             const mp_compare_prompt *p = &r.prompts[i];
-            printf("%-7u %7u %12.3e %12.3e %10u %6.2f%% %4u/%-4u\n", p->index, p->tokens, p->max_abs, p->mean_kl,
-                   p->top1_agree, 100.0 * p->top1_agree / p->tokens, p->greedy_match, p->greedy_len);
+            printf("%-7u %7u %12.3e %12.3e %10u %6.2f%% %5u/%-4u %5u/%-4u\n", p->index, p->tokens, p->max_abs,
+                   p->mean_kl, p->top1_agree, 100.0 * p->top1_agree / p->tokens, p->greedy_match, p->greedy_len,
+                   p->greedy_forced, p->greedy_len);
         }
-        printf("%-7s %7u %12.3e %12.3e %10u %6.2f%% %4u/%-4u\n", "all", r.tokens, r.max_abs, r.mean_kl, r.top1_agree,
-               100.0 * r.top1, r.greedy_match, r.greedy_len);
+        printf("%-7s %7u %12.3e %12.3e %10u %6.2f%% %5u/%-4u %5u/%-4u\n", "all", r.tokens, r.max_abs, r.mean_kl,
+               r.top1_agree, 100.0 * r.top1, r.greedy_match, r.greedy_len, r.greedy_forced, r.greedy_len);
     }
     int out = MP_OK;
     if (fflush(stdout) != 0) {
