@@ -1,7 +1,9 @@
 /* Single-threaded micro-benchmark of the CPU kernels on DeepSeek-V3 routed
  * expert shapes (gate/up W[2048, 7168], down W[7168, 2048]), plus the AMX
- * and VNNI int8 peaks (no loads) and a memory read bandwidth probe, so that
- * kernel speeds can be read as fractions of what the core can do.
+ * and VNNI int8 peaks (no loads) and a memory read bandwidth probe (the AMX
+ * and bandwidth probes are perf/mp_perf.h's, which `moepack bench` runs on
+ * all threads), so that kernel speeds can be read as fractions of what the
+ * core can do.
  *
  * usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3]
  *   "hot": the same matrix every call (it stays in L2/L3 when it fits);
@@ -14,6 +16,7 @@
 
 #include "kern_internal.h"
 #include "mp_kernels.h"
+#include "mp_perf.h"
 #include "test_rand.h"
 
 static double now(void)
@@ -196,21 +199,12 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
 static void bench_peaks(void)
 {
     printf("== peaks (single core)\n");
-    if (mp_isa_available(MP_ISA_AMX)) {
-        uint64_t it = 1u << 20;
-        mp_amx_peak_loop(1000);
-        double dt = 1e9;
-        for (int rep = 0; rep < 5; rep++) { /* best of 5: the core may be shared */
-            double t0 = now();
-            mp_amx_peak_loop(it);
-            if (now() - t0 < dt)
-                dt = now() - t0;
-        }
-        double ops = (double)it * 4 * 2 * 16 * 16 * 64;
-        double ns = dt / ((double)it * 4) * 1e9;
+    double amx = mp_perf_amx_int8_peak(1, 5); /* best of 5: the core may be shared */
+    if (amx > 0) {
+        double ns = 2.0 * 16 * 16 * 64 / amx * 1e9;
         /* a 16x16x64 TDPBSSD issues every 16 cycles at best */
-        printf("AMX TDPBSSD, no loads: %.0f GOP/s (int8), %.2f ns each (= 16 cycles at %.2f GHz)\n",
-               ops / dt * 1e-9, ns, 16.0 / ns);
+        printf("AMX TDPBSSD, no loads: %.0f GOP/s (int8), %.2f ns each (= 16 cycles at %.2f GHz)\n", amx * 1e-9, ns,
+               16.0 / ns);
     } else {
         printf("AMX: not available here\n");
     }
@@ -226,39 +220,21 @@ static void bench_peaks(void)
         }
         printf("AVX-512 VPDPBUSD, no loads: %.0f GOP/s (int8)\n", (double)it * 16 * 64 * 2 / dt * 1e-9);
     }
-    /* memory read bandwidth: plain 64-byte loads over 1 GiB (best of 3), and
-     * over 1 MiB (L2) */
-    if (!mp_isa_available(MP_ISA_AVX512)) {
-        printf("read bandwidth probe: needs AVX-512\n");
+    /* memory read bandwidth: 64-byte loads over 1 GiB (best of 3), and over
+     * 1 MiB (L2, best of many passes) */
+    mp_error err = {0};
+    mp_perf_bandwidth bw;
+    if (mp_perf_read_bandwidth(1, (size_t)1 << 30, 3, &bw, &err)) {
+        printf("read bandwidth probe: %s\n", err.msg);
         return;
     }
-    size_t n = (size_t)1 << 30;
-    uint8_t *a = aligned_alloc(64, n);
-    memset(a, 1, n);
-    volatile uint64_t sink = 0;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
-        sink += mp_read_probe_avx512(a, n);
-        double bw = n / (now() - t0) * 1e-9;
-        if (bw > best)
-            best = bw;
-    }
     size_t l2n = (size_t)1 << 20;
-    double l2best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
-        int reps = 0;
-        do {
-            sink += mp_read_probe_avx512(a, l2n);
-            reps++;
-        } while (now() - t0 < 0.1);
-        double bw = (double)l2n * reps / (now() - t0) * 1e-9;
-        if (bw > l2best)
-            l2best = bw;
-    }
-    printf("read bandwidth, 1 core, 64-byte loads: memory %.1f GB/s, L2 (1 MiB) %.1f GB/s\n", best, l2best);
+    uint8_t *a = aligned_alloc(64, l2n);
+    memset(a, 1, l2n);
+    double l2 = mp_perf_read_pass(a, l2n, 1, 2000);
     free(a);
+    printf("read bandwidth, 1 core, %s: memory %.1f GB/s, L2 (1 MiB) %.1f GB/s\n",
+           bw.avx512 ? "64-byte loads" : "portable loop", bw.bytes_per_second * 1e-9, l2 * 1e-9);
 }
 
 int main(int argc, char **argv)

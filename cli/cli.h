@@ -27,6 +27,7 @@ bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t 
 bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 
 /* Subcommands (one per cli/cmd_*.c). */
+int mp_cmd_bench(int argc, char **argv);
 int mp_cmd_chat(int argc, char **argv);
 int mp_cmd_compare(int argc, char **argv);
 int mp_cmd_convert(int argc, char **argv);

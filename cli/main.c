@@ -11,6 +11,7 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical. */
 static const mp_command commands[] = {
+    {"bench", mp_cmd_bench, "measure load, prefill and decode speed against the machine's limits"},
     {"chat", mp_cmd_chat, "talk with a model, turn after turn (history kept)"},
     {"compare", mp_cmd_compare, "compare a container's logits with reference outputs"},
     {"convert", mp_cmd_convert, "convert a DeepSeek checkpoint (safetensors or GGUF) into a container"},

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "mp_kernels.h"
 #include "mp_layout.h"
@@ -173,7 +174,18 @@ typedef struct mp_workspace {
     float *topk_w;        /* [B][top_k] */
     int threads;
     mp_moe_ws moe;
+    /* The layer being run records its time here (mp_fwd_layer); NULL: off.
+     * The session points it at its table before each layer. */
+    mp_layer_stats *stats;
 } mp_workspace;
+
+/* Seconds on the monotonic clock, for the instrumentation. */
+static inline double mp_fwd_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 #define MP_ATTN_HEAD_GROUP 16u /* most heads per attention work item (rows of one scores GEMM) */
 
@@ -209,7 +221,8 @@ void mp_fwd_shared_expert(const mp_model *m, mp_workspace *ws, uint32_t layer, s
 void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *ws, uint32_t layer, size_t M, const float *xn,
                            const uint32_t *ids, const float *weights, float *out, bool accumulate);
 
-/* One decoder layer in place on x [M][hidden]. */
+/* One decoder layer in place on x [M][hidden]. Records its parts' time into
+ * ws->stats when that is set. */
 void mp_fwd_layer(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint32_t layer, uint32_t pos0, size_t M,
                   float *x);
 

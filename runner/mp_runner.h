@@ -61,6 +61,17 @@ int mp_model_threads(const mp_model *m);
 /* "cpu (avx512)", "hybrid (cuda + amx)", ... */
 const char *mp_model_backend_name(const mp_model *m);
 
+/* What the hybrid back end's load did; all zero (active false) on the CPU
+ * path. The GPU back end fills it (see mp_gpu_load_stats in its header). */
+typedef struct mp_gpu_load_info {
+    bool active;            /* the model runs hybrid: the GPU section is on a device */
+    char device[64];        /* the GPU's name */
+    uint64_t upload_bytes;  /* the GPU section */
+    double upload_seconds;  /* its copy to the device (page registration included) */
+    double context_seconds; /* CUDA context, cuBLAS, workspace */
+} mp_gpu_load_info;
+void mp_model_gpu_load_info(const mp_model *m, mp_gpu_load_info *out);
+
 /* ctx: the most tokens the session will hold (prompt + generated); at most
  * the model's max_position_embeddings. */
 int mp_session_new(mp_model *m, uint32_t ctx, mp_session **out, mp_error *err);
@@ -96,6 +107,67 @@ int mp_session_capture_hidden(mp_session *s, bool on, mp_error *err);
  * final norm): [rows][hidden] floats, rows = tokens of the last eval; NULL
  * unless capture was on for it. */
 const float *mp_session_hidden(const mp_session *s, uint32_t layer, size_t *rows);
+
+/* ---- instrumentation: where a session's time goes ------------------------------
+ *
+ * Off by default and free when off (one pointer test per layer). When on,
+ * every eval adds wall-clock seconds (CLOCK_MONOTONIC) per decoder layer and
+ * per part of the layer, until cleared. `moepack bench` reads them.
+ *
+ * CPU path: the CPU parts of a layer are disjoint intervals of its wall time
+ * (the rest, "other", is the residual adds and the FFN norm), so for each
+ * layer sum(CPU parts) <= wall_seconds, and over a session
+ * embed + head + sum(layer walls) <= eval_seconds.
+ *
+ * Hybrid path (filled by the GPU back end): the two sides overlap. The CPU
+ * side's parts are routed experts, transfers it drives and MP_PART_CPU_IDLE
+ * (the host waiting for the GPU); the GPU side's are MP_PART_GPU_* (GPU time
+ * from events) and MP_PART_GPU_IDLE (the GPU waiting for the CPU's experts).
+ * Each side's parts sum to at most the layer's wall_seconds; they are not
+ * added across sides. */
+typedef enum mp_part {
+    MP_PART_ATTENTION = 0,  /* CPU: attention norm, MLA (absorbed), output projection */
+    MP_PART_ROUTER,         /* CPU: router logits and top-k */
+    MP_PART_ROUTED_EXPERTS, /* CPU: routed experts (both paths) */
+    MP_PART_SHARED_EXPERT,  /* CPU: shared experts */
+    MP_PART_DENSE_MLP,      /* CPU: the dense layers' MLP */
+    MP_PART_GPU_ATTENTION,  /* hybrid: GPU attention (norm, MLA, output projection) */
+    MP_PART_GPU_ROUTER,     /* hybrid: GPU FFN norm and router */
+    MP_PART_GPU_SHARED,     /* hybrid: GPU shared experts */
+    MP_PART_GPU_DENSE,      /* hybrid: GPU dense MLP */
+    MP_PART_TRANSFER,       /* hybrid: hand-off copies between host and device (wall time) */
+    MP_PART_CPU_IDLE,       /* hybrid: the CPU waiting for the GPU */
+    MP_PART_GPU_IDLE,       /* hybrid: the GPU waiting for the CPU's routed experts */
+    MP_PART_COUNT
+} mp_part;
+
+/* "attention", "router", "routed_experts", ..., "gpu_idle" (the JSON keys of
+ * `moepack bench`). */
+const char *mp_part_name(mp_part p);
+/* True for the parts that run on (or are the idle time of) the GPU side. */
+bool mp_part_is_gpu_side(mp_part p);
+
+typedef struct mp_layer_stats {
+    double wall_seconds;          /* the whole layer, start to end */
+    double part[MP_PART_COUNT];   /* seconds per part (see above) */
+    uint64_t experts_run;         /* sum over batches of the distinct routed experts computed */
+} mp_layer_stats;
+
+typedef struct mp_run_stats {
+    uint64_t evals, batches, tokens; /* since the last clear */
+    double eval_seconds;             /* wall time inside mp_session_eval */
+    double embed_seconds;            /* embedding rows */
+    double head_seconds;             /* final norm + lm_head (on the GPU in hybrid mode) */
+    uint32_t layers;
+    mp_layer_stats *layer;           /* [layers] */
+} mp_run_stats;
+
+/* Turns the recording on (allocating the per-layer table once) or off.
+ * Turning it on clears it. */
+int mp_session_stats_enable(mp_session *s, bool on, mp_error *err);
+void mp_session_stats_clear(mp_session *s);
+/* The figures so far; NULL when recording is off. */
+const mp_run_stats *mp_session_stats(const mp_session *s);
 
 /* ---- sampling ----------------------------------------------------------- */
 

@@ -45,20 +45,48 @@ void mp_fwd_layer(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint32_t
     const mp_layer *ly = &m->layers[layer];
     const uint32_t H = m->d->hidden_size;
     const size_t n = M * H;
+    mp_layer_stats *st = ws->stats;
+    /* t[0] start, then the end of each timed part */
+    double t[5] = {0};
+    if (st)
+        t[0] = mp_fwd_clock();
     mp_fwd_attention(m, ws, kv, layer, pos0, M, x, ws->blk);
+    if (st)
+        t[1] = mp_fwd_clock();
     for (size_t i = 0; i < n; i++)
         x[i] += ws->blk[i];
     mp_rmsnorm_rows(m, M, x, H, ly->ffn_norm, H, ws->xn, H);
     if (ly->moe) {
         /* routed first, then the shared expert added, as the reference sums them */
+        if (st)
+            t[2] = mp_fwd_clock();
         mp_fwd_router(m, layer, M, ws->xn, ws->router_logits, ws->topk_ids, ws->topk_w);
+        if (st)
+            t[3] = mp_fwd_clock();
         mp_fwd_routed_experts(m, &ws->moe, layer, M, ws->xn, ws->topk_ids, ws->topk_w, ws->blk, false);
+        if (st)
+            t[4] = mp_fwd_clock();
         mp_fwd_shared_expert(m, ws, layer, M, ws->xn, ws->blk, true);
+        if (st) {
+            double end = mp_fwd_clock();
+            st->part[MP_PART_ROUTER] += t[3] - t[2];
+            st->part[MP_PART_ROUTED_EXPERTS] += t[4] - t[3];
+            st->part[MP_PART_SHARED_EXPERT] += end - t[4];
+            st->experts_run += ws->moe.n_active;
+        }
     } else {
+        if (st)
+            t[2] = mp_fwd_clock();
         mp_fwd_dense_mlp(m, ws, layer, M, ws->xn, ws->blk);
+        if (st)
+            st->part[MP_PART_DENSE_MLP] += mp_fwd_clock() - t[2];
     }
     for (size_t i = 0; i < n; i++)
         x[i] += ws->blk[i];
+    if (st) {
+        st->part[MP_PART_ATTENTION] += t[1] - t[0];
+        st->wall_seconds += mp_fwd_clock() - t[0];
+    }
 }
 
 void mp_fwd_embed(const mp_model *m, const int32_t *ids, size_t M, float *x)

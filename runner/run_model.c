@@ -523,3 +523,9 @@ const char *mp_model_backend_name(const mp_model *m)
 {
     return m->backend;
 }
+
+void mp_model_gpu_load_info(const mp_model *m, mp_gpu_load_info *out)
+{
+    (void)m; /* the CPU path: nothing on a GPU */
+    memset(out, 0, sizeof *out);
+}

@@ -21,6 +21,8 @@ struct mp_session {
     bool capture;
     float *hidden; /* [(layers + 1)][ctx][hidden] when capturing */
     size_t hidden_rows;
+    bool stats_on;
+    mp_run_stats stats; /* .layer allocated at the first enable */
 };
 
 /* ---- KV cache and workspace ---------------------------------------------------- */
@@ -149,6 +151,7 @@ void mp_session_free(mp_session *s)
     free(s->normed);
     free(s->logits);
     free(s->hidden);
+    free(s->stats.layer);
     mp_kv_cache_free(&s->kv);
     mp_workspace_free(&s->ws);
     free(s);
@@ -222,6 +225,57 @@ const float *mp_session_hidden(const mp_session *s, uint32_t layer, size_t *rows
     return s->hidden + (size_t)layer * s->ctx * s->m->d->hidden_size;
 }
 
+/* ---- instrumentation ------------------------------------------------------------- */
+
+static const char *const part_names[MP_PART_COUNT] = {
+    [MP_PART_ATTENTION] = "attention",         [MP_PART_ROUTER] = "router",
+    [MP_PART_ROUTED_EXPERTS] = "routed_experts", [MP_PART_SHARED_EXPERT] = "shared_expert",
+    [MP_PART_DENSE_MLP] = "dense_mlp",         [MP_PART_GPU_ATTENTION] = "gpu_attention",
+    [MP_PART_GPU_ROUTER] = "gpu_router",       [MP_PART_GPU_SHARED] = "gpu_shared",
+    [MP_PART_GPU_DENSE] = "gpu_dense",         [MP_PART_TRANSFER] = "transfer",
+    [MP_PART_CPU_IDLE] = "cpu_idle",           [MP_PART_GPU_IDLE] = "gpu_idle",
+};
+
+const char *mp_part_name(mp_part p)
+{
+    return (unsigned)p < MP_PART_COUNT ? part_names[p] : "unknown";
+}
+
+bool mp_part_is_gpu_side(mp_part p)
+{
+    return p == MP_PART_GPU_ATTENTION || p == MP_PART_GPU_ROUTER || p == MP_PART_GPU_SHARED ||
+           p == MP_PART_GPU_DENSE || p == MP_PART_GPU_IDLE;
+}
+
+int mp_session_stats_enable(mp_session *s, bool on, mp_error *err)
+{
+    if (on && !s->stats.layer) {
+        uint32_t L = s->m->d->num_hidden_layers;
+        s->stats.layer = calloc(L ? L : 1, sizeof *s->stats.layer);
+        if (!s->stats.layer)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+    }
+    s->stats_on = on;
+    mp_session_stats_clear(s);
+    return MP_OK;
+}
+
+void mp_session_stats_clear(mp_session *s)
+{
+    mp_layer_stats *layer = s->stats.layer;
+    uint32_t L = s->m->d->num_hidden_layers;
+    memset(&s->stats, 0, sizeof s->stats);
+    s->stats.layer = layer;
+    s->stats.layers = L;
+    if (layer)
+        memset(layer, 0, L * sizeof *layer);
+}
+
+const mp_run_stats *mp_session_stats(const mp_session *s)
+{
+    return s->stats_on ? &s->stats : NULL;
+}
+
 static void capture_rows(mp_session *s, uint32_t layer, size_t row0, const float *x, size_t M)
 {
     size_t H = s->m->d->hidden_size;
@@ -248,19 +302,31 @@ int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_l
     const size_t H = d->hidden_size, V = d->vocab_size;
     const uint32_t layers = d->num_hidden_layers;
     pthread_mutex_lock(&m->lock);
+    mp_run_stats *st = s->stats_on ? &s->stats : NULL;
+    double t_eval = st ? mp_fwd_clock() : 0, t = 0;
     if (s->capture)
         s->hidden_rows = n;
     for (size_t done = 0; done < n;) {
         size_t M = n - done < s->max_batch ? n - done : s->max_batch;
         uint32_t pos0 = s->n;
+        if (st)
+            t = mp_fwd_clock();
         mp_fwd_embed(m, ids + done, M, s->x);
+        if (st) {
+            st->embed_seconds += mp_fwd_clock() - t;
+            st->batches++;
+        }
         if (s->capture)
             capture_rows(s, 0, done, s->x, M);
         for (uint32_t L = 0; L < layers; L++) {
+            s->ws.stats = st ? &st->layer[L] : NULL;
             mp_fwd_layer(m, &s->ws, &s->kv, L, pos0, M, s->x);
             if (s->capture && L + 1 < layers)
                 capture_rows(s, L + 1, done, s->x, M);
         }
+        s->ws.stats = NULL;
+        if (st)
+            t = mp_fwd_clock();
         bool last_batch = done + M == n;
         /* the final norm and lm_head only for the rows someone reads */
         size_t r0 = (logits_all || s->capture) ? 0 : M - 1;
@@ -276,11 +342,18 @@ int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_l
             else
                 mp_linear_par(m, &m->lm_head, 1, s->normed + (M - 1) * H, H, s->logits, V, false);
         }
+        if (st)
+            st->head_seconds += mp_fwd_clock() - t;
         memcpy(s->tokens + s->n, ids + done, M * sizeof *ids);
         s->n += (uint32_t)M;
         done += M;
     }
     s->have_logits = true;
+    if (st) {
+        st->evals++;
+        st->tokens += n;
+        st->eval_seconds += mp_fwd_clock() - t_eval;
+    }
     pthread_mutex_unlock(&m->lock);
     if (logits_last)
         memcpy(logits_last, s->logits, V * sizeof(float));
