@@ -37,7 +37,7 @@ static void usage(FILE *out)
             "  --real-layers N      layers of the real model (default: by hidden size: 7168 -> 61,\n"
             "                       5120 -> 60, 2048 -> 27; else the container's)\n"
             "  --real-dense N       its dense layers (default: 3, 1, 1 by width; else the container's)\n"
-            "  --real-experts N     its routed experts (default: 256, 160, 64 by width)\n"
+            "  --real-experts N     its routed experts (default: 256, 160, 64 by width; else the container's)\n"
             "  --seed S             seed of the random prompt ids (default 1)\n"
             "  -q, --quiet          no progress on standard error\n",
             MP_BENCH_MAX_PROMPTS);
@@ -311,7 +311,7 @@ int mp_cmd_bench(int argc, char **argv)
     }
     if (json) {
         json_t *j = mp_bench_to_json(&r);
-        char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
+        char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : NULL;
         json_decref(j);
         if (!s) {
             mp_bench_result_free(&r);

@@ -108,16 +108,14 @@ void mp_bench_extrapolate(mp_bench_result *r, const mp_bench_opts *o)
     e->m_experts = d->n_routed_experts;
     for (uint32_t L = 0; L < e->m_layers; L++)
         e->m_dense += !mp_layer_is_moe(d, L);
-    if (o->real_layers >= 0 || o->real_dense >= 0 || o->real_experts >= 0)
-        snprintf(e->source, sizeof e->source, "command line");
-    else if (kw)
-        snprintf(e->source, sizeof e->source, "%s (hidden %u)", kw->name, kw->hidden);
+    /* each count: the flag, else the known width's, else the container's */
+    bool flags = o->real_layers >= 0 || o->real_dense >= 0 || o->real_experts >= 0;
+    if (kw)
+        snprintf(e->source, sizeof e->source, "%s (hidden %u)%s", kw->name, kw->hidden, flags ? " + flags" : "");
     else
-        snprintf(e->source, sizeof e->source, "the container");
+        snprintf(e->source, sizeof e->source, "%s", flags ? "flags" : "the container");
     e->layers = o->real_layers >= 0 ? (uint32_t)o->real_layers : kw ? kw->layers : e->m_layers;
-    e->dense = o->real_dense >= 0 ? (uint32_t)o->real_dense
-               : kw && o->real_layers < 0 ? kw->dense
-                                          : (e->m_dense < e->layers ? e->m_dense : e->layers);
+    e->dense = o->real_dense >= 0 ? (uint32_t)o->real_dense : kw ? kw->dense : e->m_dense;
     if (e->dense > e->layers)
         e->dense = e->layers;
     e->experts = o->real_experts >= 0 ? (uint32_t)o->real_experts : kw ? kw->experts : e->m_experts;
