@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "mp_bench.h"
+#include "mp_file.h"
 
 static void usage(FILE *out)
 {
@@ -30,7 +31,8 @@ static void usage(FILE *out)
             "  --repeat R           run each measurement R times, keep the median (default 1)\n"
             "  --threads N          compute threads (default: all cores)\n"
             "  --cpu-only           never use a GPU\n"
-            "  --json               print the report as JSON (fields: docs/BENCH.md)\n"
+            "  --json               print the report as JSON (fields: docs/BENCH.md) instead of text\n"
+            "  --json-file OUT.json write the JSON report to a file (the text still goes to stdout)\n"
             "  --svg OUT.svg        also write the report as a self-contained SVG\n"
             "  --no-limits          skip measuring the limits (no ratios)\n"
             "  --probe-mb N         read-bandwidth buffer in MiB (default: 4 x L3, at least 1024)\n"
@@ -75,6 +77,18 @@ static bool parse_prompts(const char *s, mp_bench_opts *o)
         return false;
     }
     return true;
+}
+
+/* The JSON text and a newline, through FILE.partial. */
+static int write_file(const char *path, const char *text, mp_error *err)
+{
+    mp_outfile f;
+    int rc = mp_outfile_open(&f, path, false, err);
+    if (!rc && !(rc = mp_outfile_append(&f, text, strlen(text), err)) && !(rc = mp_outfile_append(&f, "\n", 1, err)))
+        rc = mp_outfile_commit(&f, err);
+    if (rc)
+        mp_outfile_abort(&f);
+    return rc;
 }
 
 static void gb(char *buf, size_t n, double bytes)
@@ -216,7 +230,7 @@ int mp_cmd_bench(int argc, char **argv)
     mp_bench_opts o;
     mp_bench_opts_default(&o);
     o.progress = on_progress;
-    const char *file = NULL, *svg = NULL;
+    const char *file = NULL, *svg = NULL, *json_file = NULL;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -254,6 +268,9 @@ int mp_cmd_bench(int argc, char **argv)
             o.cpu_only = true;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--json-file")) {
+            NEEDV();
+            json_file = v;
         } else if (!strcmp(a, "--svg")) {
             NEEDV();
             svg = v;
@@ -309,21 +326,26 @@ int mp_cmd_bench(int argc, char **argv)
         mp_bench_result_free(&r);
         return mp_cli_report(&err);
     }
-    if (json) {
+    char *js = NULL;
+    if (json || json_file) {
         json_t *j = mp_bench_to_json(&r);
-        char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : NULL;
+        js = j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : NULL;
         json_decref(j);
-        if (!s) {
+        if (!js) {
             mp_bench_result_free(&r);
-            err.code = MP_ERR_INPUT;
-            snprintf(err.msg, sizeof err.msg, "out of memory writing the JSON report");
-            return mp_cli_report(&err);
+            return mp_cli_report(&(mp_error){MP_ERR_INPUT, "out of memory writing the JSON report"});
         }
-        printf("%s\n", s);
-        free(s);
-    } else {
-        print_text(&r);
     }
+    if (json_file && (rc = write_file(json_file, js, &err))) {
+        free(js);
+        mp_bench_result_free(&r);
+        return mp_cli_report(&err);
+    }
+    if (json)
+        printf("%s\n", js);
+    else
+        print_text(&r);
+    free(js);
     mp_bench_result_free(&r);
     return MP_OK;
 }

@@ -230,7 +230,7 @@ static void fmt_rate(char *buf, size_t n, double v, const char *unit)
 static double ratio_row(FILE *f, double y, const char *label, double got, double limit, const char *unit,
                         const char *limit_name)
 {
-    const double bx = 330, bwid = 380;
+    const double bx = 280, bwid = 320;
     text(f, PLOT_X0 - 60, y + 12, "font-size=\"12\"", label);
     rect(f, bx, y, bwid, 16, "#e8e8e8", NULL);
     char a[48], b[48], line[200];

@@ -121,6 +121,9 @@ fi
 expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 2 --no-limits -q
 expect_in "$out" "prompt +8: prefill +[0-9.]+ tok/s"
 expect_in "$out" "where the time goes"
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q --json-file "$T/j.json"
+expect_in "$out" "where the time goes"
+expect_in "$(cat "$T/j.json")" '"bench_version": 1'
 expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 0 --no-limits --json -q
 expect_in "$out" '"limits": null'
 expect_in "$out" '"decode": null'
