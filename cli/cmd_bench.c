@@ -128,15 +128,19 @@ static void print_text(const mp_bench_result *r)
     }
     /* the split of the first decode (else the first prefill), summed over layers */
     const mp_bench_phase *p = r->n_runs ? (r->runs[0].decode.tokens ? &r->runs[0].decode : &r->runs[0].prefill) : NULL;
-    if (p && p->stats.layer) {
+    double walls = 0;
+    for (uint32_t L = 0; p && p->stats.layer && L < p->stats.layers; L++)
+        walls += p->stats.layer[L].wall_seconds;
+    if (p && walls <= 0)
+        printf("\nwhere the time goes: no per-layer times (not recorded by the %s back end)\n",
+               r->hybrid ? "hybrid" : "cpu");
+    if (p && walls > 0) {
         printf("\nwhere the time goes (%s after prompt %u, ms per token, all layers)\n",
                p == &r->runs[0].decode ? "decode" : "prefill", r->runs[0].prompt_tokens);
-        double T = p->tokens, tot[MP_PART_COUNT] = {0}, walls = 0, cpu = 0;
-        for (uint32_t L = 0; L < p->stats.layers; L++) {
-            walls += p->stats.layer[L].wall_seconds;
+        double T = p->tokens, tot[MP_PART_COUNT] = {0}, cpu = 0;
+        for (uint32_t L = 0; L < p->stats.layers; L++)
             for (int k = 0; k < MP_PART_COUNT; k++)
                 tot[k] += p->stats.layer[L].part[k];
-        }
         for (int k = 0; k < MP_PART_COUNT; k++) {
             if (tot[k] > 0)
                 printf("  %-16s %9.3f\n", mp_part_name((mp_part)k), tot[k] * 1e3 / T);

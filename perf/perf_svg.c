@@ -113,7 +113,10 @@ static double chart(FILE *f, double y, const char *title, const mp_bench_result 
     uint32_t n = st->layers;
     double T = p->tokens ? p->tokens : 1, ms = 1e3 / T;
     text(f, PLOT_X0 - 60, y + 16, "font-size=\"14\" font-weight=\"bold\"", title);
-    if (!st->layer || n == 0 || mp_bench_split_seconds(p) <= 0) {
+    double walls = 0;
+    for (uint32_t L = 0; L < n && st->layer; L++)
+        walls += st->layer[L].wall_seconds;
+    if (!st->layer || n == 0 || walls <= 0) {
         text(f, PLOT_X0, y + 40, "font-size=\"12\" fill=\"#a00\"",
              "no per-layer times were recorded by this back end");
         return 60;
