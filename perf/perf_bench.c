@@ -195,7 +195,12 @@ static double expert_ops(const mp_bench_result *r, const mp_bench_phase *p)
     return secs > 0 ? ops / secs : 0;
 }
 
-static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r, mp_perf_gpu *gpu, mp_error *err)
+/* The measured run. With a GPU (and not cpu_only) it opens *gpu after the
+ * runs, while the model still holds its device memory: that memory is the
+ * difference of the readings before and after the model is freed (the
+ * context's own memory is in both). Opening it only then keeps CUDA's
+ * initialization inside the load's time, as for any other command. */
+static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r, mp_perf_gpu **gpu, mp_error *err)
 {
     bench_ctx b = {0};
     int rc;
@@ -203,7 +208,7 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     for (uint32_t i = 0; i < o->n_prompts; i++)
         if (o->prompts[i] > maxp)
             maxp = o->prompts[i];
-    uint64_t gpu_before = gpu ? mp_perf_gpu_used_bytes(gpu, NULL) : 0;
+    uint64_t gpu_with_model = 0;
 
     progress(o, "loading %s", path);
     mp_model_opts mo;
@@ -306,15 +311,19 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     if (rc)
         goto done;
     r->peak_rss_bytes = mp_perf_peak_rss();
-    if (gpu) {
-        r->gpu_mem_measured = true;
-        uint64_t after = mp_perf_gpu_used_bytes(gpu, NULL);
-        r->gpu_model_bytes = after > gpu_before ? after - gpu_before : 0;
-    }
+    if (!o->cpu_only && (rc = mp_perf_gpu_open(gpu, err)))
+        goto done;
+    if (*gpu)
+        gpu_with_model = mp_perf_gpu_used_bytes(*gpu, NULL);
 done:
     mp_sampler_free(b.smp);
     mp_session_free(b.s);
     mp_model_free(b.m);
+    if (!rc && *gpu) {
+        uint64_t without = mp_perf_gpu_used_bytes(*gpu, NULL);
+        r->gpu_mem_measured = gpu_with_model > 0 && without > 0;
+        r->gpu_model_bytes = gpu_with_model > without ? gpu_with_model - without : 0;
+    }
     return rc;
 }
 
@@ -361,15 +370,8 @@ int mp_bench_run_file(const char *path, const mp_bench_opts *o, mp_bench_result 
     r->repeat = o->repeat ? o->repeat : 1;
     if (!r->file)
         return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
-    /* the GPU probe's context exists before the load, so that the device
-     * memory the model takes is the difference of two readings */
     mp_perf_gpu *gpu = NULL;
-    int rc = MP_OK;
-    if (!o->cpu_only && (rc = mp_perf_gpu_open(&gpu, err))) {
-        mp_bench_result_free(r);
-        return rc;
-    }
-    rc = measure(path, o, r, gpu, err);
+    int rc = measure(path, o, r, &gpu, err);
     if (!rc && o->probes)
         rc = measure_limits(o, r, gpu, err);
     mp_perf_gpu_close(gpu);
