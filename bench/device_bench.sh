@@ -76,7 +76,8 @@ else
     export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
     export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
     export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-    # CUDA's lazy module loading (the default): eager loading adds ~2 s to every context (docs/BENCHMARKS.md)
+    # CUDA's lazy module loading (the default): eager loading adds ~2 s to every context
+    unset CUDA_MODULE_LOADING
     # RelWithDebInfo: the Release (-O3) build stops on -Wmaybe-uninitialized in formats/gguf.c
     if ! cmake -S . -B build-dev -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed >"$L/build.log" 2>&1 ||
        ! cmake --build build-dev -j16 --target moepack >>"$L/build.log" 2>&1; then

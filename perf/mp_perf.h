@@ -39,8 +39,9 @@ typedef struct mp_perf_bandwidth {
  * allocated. The buffer is freed before returning. */
 int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidth *out, mp_error *err);
 
-/* The same loop over an existing buffer (warm or cold is the caller's
- * business): bytes per second of one pass of `threads` threads, best of reps. */
+/* The same loop over an existing buffer (64-byte aligned; warm or cold is
+ * the caller's business): bytes per second of one pass of `threads` threads,
+ * best of reps. */
 double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps);
 
 /* int8 multiply-accumulate operations per second (2 per multiply-add) of
