@@ -181,7 +181,7 @@ static bool parse_common(json_t *root, mp_serve_req *req, mp_api_error *e)
         }
     }
 
-    if (!get_bool(root, "stream", &req->stream, e))
+    if (!get_bool(root, "stream", &req->stream, e) || !get_bool(root, "ignore_eos", &req->ignore_eos, e))
         return false;
     json_t *so = field(root, "stream_options");
     if (so) {

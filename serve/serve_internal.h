@@ -39,6 +39,7 @@ typedef struct mp_api_error {
 typedef struct mp_serve_req {
     mp_req_kind kind;
     bool stream, include_usage;
+    bool ignore_eos;     /* extension: generate past EOS (benchmarks, tests) */
     uint32_t max_tokens; /* 0: the server's default */
     mp_sampler_opts sampler;
     bool seed_set;
@@ -70,6 +71,7 @@ struct mp_job {
     char *stops[MP_SERVE_MAX_STOPS];
     size_t n_stops;
     bool think, think_inside; /* split <think> reasoning; the prompt opened the tag */
+    bool ignore_eos;
     char id[48];
     time_t created;
 

@@ -94,6 +94,7 @@ mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
     }
     j->max_tokens = req->max_tokens && req->max_tokens < s->o.max_tokens ? req->max_tokens : s->o.max_tokens;
     j->sampler = req->sampler;
+    j->ignore_eos = req->ignore_eos;
     if (!req->seed_set)
         j->sampler.seed = random_u64();
     if (mp_sampler_new(&j->sampler, s->vocab, &j->smp, &err) != MP_OK) {
@@ -275,7 +276,7 @@ static void take_token(mp_server *s, mp_slot *sl, int32_t t)
     bool ok = true, end = false, flush = false;
     const char *reason = NULL;
     mp_error err = {0};
-    if (t == s->eos) {
+    if (t == s->eos && !j->ignore_eos) {
         end = flush = true;
         reason = "stop";
     } else {
