@@ -6,6 +6,8 @@
 D=$(tmpdir cli_serve)
 make_model "$D"
 KEY=test-key-123
+# the page compiled into the binary is the one in serve/page.html
+python3 "$MOEPACK_SOURCE_DIR/serve/gen_page.py" --check && ok || fail "serve/serve_page.c is stale"
 AUTH=(-H "Authorization: Bearer $KEY")
 
 start_server "$D/srv.log" "$D/tiny.moepack" --threads 1 --slots 2 --api-key "$KEY" --max-body 65536 --ctx 4096 --timeout 10
@@ -178,6 +180,21 @@ expect_eq "$(cat "$D/b.status")" 200 "queued request served once the slot was fr
 expect_eq "$(js "$D/b.json" 'd["object"]')" text_completion "queued request answer"
 curl -s "$URL/health" >"$D/h3.json"
 expect_eq "$(js "$D/h3.json" '[d["rejected_busy"], d["cancelled"], d["slots_busy"], d["queued"]]')" '[1, 1, 0, 0]' "503 counters"
+stop_server "$SRV_PID"
+
+# ---- R1: the answer opens inside <think>: reasoning_content, streamed the same way -----------
+make_r1_model "$D"
+start_server "$D/srv3.log" "$D/r1.moepack" --threads 1 --slots 1
+expect_in "$(cat "$D/srv3.log")" 'deepseek-r1'
+R1='{"messages":[{"role":"user","content":"Why is the sky blue?"}],"temperature":0,"max_tokens":16}'
+post /v1/chat/completions "$R1" "$D/r1.json" >/dev/null
+reasoning=$(js "$D/r1.json" 'd["choices"][0]["message"].get("reasoning_content", "")')
+[ -n "$reasoning" ] && ok || fail "no reasoning_content from an R1 model: $(cat "$D/r1.json")"
+# the random model never closes the block, so everything is reasoning (the split itself is unit-tested)
+expect_eq "$(js "$D/r1.json" 'd["choices"][0]["message"]["content"]')" "" "R1 content"
+post /v1/chat/completions "${R1%\}},\"stream\":true}" "$D/r1s.txt" >/dev/null
+sse "$D/r1s.txt" >"$D/r1s.json"
+expect_eq "$(js "$D/r1s.json" 'd["reasoning"]')" "$reasoning" "streamed reasoning_content"
 stop_server "$SRV_PID"
 
 # ---- usage errors ----------------------------------------------------------------------------

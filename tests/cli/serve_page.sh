@@ -33,4 +33,24 @@ for _ in $(seq 1 40); do
 done
 expect_eq "$freed" yes "Stop freed the slot (cancelled 1, no slot busy)"
 stop_server "$SRV_PID"
+
+# R1: the reasoning streams into a folded <details>, the same text as the API's reasoning_content
+make_r1_model "$D"
+start_server "$D/srv2.log" "$D/r1.moepack" --threads 1 --slots 1
+python3 "$(dirname "$0")/../serve/page_cdp.py" "$CHROMIUM" "$URL/" "$D/page-r1.png" "$D/profile-r1" r1 >"$D/r1.json" &&
+    ok || fail "browser session (r1): $(cat "$D/r1.json")"
+curl -s -o "$D/r1api.json" -H 'Content-Type: application/json' --data-binary \
+    '{"messages":[{"role":"user","content":"Hello! What can you do?"}],"temperature":0,"max_tokens":24}' \
+    "$URL/v1/chat/completions"
+# compared in Python: the random model's text may hold NUL characters, which bash drops
+python3 - "$D/r1.json" "$D/r1api.json" <<'PY' && ok || fail "the page's reasoning differs from the API's"
+import json, sys
+page = json.load(open(sys.argv[1]))["first"]["reasoning"]
+api = json.load(open(sys.argv[2]))["choices"][0]["message"]["reasoning_content"]
+sys.exit(0 if page and page == api else 1)
+PY
+expect_eq "$(js "$D/r1.json" '[d["first"]["think_hidden"], d["first"]["think_open"], d["opened"], d["first"]["errors"]]')" \
+    '[false, false, true, 0]' "reasoning folded until clicked"
+expect_in "$(js "$D/r1.json" 'd["first"]["summary"]')" '^Thought for [0-9.]+ s'
+stop_server "$SRV_PID"
 finish

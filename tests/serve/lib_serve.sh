@@ -11,6 +11,23 @@ make_model() {
     "$MP" convert "$FIX/tiny-v3" -o "$1/tiny.moepack" --quiet --threads 2 >/dev/null || { echo "convert failed"; exit 1; }
 }
 
+# make_r1_model DIR: DIR/r1.moepack, the tiny fixture with DeepSeek-R1's chat template (taken from
+# `moepack synth --like deepseek-r1 --dry-run`), so the server opens a <think> block for it
+make_r1_model() {
+    need_fixtures
+    rm -rf "$1/r1-src" "$1/r1-dry"
+    cp -r "$FIX/tiny-v3" "$1/r1-src" && chmod -R u+w "$1/r1-src"
+    "$MP" synth --like deepseek-r1 -o "$1/r1-dry" --dry-run -q >/dev/null || { echo "synth failed"; exit 1; }
+    python3 - "$1/r1-dry/tokenizer_config.json" "$1/r1-src/tokenizer_config.json" <<'PY' || exit 1
+import json, sys
+src = json.load(open(sys.argv[1], encoding="utf-8"))
+cfg = json.load(open(sys.argv[2], encoding="utf-8"))
+cfg["chat_template"] = src["chat_template"]
+json.dump(cfg, open(sys.argv[2], "w", encoding="utf-8"), ensure_ascii=False)
+PY
+    "$MP" convert "$1/r1-src" -o "$1/r1.moepack" --quiet --threads 2 >/dev/null || { echo "convert failed"; exit 1; }
+}
+
 # start_server LOG ARGS...: moepack serve ARGS on a free port (the kernel picks it: --port 0);
 # sets SRV_PID, PORT and URL, and waits until /health answers.
 start_server() {

@@ -3,7 +3,10 @@
 only: a minimal WebSocket client): loads /, types a message, clicks Send, waits for the streamed
 answer, takes a screenshot, then sends a long request and presses Stop. Prints a JSON report.
 
-usage: page_cdp.py CHROMIUM URL SCREENSHOT.png PROFILE_DIR"""
+With the extra argument `r1` (a model whose answers open in <think>) it sends one message, checks
+that the reasoning streams into the folded <details>, unfolds it and takes the screenshot.
+
+usage: page_cdp.py CHROMIUM URL SCREENSHOT.png PROFILE_DIR [r1]"""
 import base64
 import json
 import os
@@ -105,6 +108,7 @@ class Browser:
 
 def main():
     chromium, url, shot, profile = sys.argv[1:5]
+    r1 = sys.argv[5:] == ["r1"]
     proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
                              "--user-data-dir=" + profile, "--window-size=1000,640", "about:blank"],
@@ -140,12 +144,18 @@ def main():
                                " meta: m.querySelector('.meta').textContent,"
                                " think_hidden: m.querySelector('details').hidden,"
                                " think_open: m.querySelector('details').open,"
+                               " summary: m.querySelector('summary').textContent,"
                                " reasoning: m.querySelector('.reasoning').textContent,"
                                " user: document.querySelector('.msg.user').textContent,"
                                " errors: document.querySelectorAll('.msg.error').length}; })()")
+        if r1:  # unfold the reasoning for the picture
+            b.click("details.think summary")
+            report["opened"] = b.js("document.querySelector('details.think').open")
         png = b.call("Page.captureScreenshot", format="png")["data"]
         with open(shot, "wb") as f:
             f.write(base64.b64decode(png))
+        if r1:
+            return
         # a second turn that runs long: press Stop once text streams in
         b.js("document.getElementById('maxtok').value = '4000'; true")
         b.click("#input")
@@ -162,12 +172,12 @@ def main():
                                 " stop_hidden: document.getElementById('stop').hidden,"
                                 " send_enabled: !document.getElementById('send').disabled}; })()")
     finally:
+        print(json.dumps(report))
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(json.dumps(report))
 
 
 if __name__ == "__main__":
