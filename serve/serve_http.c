@@ -382,12 +382,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return send_simple_error(conn, 401, "invalid_request_error", "invalid_api_key",
                                      "missing or wrong API key (send 'Authorization: Bearer KEY')",
                                      MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        if (route == ROUTE_PAGE)
-            return send_page(conn);
-        if (route == ROUTE_HEALTH)
-            return send_json(conn, MHD_HTTP_OK, mp_api_health_json(s));
-        if (route == ROUTE_MODELS)
-            return send_json(conn, MHD_HTTP_OK, mp_api_models_json(s));
         /* A declared body over the cap is refused before any of it is read. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
@@ -412,10 +406,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    /* Answering only now, after the (empty or capped) body was read, keeps the connection alive:
+     * a response queued on the first call makes libmicrohttpd close it. */
     if (rc->too_big)
         return send_simple_error(conn, 413, "invalid_request_error", "request_too_large",
                                  "the request body is larger than the server's limit", NULL, NULL);
-    return handle_generate(s, conn, rc);
+    switch (rc->route) {
+    case ROUTE_PAGE: return send_page(conn);
+    case ROUTE_HEALTH: return send_json(conn, MHD_HTTP_OK, mp_api_health_json(s));
+    case ROUTE_MODELS: return send_json(conn, MHD_HTTP_OK, mp_api_models_json(s));
+    default: return handle_generate(s, conn, rc);
+    }
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)

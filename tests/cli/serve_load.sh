@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../serve/lib_serve.sh"
 D=$(tmpdir cli_serve_load)
 make_model "$D"
-start_server "$D/srv.log" "$D/tiny.moepack" --threads 2 --slots 4 --queue 16 --ctx 512
+start_server "$D/srv.log" "$D/tiny.moepack" --threads 1 --slots 4 --queue 16 --ctx 512
 python3 "$(dirname "$0")/../serve/load.py" "$URL" --clients 8 --requests 200 --prompts 16 --max-tokens 8 && ok ||
     fail "load test"
 curl -s "$URL/health" >"$D/h.json"
