@@ -91,6 +91,18 @@ struct mp_model {
 
 /* ---- linear algebra helpers ---------------------------------------------- */
 
+/* Below this many multiply-adds a parallel region costs more than it saves
+ * (waking threads, and on a busy machine waiting for a descheduled one). */
+#define MP_PAR_MIN_WORK (1u << 22)
+
+/* Threads for `items` independent work items doing `work` multiply-adds in all. */
+static inline int mp_threads_for(const mp_model *m, uint64_t work, uint64_t items)
+{
+    if (work < MP_PAR_MIN_WORK || items < 2 || m->threads < 2)
+        return 1;
+    return items < (uint64_t)m->threads ? (int)items : m->threads;
+}
+
 /* y[m][n] (+)= x[m] . W[n] for n in [n0, n1), one thread. Not for MP_LIN_Q8. */
 void mp_linear_run(const mp_cpu_kernels *kern, const mp_linear *w, size_t m, const float *x, size_t ldx, uint32_t n0,
                    uint32_t n1, float *y, size_t ldy, bool accumulate);
@@ -154,7 +166,7 @@ typedef struct mp_workspace {
     float *olat;     /* [B][heads][kv_lora] */
     float *attn;     /* [B][heads * v_head] */
     float *rope_cs;  /* [B][pairs][2]: cos, sin (times rope_attn_factor) */
-    float *scores;   /* [threads][MP_ATTN_QCHUNK][ctx] */
+    float *scores;   /* [threads][MP_ATTN_HEAD_GROUP][ctx] */
     float *mlp_g, *mlp_u; /* [B][max(intermediate, shared intermediate)] */
     float *router_logits; /* [B][experts] */
     uint32_t *topk_ids;   /* [B][top_k] */
@@ -163,7 +175,7 @@ typedef struct mp_workspace {
     mp_moe_ws moe;
 } mp_workspace;
 
-#define MP_ATTN_QCHUNK 16u /* queries per attention work item */
+#define MP_ATTN_HEAD_GROUP 16u /* most heads per attention work item (rows of one scores GEMM) */
 
 int mp_workspace_init(mp_workspace *ws, const mp_model *m, uint32_t max_batch, uint32_t ctx, mp_error *err);
 void mp_workspace_free(mp_workspace *ws);
