@@ -54,15 +54,34 @@ int mp_cmd_serve(int argc, char **argv)
     const char *model_name = NULL;
     bool ctx_given = false;
     so.api_key = getenv("MOEPACK_API_KEY");
-    enum { O_HOST = 256, O_PORT, O_KEY, O_MAXTOK, O_CTX, O_THREADS, O_SLOTS, O_QUEUE, O_BODY, O_TIMEOUT, O_NAME, O_CPU };
-    static const struct option lo[] = {
-        {"host", required_argument, 0, O_HOST},         {"port", required_argument, 0, O_PORT},
-        {"api-key", required_argument, 0, O_KEY},       {"max-tokens", required_argument, 0, O_MAXTOK},
-        {"ctx", required_argument, 0, O_CTX},           {"threads", required_argument, 0, O_THREADS},
-        {"slots", required_argument, 0, O_SLOTS},       {"queue", required_argument, 0, O_QUEUE},
-        {"max-body", required_argument, 0, O_BODY},     {"timeout", required_argument, 0, O_TIMEOUT},
-        {"model-name", required_argument, 0, O_NAME},   {"cpu-only", no_argument, 0, O_CPU},
-        {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+    enum {
+        O_HOST = 256,
+        O_PORT,
+        O_KEY,
+        O_MAXTOK,
+        O_CTX,
+        O_THREADS,
+        O_SLOTS,
+        O_QUEUE,
+        O_BODY,
+        O_TIMEOUT,
+        O_NAME,
+        O_CPU
+    };
+    static const struct option lo[] = {{"host", required_argument, 0, O_HOST},
+                                       {"port", required_argument, 0, O_PORT},
+                                       {"api-key", required_argument, 0, O_KEY},
+                                       {"max-tokens", required_argument, 0, O_MAXTOK},
+                                       {"ctx", required_argument, 0, O_CTX},
+                                       {"threads", required_argument, 0, O_THREADS},
+                                       {"slots", required_argument, 0, O_SLOTS},
+                                       {"queue", required_argument, 0, O_QUEUE},
+                                       {"max-body", required_argument, 0, O_BODY},
+                                       {"timeout", required_argument, 0, O_TIMEOUT},
+                                       {"model-name", required_argument, 0, O_NAME},
+                                       {"cpu-only", no_argument, 0, O_CPU},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     optind = 1;
     int ch;
     uint64_t v;
@@ -154,7 +173,8 @@ int mp_cmd_serve(int argc, char **argv)
     bool v6 = strchr(host, ':') != NULL;
     printf("moepack: serving %s (%s, %s) on http://%s%s%s:%u/ with %u slot%s of %u tokens%s\n", name,
            mp_model_backend_name(m), mp_chat_format_name(mp_model_chat_format(m)), v6 ? "[" : "", host, v6 ? "]" : "",
-           mp_server_port(srv), so.slots, so.slots == 1 ? "" : "s", so.ctx, so.api_key && so.api_key[0] ? ", API key required" : "");
+           mp_server_port(srv), so.slots, so.slots == 1 ? "" : "s", so.ctx,
+           so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
 
     int sig = 0;

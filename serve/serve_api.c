@@ -50,8 +50,7 @@ static json_t *field(json_t *root, const char *key)
     return v && !json_is_null(v) ? v : NULL;
 }
 
-static bool get_number(json_t *root, const char *key, double lo, double hi, bool lo_open, double *out,
-                       mp_api_error *e)
+static bool get_number(json_t *root, const char *key, double lo, double hi, bool lo_open, double *out, mp_api_error *e)
 {
     json_t *v = field(root, key);
     if (!v)
@@ -106,8 +105,8 @@ static bool add_stop(mp_serve_req *req, json_t *v, mp_api_error *e)
         return bad(e, "stop", "'%s' must be a string or a list of strings", "stop");
     size_t len = json_string_length(v);
     if (len == 0 || len > MP_SERVE_MAX_STOP_LEN) {
-        mp_api_error_set(e, 400, "invalid_request_error", NULL, "stop",
-                         "a stop sequence must have 1 to %d bytes", MP_SERVE_MAX_STOP_LEN);
+        mp_api_error_set(e, 400, "invalid_request_error", NULL, "stop", "a stop sequence must have 1 to %d bytes",
+                         MP_SERVE_MAX_STOP_LEN);
         return false;
     }
     if (memchr(json_string_value(v), 0, len))
@@ -215,8 +214,7 @@ static bool message_text(json_t *c, size_t idx, bool null_ok, char **out, size_t
         {
             json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
             if (!json_is_string(type) || strcmp(json_string_value(type), "text") || !json_is_string(text)) {
-                ok = bad(e, param, "'%s': only text parts ({\"type\": \"text\", \"text\": ...}) are supported",
-                         param);
+                ok = bad(e, param, "'%s': only text parts ({\"type\": \"text\", \"text\": ...}) are supported", param);
                 break;
             }
             ok = mp_sbuf_add(&b, json_string_value(text), json_string_length(text));

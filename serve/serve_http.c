@@ -20,6 +20,9 @@
 #include "serve_internal.h"
 
 #define WAIT_SLICE_NS 100000000L /* 100 ms */
+/* A stream silent this long (queued, or a long prompt) gets an SSE comment, so proxies and clients
+ * with read timeouts keep it open. */
+#define KEEPALIVE_SLICES 150 /* 15 s */
 
 enum route { ROUTE_NONE, ROUTE_PAGE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_CHAT, ROUTE_COMPLETIONS };
 
@@ -183,8 +186,8 @@ static bool stream_collect(stream_ctx *c)
             mp_api_error_set(&e, 500, "server_error", NULL, NULL, "%s",
                              j->failed ? j->error : "the generation was cancelled");
             char *json = mp_api_error_json(&e);
-            ok = json && mp_sbuf_addz(&c->out, "data: ") && mp_sbuf_addz(&c->out, json) &&
-                 mp_sbuf_addz(&c->out, "\n\n");
+            ok =
+                json && mp_sbuf_addz(&c->out, "data: ") && mp_sbuf_addz(&c->out, json) && mp_sbuf_addz(&c->out, "\n\n");
             free(json);
         } else {
             ok = mp_api_chunk(&c->out, s, j, false, NULL, 0, NULL, 0, j->finish_reason) &&
@@ -207,6 +210,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         c->out.n = c->out_pos = 0;
         pthread_mutex_lock(&s->mu);
         /* The first event (the role) goes out at once; later ones when there is news. */
+        int slices = 0;
+        bool keepalive = false;
         while ((c->role_sent || j->kind != MP_REQ_CHAT) && !j->done && j->reasoning.n == c->sent_reasoning &&
                j->content.n == c->sent_content) {
             wait_slice(s, j);
@@ -215,8 +220,12 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                 mp_job_cancel(s, j);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
+            if (++slices == KEEPALIVE_SLICES) {
+                keepalive = true;
+                break;
+            }
         }
-        bool ok = stream_collect(c);
+        bool ok = keepalive ? mp_sbuf_addz(&c->out, ": keep-alive\n\n") : stream_collect(c);
         pthread_mutex_unlock(&s->mu);
         if (!ok) {
             mp_job_cancel(s, j);
@@ -302,7 +311,8 @@ static enum MHD_Result handle_generate(mp_server *s, struct MHD_Connection *conn
     char *json;
     unsigned status = MHD_HTTP_OK;
     if (j->failed || !j->finish_reason) {
-        mp_api_error_set(&e, 500, "server_error", NULL, NULL, "%s", j->failed ? j->error : "the generation was cancelled");
+        mp_api_error_set(&e, 500, "server_error", NULL, NULL, "%s",
+                         j->failed ? j->error : "the generation was cancelled");
         json = mp_api_error_json(&e);
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     } else {
@@ -452,11 +462,11 @@ static int start_http(mp_server *s, mp_error *err)
     } else {
         return mp_fail(err, MP_ERR_USAGE, "serve", NULL, "--host '%s' is not a numeric IPv4 or IPv6 address", s->host);
     }
-    s->httpd = MHD_start_daemon(
-        flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    s->httpd =
+        MHD_start_daemon(flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned int)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned int)s->o.timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->httpd)
         return mp_fail(err, MP_ERR_INPUT, "serve", NULL, "cannot listen on %s port %u (in use, or not allowed)",
                        s->host, s->o.port);
@@ -474,7 +484,8 @@ int mp_server_start(mp_model *m, const mp_serve_opts *o, mp_server **out, mp_err
 {
     *out = NULL;
     if (o->slots == 0 || o->ctx == 0 || o->max_tokens == 0 || o->max_body == 0 || o->max_connections == 0)
-        return mp_fail(err, MP_ERR_USAGE, "serve", NULL, "slots, ctx, max_tokens, max_body and connections must be > 0");
+        return mp_fail(err, MP_ERR_USAGE, "serve", NULL,
+                       "slots, ctx, max_tokens, max_body and connections must be > 0");
     mp_server *s = calloc(1, sizeof *s);
     if (!s)
         return mp_fail(err, MP_ERR_INPUT, "serve", NULL, "out of memory");

@@ -171,8 +171,7 @@ static bool think_feed(mp_think_split *t, const char *s, size_t n, mp_sbuf *reas
 {
     while (n) {
         switch (t->state) {
-        case MP_THINK_CONTENT:
-            return mp_sbuf_add(content, s, n);
+        case MP_THINK_CONTENT: return mp_sbuf_add(content, s, n);
         case MP_THINK_CONTENT_START:
             while (n && is_space(*s)) {
                 s++;

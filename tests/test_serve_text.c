@@ -46,7 +46,8 @@ static void stop_case(const char *text, const char *const *stops, size_t n_stops
 static void test_stop_filter(void)
 {
     const char *stops[] = {"\n\nUser", "###", "ab"};
-    const char *texts[] = {"hello world", "hello\n\nUser: hi", "x##y###z", "no stop\n\nUse", "cab", "a", "", "\n\n\n\nUser"};
+    const char *texts[] = {"hello world", "hello\n\nUser: hi", "x##y###z", "no stop\n\nUse", "cab", "a", "",
+                           "\n\n\n\nUser"};
     for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
         size_t len = strlen(texts[t]);
         stop_case(texts[t], stops, 3, NULL, 0);
@@ -94,8 +95,8 @@ static void think_case(const char *text, bool enabled, bool inside, const char *
         CHECK(mp_think_split_push(&t, text, cut, &r, &c));
         CHECK(mp_think_split_push(&t, text + cut, len - cut, &r, &c));
         CHECK(mp_think_split_flush(&t, &r, &c));
-        CHECKF(r.n == strlen(want_r) && !memcmp(r.p ? r.p : "", want_r, r.n), "'%s' cut %zu: reasoning '%.*s'", text, cut,
-               (int)r.n, r.p ? r.p : "");
+        CHECKF(r.n == strlen(want_r) && !memcmp(r.p ? r.p : "", want_r, r.n), "'%s' cut %zu: reasoning '%.*s'", text,
+               cut, (int)r.n, r.p ? r.p : "");
         CHECKF(c.n == strlen(want_c) && !memcmp(c.p ? c.p : "", want_c, c.n), "'%s' cut %zu: content '%.*s'", text, cut,
                (int)c.n, c.p ? c.p : "");
         mp_think_split_free(&t);
@@ -132,11 +133,12 @@ static void test_parse(void)
 {
     mp_serve_req req;
     mp_api_error e = {0};
-    const char *good = "{\"model\":\"x\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
-                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},{\"type\":\"text\","
-                       "\"text\":\"there\"}]}],\"temperature\":0.5,\"top_p\":0.9,\"max_tokens\":7,\"stop\":[\"a\",\"bc\"],"
-                       "\"seed\":-3,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u\","
-                       "\"presence_penalty\":0}";
+    const char *good =
+        "{\"model\":\"x\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},{\"type\":\"text\","
+        "\"text\":\"there\"}]}],\"temperature\":0.5,\"top_p\":0.9,\"max_tokens\":7,\"stop\":[\"a\",\"bc\"],"
+        "\"seed\":-3,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u\","
+        "\"presence_penalty\":0}";
     REQUIRE(mp_api_parse(MP_REQ_CHAT, good, strlen(good), &req, &e));
     CHECK(req.n_msgs == 2 && req.msgs[0].role == MP_CHAT_SYSTEM && req.msgs[1].role == MP_CHAT_USER);
     CHECK(req.msgs[1].len == 8 && !memcmp(req.msgs[1].content, "Hi there", 8));
@@ -177,7 +179,8 @@ static void test_parse(void)
         {"\"stream\":1", "stream"},
         {"\"stop\":5", "stop"},
         {"\"stop\":[\"\"]", "stop"},
-        {"\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]",
+        {"\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\","
+         "\"q\"]",
          "stop"},
         {"\"seed\":\"x\"", "seed"},
         {"\"model\":3", "model"},

@@ -22,6 +22,8 @@ def sse(path):
     out = {"content": "", "reasoning": "", "finish": None, "usage": None, "done": False, "chunks": 0,
            "role_first": False, "ids": [], "objects": [], "error": None, "after_done": 0}
     for i, ev in enumerate(events):
+        if ev.startswith(":"):  # a comment (keep-alive)
+            continue
         if not ev.startswith("data: ") or "\n" in ev:
             sys.exit("malformed event %d: %r" % (i, ev[:200]))
         data = ev[6:]
