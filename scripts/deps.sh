@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages moepack builds against, when missing.
 # Idempotent: does nothing when everything is there.
+# scripts/deps.sh --test also installs the tools only the tests use.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libnuma-dev libzstd-dev libxxhash-dev libjansson-dev libpcre2-dev
       libmicrohttpd-dev)
@@ -15,6 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+[ "${1:-}" = "--test" ] || exit 0
 
 # Optional, for the serve tests (each skips when its tool is missing): curl and python3 drive the
 # server, headless Chromium loads the chat page, the `openai` package is the reference client.
