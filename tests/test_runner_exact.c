@@ -1,0 +1,112 @@
+/* The forward pass in exact mode against the oracle: tiny-v3 converted with
+ * --cpu-quant bf16 --gpu-quant bf16 computes in f32 everywhere, so on every
+ * instruction set this machine has, all six reference prompts must give the
+ * reference's 32 greedy tokens, logits within 5e-3, and prompt 0's hidden
+ * states (embedding, each decoder layer, the last after the final norm)
+ * within 1e-3 of each row's largest value. The expected values all come
+ * from the fixture (transformers' DeepseekV3ForCausalLM). */
+#include <math.h>
+#include <string.h>
+
+#include "convert.h"
+#include "mp_compare.h"
+#include "mp_kernels.h"
+#include "mp_runner.h"
+#include "mp_test.h"
+#include "safetensors.h"
+
+static void check_hidden(mp_model *m, const char *ref_path, const char *isa)
+{
+    mp_error err = {0};
+    mp_safetensors *st = NULL;
+    REQUIRE(mp_st_open(ref_path, &st, &err) == MP_OK);
+    const mp_st_tensor *ids_t = mp_st_find(st, "prompt0.ids");
+    REQUIRE(ids_t && ids_t->dtype == MP_ST_I32);
+    size_t T = ids_t->shape[0];
+    int32_t *ids = malloc(T * sizeof *ids);
+    memcpy(ids, ids_t->data, T * sizeof *ids);
+    mp_session *s = NULL;
+    REQUIRE(mp_session_new(m, 64, &s, &err) == MP_OK);
+    REQUIRE(mp_session_capture_hidden(s, true, &err) == MP_OK);
+    REQUIRE(mp_session_eval(s, ids, T, NULL, NULL, &err) == MP_OK);
+    uint32_t H = mp_model_desc_of(m)->hidden_size, layers = mp_model_desc_of(m)->num_hidden_layers;
+    float *ref = malloc(T * H * sizeof *ref);
+    for (uint32_t l = 0; l <= layers; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "prompt0.hidden.%u", l);
+        const mp_st_tensor *t = mp_st_find(st, name);
+        CHECKF(t && t->dtype == MP_ST_F32 && t->shape[0] == T && t->shape[1] == H, "%s", name);
+        if (!t)
+            continue;
+        memcpy(ref, t->data, T * H * sizeof *ref);
+        size_t rows = 0;
+        const float *ours = mp_session_hidden(s, l, &rows);
+        REQUIRE(ours && rows == T);
+        double worst = 0.0;
+        for (size_t r = 0; r < T; r++) {
+            double mx = 0.0, d = 0.0;
+            for (uint32_t j = 0; j < H; j++) {
+                mx = fmax(mx, fabs(ref[r * H + j]));
+                d = fmax(d, fabs((double)ours[r * H + j] - ref[r * H + j]));
+            }
+            worst = fmax(worst, d / mx);
+        }
+        printf("  %s hidden.%u: max |diff| / row max %.2e\n", isa, l, worst);
+        CHECKF(worst <= 1e-3, "%s: hidden.%u differs by %.3e of the row maximum", isa, l, worst);
+    }
+    free(ref);
+    free(ids);
+    mp_session_free(s);
+    mp_st_close(st);
+}
+
+int main(void)
+{
+    const char *fix = mp_test_fixtures();
+    const char *dir = mp_test_tmpdir("runner_exact");
+    const char *src = mp_test_path(fix, "tiny-v3");
+    const char *ref = mp_test_path(fix, "tiny-v3.reference.safetensors");
+    const char *out = mp_test_path(dir, "exact.moepack");
+    mp_convert_opts co;
+    mp_convert_opts_default(&co);
+    co.cpu_quant = MP_QUANT_BF16;
+    co.gpu_quant = MP_QUANT_BF16;
+    mp_convert_summary sum;
+    mp_error err = {0};
+    REQUIRE(mp_convert(src, out, &co, &sum, &err) == MP_OK);
+
+    for (int isa = 0; isa < MP_ISA_COUNT; isa++) {
+        const char *name = mp_isa_name((mp_isa)isa);
+        if (!mp_isa_available((mp_isa)isa)) {
+            printf("  %s: not available on this machine, skipped\n", name);
+            continue;
+        }
+        mp_model_opts mo;
+        mp_model_opts_default(&mo);
+        mo.isa = isa;
+        mp_model *m = NULL;
+        REQUIRE(mp_model_load(out, &mo, &m, &err) == MP_OK);
+        mp_compare_result r;
+        mp_compare_opts cmp;
+        mp_compare_opts_default(&cmp);
+        int rc = mp_compare_reference(m, ref, &cmp, &r, &err);
+        CHECKF(rc == MP_OK, "%s: %s", name, err.msg);
+        if (rc == MP_OK) {
+            CHECK(r.n_prompts == 6);
+            for (uint32_t i = 0; i < r.n_prompts; i++) {
+                const mp_compare_prompt *p = &r.prompts[i];
+                printf("  %s prompt %u: %u tokens, max |diff| %.2e, KL %.2e, top-1 %u/%u, greedy %u/%u\n", name,
+                       p->index, p->tokens, p->max_abs, p->mean_kl, p->top1_agree, p->tokens, p->greedy_match,
+                       p->greedy_len);
+                CHECKF(p->greedy_len == 32 && p->greedy_match == 32, "%s prompt %u: greedy %u/%u", name, p->index,
+                       p->greedy_match, p->greedy_len);
+                CHECKF(p->max_abs <= 5e-3, "%s prompt %u: max |logit diff| %.3e", name, p->index, p->max_abs);
+                CHECKF(p->top1_agree == p->tokens, "%s prompt %u: top-1 %u/%u", name, p->index, p->top1_agree, p->tokens);
+            }
+            mp_compare_result_free(&r);
+        }
+        check_hidden(m, ref, name);
+        mp_model_free(m);
+    }
+    return mp_test_finish();
+}
