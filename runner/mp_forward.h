@@ -87,6 +87,7 @@ struct mp_model {
     mp_linear *experts;          /* storage behind the layers' exp_* arrays */
     pthread_mutex_t lock;        /* sessions take turns */
     char backend[48];
+    struct mp_gpu_model *gpu;    /* hybrid mode (runner/mp_gpu.h); NULL on the CPU path */
 };
 
 /* ---- linear algebra helpers ---------------------------------------------- */

@@ -12,6 +12,7 @@
 
 #include "container_tokenizer.h"
 #include "mp_forward.h"
+#include "mp_gpu.h"
 
 void mp_model_opts_default(mp_model_opts *o)
 {
@@ -457,6 +458,11 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
     if (o->prefault)
         prefault_cpu_section(m);
     snprintf(m->backend, sizeof m->backend, "cpu (%s)", mp_isa_name(m->kern->isa));
+    if (!o->cpu_only && mp_gpu_usable()) {
+        if ((rc = mp_gpu_model_create(m, NULL, &m->gpu, err)))
+            goto fail;
+        snprintf(m->backend, sizeof m->backend, "hybrid (cuda + %s)", mp_isa_name(m->kern->isa));
+    }
     *out = m;
     return MP_OK;
 fail:
@@ -468,6 +474,7 @@ void mp_model_free(mp_model *m)
 {
     if (!m)
         return;
+    mp_gpu_model_free(m->gpu);
     free(m->layers);
     free(m->experts);
     free(m->rope_inv_freq);
