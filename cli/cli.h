@@ -27,10 +27,13 @@ bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t 
 bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 
 /* Subcommands (one per cli/cmd_*.c). */
+int mp_cmd_chat(int argc, char **argv);
+int mp_cmd_compare(int argc, char **argv);
 int mp_cmd_convert(int argc, char **argv);
 int mp_cmd_detokenize(int argc, char **argv);
 int mp_cmd_inspect(int argc, char **argv);
 int mp_cmd_inspect_source(int argc, char **argv);
+int mp_cmd_run(int argc, char **argv);
 int mp_cmd_synth(int argc, char **argv);
 int mp_cmd_tokenize(int argc, char **argv);
 int mp_cmd_verify(int argc, char **argv);

@@ -17,6 +17,8 @@ typedef struct mp_compare_prompt {
     uint32_t top1_agree;   /* positions whose argmax agrees */
     uint32_t greedy_len;   /* reference greedy tokens (G) */
     uint32_t greedy_match; /* our greedy tokens equal to the reference before the first difference */
+    uint32_t greedy_forced; /* teacher-forced: positions where, fed the reference's greedy tokens,
+                               our argmax is the reference's next token */
 } mp_compare_prompt;
 
 typedef struct mp_compare_result {
@@ -24,7 +26,7 @@ typedef struct mp_compare_result {
     mp_compare_prompt *prompts;
     /* over all prompts: max of max_abs, KL averaged over all positions,
      * top-1 agreement over all positions, greedy matches summed */
-    uint32_t tokens, top1_agree, greedy_len, greedy_match;
+    uint32_t tokens, top1_agree, greedy_len, greedy_match, greedy_forced;
     double max_abs, mean_kl, top1;
 } mp_compare_result;
 

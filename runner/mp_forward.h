@@ -92,6 +92,18 @@ struct mp_model {
 
 /* ---- linear algebra helpers ---------------------------------------------- */
 
+/* Below this many multiply-adds a parallel region costs more than it saves
+ * (waking threads, and on a busy machine waiting for a descheduled one). */
+#define MP_PAR_MIN_WORK (1u << 22)
+
+/* Threads for `items` independent work items doing `work` multiply-adds in all. */
+static inline int mp_threads_for(const mp_model *m, uint64_t work, uint64_t items)
+{
+    if (work < MP_PAR_MIN_WORK || items < 2 || m->threads < 2)
+        return 1;
+    return items < (uint64_t)m->threads ? (int)items : m->threads;
+}
+
 /* y[m][n] (+)= x[m] . W[n] for n in [n0, n1), one thread. Not for MP_LIN_Q8. */
 void mp_linear_run(const mp_cpu_kernels *kern, const mp_linear *w, size_t m, const float *x, size_t ldx, uint32_t n0,
                    uint32_t n1, float *y, size_t ldy, bool accumulate);

@@ -75,8 +75,8 @@ void mp_fwd_attention(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint
     /* per head: q_lat = W_UK[h]^T q_nope, and the rotated q_pe, side by side
      * so one dot product against a cache row gives the whole score */
     const size_t ldc = (size_t)nh * row;
-    int nt_heads = m->threads < (int)nh ? m->threads : (int)nh;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_heads)
+    int nt_heads = mp_threads_for(m, (uint64_t)M * nh * kvl * nope, nh);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_heads) if (nt_heads > 1)
     for (uint32_t h = 0; h < nh; h++) {
         K->gemm_bf16_rm(ly->w_uk + (size_t)h * kvl * nope, nope, nope, M, ws->q + (size_t)h * qk, ldq, 0, kvl,
                         ws->qcat + (size_t)h * row, ldc, false);
@@ -90,8 +90,8 @@ void mp_fwd_attention(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint
     const uint32_t qblocks = (uint32_t)((M + MP_ATTN_QCHUNK - 1) / MP_ATTN_QCHUNK);
     const uint32_t items = nh * qblocks;
     const float scale = m->softmax_scale;
-    int nt_items = m->threads < (int)items ? m->threads : (int)items;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_items)
+    int nt_items = mp_threads_for(m, (uint64_t)M * nh * (pos0 + M) * (row + kvl), items);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_items) if (nt_items > 1)
     for (uint32_t it = 0; it < items; it++) {
         uint32_t h = it % nh, qb = it / nh;
         size_t i0 = (size_t)qb * MP_ATTN_QCHUNK, i1 = i0 + MP_ATTN_QCHUNK < M ? i0 + MP_ATTN_QCHUNK : M;
@@ -113,7 +113,7 @@ void mp_fwd_attention(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint
 
     /* per head: out_h = W_UV[h] o_lat, then the output projection */
     const size_t ldo = (size_t)nh * kvl, lda = (size_t)nh * vd;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_heads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_heads) if (nt_heads > 1)
     for (uint32_t h = 0; h < nh; h++)
         K->gemm_bf16_rm(ly->w_uv + (size_t)h * vd * kvl, kvl, kvl, M, ws->olat + (size_t)h * kvl, ldo, 0, vd,
                         ws->attn + (size_t)h * vd, lda, false);

@@ -130,14 +130,28 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
         return MP_OK;
     out->greedy_len = rp->G;
     const uint8_t *g = rp->greedy->data;
-    for (uint32_t j = 0; j < rp->G; j++) {
+    /* free-running: our own tokens, until the first difference */
+    bool same = true;
+    for (uint32_t j = 0; j < rp->G && same; j++) {
         int32_t want;
         memcpy(&want, g + (size_t)j * 4, 4);
         int32_t got = (int32_t)argmax_f(mp_session_logits(s), vocab);
-        if (got != want)
-            break;
-        out->greedy_match++;
-        if (j + 1 < rp->G && (rc = mp_session_eval(s, &got, 1, NULL, NULL, err)))
+        same = got == want;
+        out->greedy_match += same;
+        if (same && j + 1 < rp->G && (rc = mp_session_eval(s, &got, 1, NULL, NULL, err)))
+            return rc;
+    }
+    /* teacher-forced: the reference's tokens fed back, every position scored */
+    mp_session_truncate(s, rp->T - 1);
+    if ((rc = mp_session_eval(s, ids + rp->T - 1, 1, NULL, NULL, err)))
+        return rc;
+    for (uint32_t j = 0; j < rp->G; j++) {
+        int32_t want;
+        memcpy(&want, g + (size_t)j * 4, 4);
+        out->greedy_forced += (int32_t)argmax_f(mp_session_logits(s), vocab) == want;
+        if (j + 1 < rp->G && (want < 0 || (uint32_t)want >= vocab))
+            return mp_fail(err, MP_ERR_INPUT, rp->greedy->shard_path, rp->greedy->name, "token %d is not in [0, %u)", want, vocab);
+        if (j + 1 < rp->G && (rc = mp_session_eval(s, &want, 1, NULL, NULL, err)))
             return rc;
     }
     return MP_OK;
@@ -210,6 +224,7 @@ int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opt
         out->top1_agree += p->top1_agree;
         out->greedy_len += p->greedy_len;
         out->greedy_match += p->greedy_match;
+        out->greedy_forced += p->greedy_forced;
         if (p->max_abs > out->max_abs || isnan(p->max_abs))
             out->max_abs = p->max_abs;
         kl_total += p->mean_kl * p->tokens;

@@ -30,7 +30,7 @@ void mp_linear_run(const mp_cpu_kernels *kern, const mp_linear *w, size_t m, con
 static uint32_t chunk_for(uint32_t n, size_t m, uint32_t k, int threads)
 {
     uint64_t work = (uint64_t)n * k * (m ? m : 1);
-    if (threads <= 1 || work < (1u << 16))
+    if (threads <= 1 || work < MP_PAR_MIN_WORK)
         return n;
     uint32_t c = (uint32_t)((n + 4u * (uint32_t)threads - 1) / (4u * (uint32_t)threads));
     c = (c + 63u) & ~63u;
@@ -58,7 +58,7 @@ void mp_rmsnorm_rows(const mp_model *mod, size_t m, const float *x, size_t ldx, 
                      float *y, size_t ldy)
 {
     float eps = mod->d->rms_norm_eps;
-    int nt = m >= 16 && mod->threads > 1 ? mod->threads : 1;
+    int nt = mp_threads_for(mod, (uint64_t)m * dim * 8, m);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (size_t r = 0; r < m; r++)
         mod->kern->rmsnorm(dim, x + r * ldx, w, eps, y + r * ldy);

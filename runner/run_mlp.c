@@ -14,7 +14,7 @@ static void swiglu(const mp_model *m, mp_workspace *ws, const mp_linear *gate, c
     const uint32_t H = m->d->hidden_size, I = gate->n;
     mp_linear_par(m, gate, M, xn, H, ws->mlp_g, I, false);
     mp_linear_par(m, up, M, xn, H, ws->mlp_u, I, false);
-    int nt = M >= 16 && m->threads > 1 ? m->threads : 1;
+    int nt = mp_threads_for(m, (uint64_t)M * I * 16, M);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (size_t r = 0; r < M; r++)
         m->kern->silu_mul(I, ws->mlp_g + r * I, ws->mlp_u + r * I, ws->mlp_g + r * I);

@@ -121,10 +121,6 @@ static void group_by_expert(const mp_model *m, mp_moe_ws *w, size_t M, const uin
         w->start[e] -= w->count[e];
 }
 
-static int threads_for(const mp_model *m, size_t items)
-{
-    return m->threads < (int)items ? m->threads : (int)(items ? items : 1);
-}
 
 void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size_t M, const float *xn,
                            const uint32_t *ids, const float *weights, float *out, bool accumulate)
@@ -141,7 +137,7 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
     /* inputs per slot: int8 rows quantized once per token, or f32 rows */
     if (q8) {
         const uint32_t kg = ly->exp_gate[0].q8.lay.kg;
-        int nt = threads_for(m, M >= 16 ? M : 1);
+        int nt = mp_threads_for(m, (uint64_t)M * H * 4, M);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (size_t t = 0; t < M; t++)
             K->quantize_act_q8(1, xn + t * H, H, H, kg, w->xq + t * w->kp_in, w->kp_in, w->xs + t * w->groups_in);
@@ -157,7 +153,10 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
 
     /* gate/up: one item per (expert, slice) */
     const size_t items_gu = (size_t)w->n_active * S;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(m, items_gu))
+    /* multiply-adds of the whole layer's experts: slots x (2 I H + H I) */
+    const uint64_t work = (uint64_t)nslots * 3 * I * H;
+    int nt_gu = mp_threads_for(m, work, items_gu);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_gu) if (nt_gu > 1)
     for (size_t it = 0; it < items_gu; it++) {
         uint32_t e = w->active[it / S], s = (uint32_t)(it % S);
         uint32_t r0 = s * SW, r1 = r0 + SW < I ? r0 + SW : I;
@@ -186,7 +185,8 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
     const uint32_t hblock = H > 256 ? 256 : H;
     const uint32_t hblocks = (H + hblock - 1) / hblock;
     const size_t items_dn = (size_t)w->n_active * hblocks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(m, items_dn))
+    int nt_dn = mp_threads_for(m, work, items_dn);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_dn) if (nt_dn > 1)
     for (size_t it = 0; it < items_dn; it++) {
         uint32_t e = w->active[it / hblocks], b = (uint32_t)(it % hblocks);
         uint32_t n0 = b * hblock, n1 = n0 + hblock < H ? n0 + hblock : H;
@@ -200,7 +200,7 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
     }
 
     /* per token: the weighted sum in ascending expert order (= ascending slot) */
-    int nt = threads_for(m, M >= 4 ? M : 1);
+    int nt = mp_threads_for(m, (uint64_t)M * k * H * 4, M);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (size_t t = 0; t < M; t++) {
         uint32_t order[64];

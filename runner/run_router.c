@@ -102,7 +102,7 @@ void mp_fwd_router(const mp_model *m, uint32_t layer, size_t M, const float *xn,
     const mp_layer *ly = &m->layers[layer];
     const uint32_t E = m->d->n_routed_experts, k = m->top_k;
     mp_linear_par(m, &ly->router, M, xn, m->d->hidden_size, logits, E, false);
-    int nt = M >= 8 && m->threads > 1 ? m->threads : 1;
+    int nt = mp_threads_for(m, (uint64_t)M * E * (k + 4), M);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (size_t t = 0; t < M; t++)
         route_token(m, ly, logits + t * E, ids + t * k, weights + t * k);
