@@ -1087,9 +1087,12 @@ int main(int argc, char **argv)
     /* --upload N: one upload case alone; --no-upload: everything else */
     int only_upload = 0;
     bool no_upload = false;
+    const char *only = NULL; /* --only NAME: just test_NAME (e.g. mla) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--upload") && i + 1 < argc)
             only_upload = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--no-upload"))
             no_upload = true;
     }
@@ -1103,6 +1106,8 @@ int main(int argc, char **argv)
     printf("device: %s, %d SMs\n", mp_cuda_device_name(ctx), mp_cuda_sm_count(ctx));
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (only && strcmp(#fn + 5, only))                                                         \
+            break;                                                                                 \
         int before_ = mp_test_failures;                                                            \
         fn();                                                                                      \
         printf("%-20s %s\n", #fn, mp_test_failures == before_ ? "ok" : "FAILED");                  \
