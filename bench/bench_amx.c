@@ -50,15 +50,17 @@ static double amx_peak(int threads)
     return best;
 }
 
-static double read_bandwidth(int threads, uint8_t *buf, size_t bytes)
+/* Every thread reads its share of buf: one sequential stream, or four side by side. */
+static double read_bandwidth(int threads, uint8_t *buf, size_t bytes, bool streams)
 {
-    size_t per = bytes / (size_t)threads / 512 * 512;
+    size_t per = bytes / (size_t)threads / 1024 * 1024;
     double best = 0;
     volatile uint64_t sink = 0;
     for (int rep = 0; rep < 5; rep++) {
         double t0 = now();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-        sink += mp_read_probe_avx512(buf + (size_t)omp_get_thread_num() * per, per);
+        sink += streams ? mp_read_probe_streams_avx512(buf + (size_t)omp_get_thread_num() * per, per)
+                        : mp_read_probe_avx512(buf + (size_t)omp_get_thread_num() * per, per);
         double bw = (double)per * threads / (now() - t0);
         if (bw > best)
             best = bw;
@@ -172,10 +174,30 @@ static void run_both(run_ctx *c)
     run_down(c);
 }
 
+/* Bytes of the last-level cache (0 when unknown). */
+static size_t llc_bytes(void)
+{
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    if (!f)
+        return 0;
+    size_t v = 0;
+    char unit = 0;
+    if (fscanf(f, "%zu%c", &v, &unit) < 1)
+        v = 0;
+    fclose(f);
+    return unit == 'K' ? v << 10 : unit == 'M' ? v << 20 : v;
+}
+
 int main(int argc, char **argv)
 {
     int threads = omp_get_max_threads();
-    uint32_t E = 8;
+    /* experts: enough that the weights are twice the last-level cache, so
+     * decode reads them from memory (at least 8, a V3 token's top-8) */
+    const size_t llc = llc_bytes();
+    const size_t per_expert = (size_t)45 << 20;
+    uint32_t E = (uint32_t)((2 * llc + per_expert - 1) / per_expert);
+    if (E < 8)
+        E = 8;
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
     for (int i = 1; i < argc; i++) {
@@ -206,20 +228,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8)\n", threads, E);
+    const char *pf = getenv("MOEPACK_AMX_PREFETCH");
+    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), B prefetch %s\n",
+           threads, E, pf && !strcmp(pf, "0") ? "off (MOEPACK_AMX_PREFETCH=0)" : "on");
 
     double p1 = amx_peak(1), pn = amx_peak(threads);
     printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
            threads, pn * 1e-12, pn / p1);
+    fflush(stdout);
     size_t bw_bytes = (size_t)1 << 30;
+    while (bw_bytes < 4 * llc)
+        bw_bytes *= 2;
     uint8_t *bwbuf = aligned_alloc(4096, bw_bytes);
     if (!bwbuf)
         return 2;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t i = 0; i < bw_bytes; i += 4096) /* each thread touches what it reads: local pages */
         memset(bwbuf + i, 1, 4096);
-    double bw = read_bandwidth(threads, bwbuf, bw_bytes);
-    printf("memory read bandwidth, %d threads, 1 GiB: %.1f GB/s\n", threads, bw * 1e-9);
+    double bw1 = read_bandwidth(threads, bwbuf, bw_bytes, false), bw4 = read_bandwidth(threads, bwbuf, bw_bytes, true);
+    double bw = bw4 > bw1 ? bw4 : bw1;
+    printf("last-level cache %.0f MiB; memory read bandwidth, %d threads, %.1f GiB: %.1f GB/s (one stream per thread), "
+           "%.1f GB/s (four per thread)\n",
+           llc / 1048576.0, threads, bw_bytes / 1073741824.0, bw1 * 1e-9, bw4 * 1e-9);
     free(bwbuf);
 
     const uint32_t H = 7168, I = 2048;

@@ -434,6 +434,23 @@ static int numa_setup(mp_model *m, mp_error *err)
     return MP_OK;
 }
 
+typedef struct gpu_job {
+    const mp_model *m;
+    pthread_t th;
+    mp_gpu_model *gpu;
+    int rc;
+    mp_error err;
+} gpu_job;
+
+static void *gpu_job_run(void *p)
+{
+    gpu_job *j = p;
+    /* even asking for the device count initializes the driver: done here too */
+    if (mp_gpu_usable())
+        j->rc = mp_gpu_model_create(j->m, NULL, &j->gpu, &j->err);
+    return NULL;
+}
+
 int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_error *err)
 {
     *out = NULL;
@@ -483,9 +500,15 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
     }
     if (o->verify && (rc = mp_container_verify(m->c, m->threads, err)))
         goto fail;
-    if ((rc = numa_setup(m, err)))
-        goto fail;
-    if (o->prefault) {
+    snprintf(m->backend, sizeof m->backend, "cpu (%s)", mp_isa_name(m->kern->isa));
+    /* Hybrid: the CUDA context and the GPU section's upload (seconds) run on
+     * a thread of their own while this one binds and prefaults the CPU
+     * section; both only read the model's views. */
+    gpu_job job = {.m = m};
+    bool gpu_started = !o->cpu_only && pthread_create(&job.th, NULL, gpu_job_run, &job) == 0;
+    if (!o->cpu_only && !gpu_started)
+        gpu_job_run(&job); /* no thread: one after the other */
+    if (!(rc = numa_setup(m, err)) && o->prefault) {
         mp_prefault_stats ps;
         mp_prefault_cpu_section(m, m->numa, &ps);
         m->load_info.prefault_seconds = ps.seconds;
@@ -493,12 +516,17 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
         m->load_info.hugepage_advice = ps.hugepage_advice;
         m->load_info.populate = ps.populate;
     }
-    snprintf(m->backend, sizeof m->backend, "cpu (%s)", mp_isa_name(m->kern->isa));
-    if (!o->cpu_only && mp_gpu_usable()) {
-        if ((rc = mp_gpu_model_create(m, NULL, &m->gpu, err)))
-            goto fail;
-        snprintf(m->backend, sizeof m->backend, "hybrid (cuda + %s)", mp_isa_name(m->kern->isa));
+    if (gpu_started)
+        pthread_join(job.th, NULL);
+    m->gpu = job.gpu;
+    if (!rc && job.rc) {
+        *err = job.err;
+        rc = job.rc;
     }
+    if (rc)
+        goto fail;
+    if (m->gpu)
+        snprintf(m->backend, sizeof m->backend, "hybrid (cuda + %s)", mp_isa_name(m->kern->isa));
     *out = m;
     return MP_OK;
 fail:
