@@ -177,7 +177,7 @@ typedef struct mp_workspace {
     float *olat;     /* [B][heads][kv_lora] */
     float *attn;     /* [B][heads * v_head] */
     float *rope_cs;  /* [B][pairs][2]: cos, sin (times rope_attn_factor) */
-    float *scores;   /* [threads][MP_ATTN_QCHUNK][ctx] */
+    float *scores;   /* [threads][MP_ATTN_HEAD_GROUP][ctx] */
     float *mlp_g, *mlp_u; /* [B][max(intermediate, shared intermediate)] */
     float *router_logits; /* [B][experts] */
     uint32_t *topk_ids;   /* [B][top_k] */
@@ -186,7 +186,7 @@ typedef struct mp_workspace {
     mp_moe_ws moe;
 } mp_workspace;
 
-#define MP_ATTN_QCHUNK 16u /* queries per attention work item */
+#define MP_ATTN_HEAD_GROUP 16u /* most heads per attention work item (rows of one scores GEMM) */
 
 int mp_workspace_init(mp_workspace *ws, const mp_model *m, uint32_t max_batch, uint32_t ctx, mp_error *err);
 void mp_workspace_free(mp_workspace *ws);

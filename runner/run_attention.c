@@ -85,29 +85,41 @@ void mp_fwd_attention(const mp_model *m, mp_workspace *ws, mp_kv_cache *kv, uint
                         ws->qcat + i * ldc + (size_t)h * row + kvl);
     }
 
-    /* scores, causal softmax and the latent output, per (head, block of queries) */
+    /* scores, causal softmax and the latent output. A work item is one query
+     * and a group of up to MP_ATTN_HEAD_GROUP heads: the group's queries are the
+     * rows of one GEMM against the cache rows, so each cache row is read once
+     * per group, not once per head; groups are made smaller when there are
+     * too few queries to keep every thread busy. */
     const float *cache = mp_kv_row(kv, layer, 0);
-    const uint32_t qblocks = (uint32_t)((M + MP_ATTN_QCHUNK - 1) / MP_ATTN_QCHUNK);
-    const uint32_t items = nh * qblocks;
+    uint32_t G = MP_ATTN_HEAD_GROUP;
+    if ((uint64_t)M * ((nh + G - 1) / G) < (uint64_t)m->threads) {
+        uint64_t g = ((uint64_t)nh * M + (uint64_t)m->threads - 1) / (uint64_t)m->threads;
+        G = g < 1 ? 1 : g > MP_ATTN_HEAD_GROUP ? MP_ATTN_HEAD_GROUP : (uint32_t)g;
+    }
+    if (G > nh)
+        G = nh;
+    const uint32_t groups = (nh + G - 1) / G;
+    const size_t items = M * groups;
     const float scale = m->softmax_scale;
     int nt_items = mp_threads_for(m, (uint64_t)M * nh * (pos0 + M) * (row + kvl), items);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt_items) if (nt_items > 1)
-    for (uint32_t it = 0; it < items; it++) {
-        uint32_t h = it % nh, qb = it / nh;
-        size_t i0 = (size_t)qb * MP_ATTN_QCHUNK, i1 = i0 + MP_ATTN_QCHUNK < M ? i0 + MP_ATTN_QCHUNK : M;
-        uint32_t T = pos0 + (uint32_t)i1; /* keys the last query of the block sees */
-        float *sc = ws->scores + (size_t)omp_get_thread_num() * MP_ATTN_QCHUNK * ws->ctx;
-        K->gemm_f32(cache, row, row, i1 - i0, ws->qcat + i0 * ldc + (size_t)h * row, ldc, 0, T, sc, T, false);
-        for (size_t i = i0; i < i1; i++) {
-            float *s = sc + (i - i0) * T;
-            uint32_t len = pos0 + (uint32_t)i + 1;
+    for (size_t it = 0; it < items; it++) {
+        size_t i = it / groups;
+        uint32_t h0 = (uint32_t)(it % groups) * G, h1 = h0 + G < nh ? h0 + G : nh;
+        uint32_t len = pos0 + (uint32_t)i + 1; /* causal: keys 0 .. pos */
+        float *sc = ws->scores + (size_t)omp_get_thread_num() * MP_ATTN_HEAD_GROUP * ws->ctx;
+        K->gemm_f32(cache, row, row, h1 - h0, ws->qcat + i * ldc + (size_t)h0 * row, row, 0, len, sc, len, false);
+        for (uint32_t h = h0; h < h1; h++) {
+            float *s = sc + (size_t)(h - h0) * len;
             for (uint32_t t = 0; t < len; t++)
                 s[t] *= scale;
             K->softmax(len, s);
-            float *o = ws->olat + (i * nh + h) * kvl;
-            memset(o, 0, kvl * sizeof *o);
-            for (uint32_t t = 0; t < len; t++)
-                K->axpy(kvl, s[t], cache + (size_t)t * row, o);
+            memset(ws->olat + (i * nh + h) * kvl, 0, kvl * sizeof(float));
+        }
+        for (uint32_t t = 0; t < len; t++) {
+            const float *c = cache + (size_t)t * row;
+            for (uint32_t h = h0; h < h1; h++)
+                K->axpy(kvl, sc[(size_t)(h - h0) * len + t], c, ws->olat + (i * nh + h) * kvl);
         }
     }
 

@@ -480,7 +480,7 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
         rc = err->code ? err->code : MP_ERR_USAGE;
         goto fail;
     }
-    if (o->experts_per_token > d->n_routed_experts || (d->n_routed_experts && o->experts_per_token == 0 && !d->num_experts_per_tok)) {
+    if (o->experts_per_token > d->n_routed_experts) {
         rc = mp_fail(err, MP_ERR_USAGE, path, NULL, "--experts-per-token %u: the model has %u routed experts",
                      o->experts_per_token, d->n_routed_experts);
         goto fail;

@@ -69,7 +69,7 @@ int mp_workspace_init(mp_workspace *ws, const mp_model *m, uint32_t max_batch, u
     ws->olat = mp_run_calloc64(B * nh * kvl, sizeof(float));
     ws->attn = mp_run_calloc64(B * nh * d->v_head_dim, sizeof(float));
     ws->rope_cs = mp_run_calloc64(B * 2 * (m->rope_pairs ? m->rope_pairs : 1), sizeof(float));
-    ws->scores = mp_run_calloc64((size_t)m->threads * MP_ATTN_QCHUNK * ctx, sizeof(float));
+    ws->scores = mp_run_calloc64((size_t)m->threads * MP_ATTN_HEAD_GROUP * ctx, sizeof(float));
     ws->mlp_g = mp_run_calloc64(B * mlp, sizeof(float));
     ws->mlp_u = mp_run_calloc64(B * mlp, sizeof(float));
     ws->router_logits = mp_run_calloc64(B * (d->n_routed_experts ? d->n_routed_experts : 1), sizeof(float));

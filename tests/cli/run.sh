@@ -50,6 +50,10 @@ expect_in "$out" '"pass": false'
 expect_exit 3 "$MP" compare "$X" "$REF" --experts-per-token 3 --no-greedy --max-kl 1e-6
 expect_in "$err" "mean KL .* is above --max-kl"
 
+# the container's tokenizer (the ids transformers gives for prompt 5 of the reference)
+expect_exit 0 "$MP" tokenize "$X" --chat "Explain MLA in one sentence."
+expect_in "$out" '^0 1276 1010 82 350 264 524 46 35 308 1232 422 326 295 313 16 1277$'
+
 # bad input: clear errors, no crash
 expect_exit 2 "$MP" run "$X" -p "a prompt that is longer than the context" --ctx 4
 expect_in "$err" "more than --ctx 4"
