@@ -33,7 +33,7 @@ typedef struct mp_model_opts {
     uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
     bool verify;                /* check every tensor checksum before use */
     bool cpu_only;              /* never use the GPU even when built with CUDA */
-    bool prefault;              /* fault the CPU section in at load (all threads) */
+    bool prefault;              /* fault the CPU section in at load (all threads, MADV_HUGEPAGE first) */
     int isa;                    /* an mp_isa to force; -1: MOEPACK_ISA when set, else the best */
 } mp_model_opts;
 
