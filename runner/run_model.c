@@ -212,7 +212,7 @@ static int read_meta(mp_model *m, mp_error *err)
     json_t *a = json_object_get(meta, "attention");
     if (!a || !json_is_object(a))
         return mp_fail(err, MP_ERR_INPUT, path_of(m), NULL, "metadata has no attention object");
-    double scale, factor;
+    double scale = 0, factor = 0;
     int rc;
     if ((rc = meta_number(m, a, "softmax_scale", &scale, err)) || (rc = meta_number(m, a, "rope_attn_factor", &factor, err)))
         return rc;
