@@ -25,9 +25,8 @@
 # (every bench JSON and text report, convert/synth logs, build log), and the
 # SVGs of the full runs. Models live in MP_BENCH_WORK (default /tmp/mpbench).
 # Needs .devdeps (shared/device/prepare-deps.sh) beside the sources, as
-# bench/device_run.sh; runs as root (drop_caches). The hybrid path needs the
-# hybrid back end merged; without it both runs are CPU runs ("hybrid": false
-# in the JSON).
+# bench/device_run.sh; runs as root (drop_caches). The "hybrid" runs are
+# hybrid when the GPU is usable ("hybrid": true in their JSON).
 set -uo pipefail
 out=${1:?usage: bench/device_bench.sh OUTDIR v3|v2lite}
 part=${2:?usage: bench/device_bench.sh OUTDIR v3|v2lite}

@@ -35,6 +35,7 @@ int mp_cmd_detokenize(int argc, char **argv);
 int mp_cmd_inspect(int argc, char **argv);
 int mp_cmd_inspect_source(int argc, char **argv);
 int mp_cmd_run(int argc, char **argv);
+int mp_cmd_serve(int argc, char **argv);
 int mp_cmd_synth(int argc, char **argv);
 int mp_cmd_tokenize(int argc, char **argv);
 int mp_cmd_verify(int argc, char **argv);

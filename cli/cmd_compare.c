@@ -29,7 +29,8 @@ static void usage(FILE *out)
             "  --prompt I               only prompt I\n"
             "  --experts-per-token K    routed experts per token (default: the model's)\n"
             "  --threads N              compute threads (default: all cores)\n"
-            "  --verify                 check every tensor checksum first\n");
+            "  --verify                 check every tensor checksum first\n"
+            "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n");
 }
 
 static json_t *prompt_json(const mp_compare_prompt *p, bool with_index)
@@ -56,7 +57,7 @@ static json_t *opt_real(bool set, double v)
 int mp_cmd_compare(int argc, char **argv)
 {
     const char *file = NULL, *ref = NULL;
-    bool json = false, verify = false;
+    bool json = false, verify = false, cpu_only = false;
     bool has_abs = false, has_top1 = false, has_kl = false, has_greedy = false;
     double max_abs = 0, min_top1 = 0, max_kl = 0;
     uint64_t experts = 0, threads = 0, min_greedy = 0, prompt = 0;
@@ -76,6 +77,8 @@ int mp_cmd_compare(int argc, char **argv)
             json = true;
         } else if (!strcmp(a, "--verify")) {
             verify = true;
+        } else if (!strcmp(a, "--cpu-only")) {
+            cpu_only = true;
         } else if (!strcmp(a, "--no-greedy")) {
             co.greedy = false;
         } else if (!strcmp(a, "--max-abs")) {
@@ -127,6 +130,7 @@ int mp_cmd_compare(int argc, char **argv)
     mo.threads = (int)threads;
     mo.experts_per_token = (uint32_t)experts;
     mo.verify = verify;
+    mo.cpu_only = cpu_only;
     mp_model *m = NULL;
     int rc = mp_model_load(file, &mo, &m, &err);
     mp_compare_result r = {0};

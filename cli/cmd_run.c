@@ -15,7 +15,7 @@
 
 typedef struct run_opts {
     const char *file, *prompt, *system;
-    bool chat, verify, cpu_only;
+    bool chat, verify, cpu_only, prefault;
     uint32_t max_new, ctx, threads, experts;
     mp_sampler_opts samp;
 } run_opts;
@@ -43,7 +43,9 @@ static void usage(FILE *out, bool chat)
                  "  --threads N              compute threads (default: all cores)\n"
                  "  --experts-per-token K    routed experts per token (default: the model's)\n"
                  "  --verify                 check every tensor checksum before running\n"
-                 "  --cpu-only               never use a GPU\n"
+                 "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n"
+                 "  --prefault               read the routed experts into memory at load, with all threads\n"
+                 "                           (default: pages come in as experts first run)\n"
                  "R1 reasoning (<think>...</think>) is shown dim on a terminal, between [thinking] and\n"
                  "[/thinking] markers otherwise.\n",
             DEFAULT_MAX_NEW, DEFAULT_CTX);
@@ -124,6 +126,8 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             o->verify = true;
         } else if (!strcmp(a, "--cpu-only")) {
             o->cpu_only = true;
+        } else if (!strcmp(a, "--prefault")) {
+            o->prefault = true;
         } else if (a[0] == '-' && a[1]) {
             return mp_cli_usage_error(cmd, "unknown option '%s'", a);
         } else if (!o->file) {
@@ -254,6 +258,7 @@ static int open_model(const run_opts *o, mp_model **m, mp_session **s, mp_sample
     mo.experts_per_token = o->experts;
     mo.verify = o->verify;
     mo.cpu_only = o->cpu_only;
+    mo.prefault = o->prefault;
     int rc = mp_model_load(o->file, &mo, m, err);
     if (rc)
         return rc;

@@ -19,6 +19,7 @@ static const mp_command commands[] = {
     {"inspect", mp_cmd_inspect, "show what is in a container (tables or --json)"},
     {"inspect-source", mp_cmd_inspect_source, "show a checkpoint as the converter sees it"},
     {"run", mp_cmd_run, "generate text from a prompt"},
+    {"serve", mp_cmd_serve, "serve a container over HTTP (OpenAI-compatible API and a chat page)"},
     {"synth", mp_cmd_synth, "write a random DeepSeek-shaped checkpoint (official HF layout)"},
     {"tokenize", mp_cmd_tokenize, "print the token ids of a text"},
     {"verify", mp_cmd_verify, "check every tensor checksum of a container"},

@@ -88,6 +88,15 @@ struct mp_model {
     mp_linear *experts;          /* storage behind the layers' exp_* arrays */
     pthread_mutex_t lock;        /* sessions take turns */
     char backend[48];
+    struct mp_gpu_model *gpu;    /* hybrid mode (runner/mp_gpu.h); NULL on the CPU path */
+    struct mp_numa_plan *numa;   /* expert slices per node and thread -> node (runner/mp_numa.h) */
+    struct mp_load_info {        /* what the load did, for reports */
+        double prefault_seconds;
+        uint64_t prefault_bytes;
+        bool hugepage_advice, populate;
+        uint64_t numa_bound_bytes, numa_bind_failures;
+        double numa_bind_seconds;
+    } load_info;
 };
 
 /* ---- linear algebra helpers ---------------------------------------------- */
@@ -147,8 +156,10 @@ typedef struct mp_moe_ws {
     float *x_slot;            /* [slots][hidden] f32 inputs (bf16 experts) */
     float *g, *u;             /* [slots][inter] gate, up; g becomes silu(g) * u */
     int8_t *hq;               /* [slots][kp_down] quantized silu(g) * u (int8 experts) */
-    float *hs;                /* [slots][slices] */
+    float *hs;                /* their scales: node j's [slots][its slices] at slots * slice0[j] */
     float *y;                 /* [slots][hidden] expert outputs (unweighted) */
+    float *y_part;            /* [nodes - 1][slots][hidden] other nodes' partial down products */
+    size_t *next;             /* [nodes] per-node work queue positions */
     size_t kp_in, groups_in, kp_down;
 } mp_moe_ws;
 

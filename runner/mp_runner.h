@@ -33,7 +33,7 @@ typedef struct mp_model_opts {
     uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
     bool verify;                /* check every tensor checksum before use */
     bool cpu_only;              /* never use the GPU even when built with CUDA */
-    bool prefault;              /* fault the CPU section in at load (all threads) */
+    bool prefault;              /* fault the CPU section in at load (all threads, MADV_HUGEPAGE first) */
     int isa;                    /* an mp_isa to force; -1: MOEPACK_ISA when set, else the best */
 } mp_model_opts;
 
@@ -61,8 +61,8 @@ int mp_model_threads(const mp_model *m);
 /* "cpu (avx512)", "hybrid (cuda + amx)", ... */
 const char *mp_model_backend_name(const mp_model *m);
 
-/* What the hybrid back end's load did; all zero (active false) on the CPU
- * path. The GPU back end fills it (see mp_gpu_load_stats in its header). */
+/* What the hybrid back end's load did (from mp_gpu_model_stats); all zero
+ * (active false) on the CPU path. */
 typedef struct mp_gpu_load_info {
     bool active;            /* the model runs hybrid: the GPU section is on a device */
     char device[64];        /* the GPU's name */

@@ -12,6 +12,8 @@
 
 #include "container_tokenizer.h"
 #include "mp_forward.h"
+#include "mp_gpu.h"
+#include "mp_numa.h"
 
 void mp_model_opts_default(mp_model_opts *o)
 {
@@ -210,7 +212,7 @@ static int read_meta(mp_model *m, mp_error *err)
     json_t *a = json_object_get(meta, "attention");
     if (!a || !json_is_object(a))
         return mp_fail(err, MP_ERR_INPUT, path_of(m), NULL, "metadata has no attention object");
-    double scale, factor;
+    double scale = 0, factor = 0;
     int rc;
     if ((rc = meta_number(m, a, "softmax_scale", &scale, err)) || (rc = meta_number(m, a, "rope_attn_factor", &factor, err)))
         return rc;
@@ -393,16 +395,60 @@ static int bind_weights(mp_model *m, mp_error *err)
 
 /* ---- load ------------------------------------------------------------------------- */
 
-static void prefault_cpu_section(const mp_model *m)
+/* The NUMA plan: the machine's topology, or MOEPACK_NUMA_NODES=N (N >= 2)
+ * simulated nodes (the slice split and per-node work queues run as on N
+ * nodes; nothing is bound or pinned). Real multi-node plans pin the threads
+ * and bind each node's expert slices. */
+static int numa_setup(mp_model *m, mp_error *err)
 {
-    const mp_container *c = m->c;
-    const volatile uint8_t *base = c->file.data + c->hdr.section_offset[MP_SECTION_CPU];
-    uint64_t size = c->hdr.section_size[MP_SECTION_CPU], pages = size / 4096;
-    uint64_t sink = 0;
-#pragma omp parallel for schedule(static) num_threads(m->threads) reduction(+ : sink)
-    for (uint64_t p = 0; p < pages; p++)
-        sink += base[p * 4096];
-    (void)sink;
+    const mp_model_desc *d = m->d;
+    mp_numa_topo topo;
+    const char *sim = getenv("MOEPACK_NUMA_NODES");
+    long nodes = sim ? strtol(sim, NULL, 10) : 0;
+    int rc = nodes >= 2 && nodes <= 64
+                 ? mp_numa_topo_simulate((uint32_t)nodes, ((uint32_t)m->threads + (uint32_t)nodes - 1) / (uint32_t)nodes,
+                                         &topo, err)
+                 : mp_numa_topo_detect(&topo, err);
+    if (rc)
+        return rc;
+    m->numa = calloc(1, sizeof *m->numa);
+    if (!m->numa) {
+        mp_numa_topo_free(&topo);
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+    }
+    rc = mp_numa_plan_make(&topo, (uint32_t)m->threads, d->hidden_size,
+                           d->moe_intermediate_size ? d->moe_intermediate_size : m->slice_width, m->slice_width, m->numa,
+                           err);
+    mp_numa_topo_free(&topo);
+    if (rc)
+        return rc;
+    if (m->numa->nodes > 1 && !m->numa->simulated) {
+        mp_numa_pin_threads(m->numa);
+        mp_numa_stats st;
+        if ((rc = mp_numa_bind_experts(m, m->numa, &st, err)))
+            return rc;
+        m->load_info.numa_bound_bytes = st.bytes;
+        m->load_info.numa_bind_failures = st.bind_failures;
+        m->load_info.numa_bind_seconds = st.seconds;
+    }
+    return MP_OK;
+}
+
+typedef struct gpu_job {
+    const mp_model *m;
+    pthread_t th;
+    mp_gpu_model *gpu;
+    int rc;
+    mp_error err;
+} gpu_job;
+
+static void *gpu_job_run(void *p)
+{
+    gpu_job *j = p;
+    /* even asking for the device count initializes the driver: done here too */
+    if (mp_gpu_usable())
+        j->rc = mp_gpu_model_create(j->m, NULL, &j->gpu, &j->err);
+    return NULL;
 }
 
 int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_error *err)
@@ -454,9 +500,33 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
     }
     if (o->verify && (rc = mp_container_verify(m->c, m->threads, err)))
         goto fail;
-    if (o->prefault)
-        prefault_cpu_section(m);
     snprintf(m->backend, sizeof m->backend, "cpu (%s)", mp_isa_name(m->kern->isa));
+    /* Hybrid: the CUDA context and the GPU section's upload (seconds) run on
+     * a thread of their own while this one binds and prefaults the CPU
+     * section; both only read the model's views. */
+    gpu_job job = {.m = m};
+    bool gpu_started = !o->cpu_only && pthread_create(&job.th, NULL, gpu_job_run, &job) == 0;
+    if (!o->cpu_only && !gpu_started)
+        gpu_job_run(&job); /* no thread: one after the other */
+    if (!(rc = numa_setup(m, err)) && o->prefault) {
+        mp_prefault_stats ps;
+        mp_prefault_cpu_section(m, m->numa, &ps);
+        m->load_info.prefault_seconds = ps.seconds;
+        m->load_info.prefault_bytes = ps.bytes;
+        m->load_info.hugepage_advice = ps.hugepage_advice;
+        m->load_info.populate = ps.populate;
+    }
+    if (gpu_started)
+        pthread_join(job.th, NULL);
+    m->gpu = job.gpu;
+    if (!rc && job.rc) {
+        *err = job.err;
+        rc = job.rc;
+    }
+    if (rc)
+        goto fail;
+    if (m->gpu)
+        snprintf(m->backend, sizeof m->backend, "hybrid (cuda + %s)", mp_isa_name(m->kern->isa));
     *out = m;
     return MP_OK;
 fail:
@@ -468,6 +538,9 @@ void mp_model_free(mp_model *m)
 {
     if (!m)
         return;
+    mp_gpu_model_free(m->gpu);
+    mp_numa_plan_free(m->numa);
+    free(m->numa);
     free(m->layers);
     free(m->experts);
     free(m->rope_inv_freq);
@@ -526,6 +599,14 @@ const char *mp_model_backend_name(const mp_model *m)
 
 void mp_model_gpu_load_info(const mp_model *m, mp_gpu_load_info *out)
 {
-    (void)m; /* the CPU path: nothing on a GPU */
     memset(out, 0, sizeof *out);
+    if (!m->gpu)
+        return; /* the CPU path: nothing on a GPU */
+    mp_gpu_load_stats st;
+    mp_gpu_model_stats(m->gpu, &st);
+    out->active = true;
+    snprintf(out->device, sizeof out->device, "%s", mp_gpu_device_name(m->gpu));
+    out->upload_bytes = st.section_bytes;
+    out->upload_seconds = st.upload_seconds;
+    out->context_seconds = st.context_seconds;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mp_forward.h"
+#include "mp_gpu.h"
 #include "run_internal.h"
 
 struct mp_session {
@@ -23,6 +24,7 @@ struct mp_session {
     size_t hidden_rows;
     bool stats_on;
     mp_run_stats stats; /* .layer allocated at the first enable */
+    mp_gpu_session *gpu; /* hybrid mode: the GPU side (KV cache there) */
 };
 
 /* ---- KV cache and workspace ---------------------------------------------------- */
@@ -130,7 +132,10 @@ int mp_session_new(mp_model *m, uint32_t ctx, mp_session **out, mp_error *err)
     int rc = MP_OK;
     if (!s->tokens || !s->x || !s->normed || !s->logits)
         rc = mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
-    if (!rc)
+    /* hybrid: the KV cache lives on the GPU */
+    if (!rc && m->gpu)
+        rc = mp_gpu_session_new(m->gpu, m, ctx, s->max_batch, &s->gpu, err);
+    else if (!rc)
         rc = mp_kv_cache_init(&s->kv, m, ctx, err);
     if (!rc)
         rc = mp_workspace_init(&s->ws, m, s->max_batch, ctx, err);
@@ -152,6 +157,7 @@ void mp_session_free(mp_session *s)
     free(s->logits);
     free(s->hidden);
     free(s->stats.layer);
+    mp_gpu_session_free(s->gpu);
     mp_kv_cache_free(&s->kv);
     mp_workspace_free(&s->ws);
     free(s);
@@ -318,6 +324,23 @@ int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_l
         }
         if (s->capture)
             capture_rows(s, 0, done, s->x, M);
+        bool last_batch = done + M == n;
+        if (s->gpu) {
+            mp_gpu_batch b = {.x = s->x, .M = M, .pos0 = pos0,
+                              .logits_rows = logits_all ? logits_all + done * V : NULL,
+                              .logits_last = last_batch ? s->logits : NULL,
+                              .capture = s->capture ? s->hidden + done * H : NULL,
+                              .capture_stride = (size_t)s->ctx * H};
+            int rc = mp_gpu_eval(s->gpu, &s->ws.moe, &b, err);
+            if (rc) {
+                pthread_mutex_unlock(&m->lock);
+                return rc;
+            }
+            memcpy(s->tokens + s->n, ids + done, M * sizeof *ids);
+            s->n += (uint32_t)M;
+            done += M;
+            continue;
+        }
         for (uint32_t L = 0; L < layers; L++) {
             s->ws.stats = st ? &st->layer[L] : NULL;
             mp_fwd_layer(m, &s->ws, &s->kv, L, pos0, M, s->x);
@@ -327,7 +350,6 @@ int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_l
         s->ws.stats = NULL;
         if (st)
             t = mp_fwd_clock();
-        bool last_batch = done + M == n;
         /* the final norm and lm_head only for the rows someone reads */
         size_t r0 = (logits_all || s->capture) ? 0 : M - 1;
         if (r0 < M && (logits_all || s->capture || last_batch))

@@ -735,10 +735,11 @@ static void test_router(void)
 
 /* ---- MLA attention ------------------------------------------------------------- */
 
-static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap, uint32_t min_chunk)
+static void run_mla_shape(uint32_t L, uint32_t P, uint32_t H, uint32_t m, int32_t pos0, uint32_t cap,
+                          uint32_t min_chunk)
 {
-    const uint32_t L = 512, P = 64, D = L + P;
-    const size_t qlh = L + 8, qlt = H * qlh, qph = 192, qpt = H * qph, oh = L + 4, ot = H * oh;
+    const uint32_t D = L + P;
+    const size_t qlh = L + 8, qlt = H * qlh, qph = P + 128, qpt = H * qph, oh = L + 4, ot = H * oh;
     REQUIRE((uint32_t)pos0 + m <= cap);
     float *ql = rand_f32(m * qlt, -3, 3), *qp = rand_f32(m * qpt, -3, 3);
     uint16_t *cache = xmalloc((size_t)cap * D * 2);
@@ -787,7 +788,8 @@ static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap, uin
                     o[d] += sc[j] / sum * mp_bf16_to_f32(cache[(size_t)j * D + d]);
         }
     char what[96];
-    snprintf(what, sizeof what, "mla H=%u m=%u pos0=%d cap=%u min_chunk=%u", H, m, pos0, cap, min_chunk);
+    snprintf(what, sizeof what, "mla %u+%u%s H=%u m=%u pos0=%d cap=%u min_chunk=%u", L, P,
+             mp_cuda_mla_has_fast_path(L, P) ? "" : " (generic)", H, m, pos0, cap, min_chunk);
     double num = 0, den = 0;
     size_t nans = 0;
     for (uint32_t t = 0; t < m; t++)
@@ -818,6 +820,11 @@ static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap, uin
     mp_cuda_free(ctx, dout);
 }
 
+static void run_mla_case(uint32_t H, uint32_t m, int32_t pos0, uint32_t cap, uint32_t min_chunk)
+{
+    run_mla_shape(512, 64, H, m, pos0, cap, min_chunk);
+}
+
 static void test_mla(void)
 {
     run_mla_case(16, 1, 0, 1200, 128);    /* one position */
@@ -831,8 +838,24 @@ static void test_mla(void)
     run_mla_case(128, 1, 1099, 1200, 32);
     run_mla_case(16, 3, 500, 700, 64);
     run_mla_case(128, 1, 40, 1200, 256);
+    /* the smaller instances (tiny-v3: 256 + 16, synth tiny: 128 + 16) and the generic fallback */
+    CHECK(mp_cuda_mla_has_fast_path(512, 64) && mp_cuda_mla_has_fast_path(256, 16) &&
+          mp_cuda_mla_has_fast_path(128, 16) && !mp_cuda_mla_has_fast_path(96, 32));
+    run_mla_shape(256, 16, 8, 1, 0, 300, 32);
+    run_mla_shape(256, 16, 8, 1, 270, 300, 32);   /* split, partial last tile */
+    run_mla_shape(256, 16, 8, 37, 5, 64, 0);      /* prefill */
+    run_mla_shape(128, 16, 4, 1, 99, 200, 64);
+    run_mla_shape(128, 16, 4, 20, 3, 40, 0);
+    run_mla_shape(256, 64, 16, 3, 40, 100, 32);
+    run_mla_shape(128, 64, 16, 2, 70, 100, 32);
+    run_mla_shape(512, 16, 16, 2, 70, 100, 32);
+    run_mla_shape(96, 32, 4, 1, 50, 64, 0);       /* generic */
+    run_mla_shape(96, 32, 4, 9, 0, 64, 0);
+    run_mla_shape(2048, 8, 2, 2, 10, 16, 0);      /* generic, largest latent */
     mp_cuda_mla_args a = {16, 256, 64, 1, NULL, 0, 0, NULL, 0, 0, NULL, 1, NULL, 1.0f, NULL, 0, 0};
-    CHECK(mp_cuda_mla_attention(ctx, &a, &err) == MP_ERR_USAGE);
+    CHECK(mp_cuda_mla_attention(ctx, &a, &err) == MP_ERR_USAGE); /* null pointers */
+    a.kv_lora = 100;
+    CHECK(mp_cuda_mla_attention(ctx, &a, &err) == MP_ERR_USAGE); /* not a multiple of 8 */
 }
 
 /* ---- graph: a decode-like sequence captured once, replayed on new inputs ----- */
@@ -1064,9 +1087,12 @@ int main(int argc, char **argv)
     /* --upload N: one upload case alone; --no-upload: everything else */
     int only_upload = 0;
     bool no_upload = false;
+    const char *only = NULL; /* --only NAME: just test_NAME (e.g. mla) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--upload") && i + 1 < argc)
             only_upload = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--no-upload"))
             no_upload = true;
     }
@@ -1080,6 +1106,8 @@ int main(int argc, char **argv)
     printf("device: %s, %d SMs\n", mp_cuda_device_name(ctx), mp_cuda_sm_count(ctx));
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (only && strcmp(#fn + 5, only))                                                         \
+            break;                                                                                 \
         int before_ = mp_test_failures;                                                            \
         fn();                                                                                      \
         printf("%-20s %s\n", #fn, mp_test_failures == before_ ? "ok" : "FAILED");                  \

@@ -13,6 +13,7 @@
  * stack buffer; a finished group's conversion to f32 is spread over the next
  * block's k-steps (AVX-512 work while the tile unit multiplies). */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kern_internal.h"
@@ -108,9 +109,21 @@ static inline void convert_rows(const pending_block *p, int i0, int i1, const ou
 /* One m-block (up to 32 rows) x one output pair (or single block) x the
  * k-steps [kb0, kb1) of a group: C tiles start from zero or from c_in, end
  * in c_out (row stride 32 int32). */
+/* B tiles this many k-steps ahead are prefetched while the first m-block of
+ * a pass streams the panel from memory (the later m-blocks find it in L1):
+ * routed-expert weights are read once per pass and come from DRAM, where
+ * TILELOADD alone waits for every miss. */
+#define B_PREFETCH 4
+
+static inline void prefetch_tile(const int8_t *t)
+{
+    for (int i = 0; i < 1024; i += 64)
+        _mm_prefetch((const char *)t + i, _MM_HINT_T0);
+}
+
 static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, size_t b_next, uint32_t kb0,
                                uint32_t kb1, bool two, bool lower, const int32_t *c_in, int32_t *c_out,
-                               const pending_block *pend, const out_ctx *o)
+                               const pending_block *pend, const out_ctx *o, bool prefetch_b)
 {
     /* the previous block's conversion (AVX-512) is spread over this block's
      * k-steps, so it runs while the tile unit works */
@@ -125,6 +138,12 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
     }
     const int8_t *b1 = b0 + b_next;
     const int8_t *a1 = a0 + 16 * lda;
+#define PREFETCH_B()                                                                                            \
+    if (prefetch_b) {                                                                                          \
+        prefetch_tile(b0 + (size_t)(kb + B_PREFETCH) * 1024);                                                  \
+        if (two)                                                                                               \
+            prefetch_tile(b1 + (size_t)(kb + B_PREFETCH) * 1024);                                              \
+    }
     if (c_in) {
         _tile_loadd(T_C00, c_in, 128);
         if (two)
@@ -146,6 +165,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
     }
     if (two && lower) {
         for (uint32_t kb = kb0; kb < kb1; kb++) {
+            PREFETCH_B();
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_dpbssd(T_C00, T_A0, T_B0);
@@ -158,6 +178,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
         }
     } else if (two) {
         for (uint32_t kb = kb0; kb < kb1; kb++) {
+            PREFETCH_B();
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_B1, b1 + (size_t)kb * 1024, 64);
@@ -167,6 +188,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
         }
     } else if (lower) {
         for (uint32_t kb = kb0; kb < kb1; kb++) {
+            PREFETCH_B();
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_A1, a1 + (size_t)kb * 64, lda);
@@ -176,6 +198,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
         }
     } else {
         for (uint32_t kb = kb0; kb < kb1; kb++) {
+            PREFETCH_B();
             _tile_loadd(T_A0, a0 + (size_t)kb * 64, lda);
             _tile_loadd(T_B0, b0 + (size_t)kb * 1024, 64);
             _tile_dpbssd(T_C00, T_A0, T_B0);
@@ -183,6 +206,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
         }
     }
 #undef CONVERT_SOME
+#undef PREFETCH_B
     if (pend && prow < pend->rows)
         convert_rows(pend, prow, pend->rows, o);
     _tile_stored(T_C00, c_out, 128);
@@ -218,8 +242,9 @@ static void acc_to_y(const float *acc, float *y, size_t ldy, size_t m0, int rows
     }
 }
 
-static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
-                        uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate)
+static inline void gemm_q8_amx_impl(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq,
+                                    const float *xscale, uint32_t n0, uint32_t n1, float *y, size_t ldy,
+                                    bool accumulate, bool prefetch)
 {
     if (n0 >= n1 || m == 0)
         return;
@@ -267,7 +292,7 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
                         }
                         int32_t *out = last ? done[flip++ & 1] : partial[mb];
                         block_tiles(xq + m0 * ldxq + (size_t)g * l->kg, ldxq, b0, (size_t)kpg * 16, kb0, kb1, two,
-                                    mr1 > 0, kb0 ? partial[mb] : NULL, out, has_pend ? &pend : NULL, &oc);
+                                    mr1 > 0, kb0 ? partial[mb] : NULL, out, has_pend ? &pend : NULL, &oc, prefetch && mb == 0);
                         has_pend = last;
                         if (last)
                             pend = (pending_block){out, acc[mb], m0, mr0 + mr1, g, nb, two};
@@ -284,6 +309,19 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
         }
     }
     _tile_release();
+}
+
+static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
+                        uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate)
+{
+    gemm_q8_amx_impl(w, m, xq, ldxq, xscale, n0, n1, y, ldy, accumulate, true);
+}
+
+static void gemm_q8_amx_no_prefetch(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq,
+                                    const float *xscale, uint32_t n0, uint32_t n1, float *y, size_t ldy,
+                                    bool accumulate)
+{
+    gemm_q8_amx_impl(w, m, xq, ldxq, xscale, n0, n1, y, ldy, accumulate, false);
 }
 
 void mp_amx_peak_loop(uint64_t iters)
@@ -308,5 +346,8 @@ void mp_amx_peak_loop(uint64_t iters)
 
 void mp_kern_fill_amx(mp_cpu_kernels *t)
 {
-    t->gemm_q8 = gemm_q8_amx;
+    /* MOEPACK_AMX_PREFETCH=0 (read once, when the table is built) turns the B
+     * prefetch off, for benchmarks; both give the same bits */
+    const char *pf = getenv("MOEPACK_AMX_PREFETCH");
+    t->gemm_q8 = pf && !strcmp(pf, "0") ? gemm_q8_amx_no_prefetch : gemm_q8_amx;
 }

@@ -21,6 +21,9 @@ int32_t mp_vnni_peak_loop(uint64_t iters);
 /* Reads `bytes` (a multiple of 512) sequentially with 64-byte loads: the
  * single-core read bandwidth probe. Returns a checksum. */
 uint64_t mp_read_probe_avx512(const void *p, size_t bytes);
+/* The same over four quarters of the range read side by side (bytes a
+ * multiple of 1024; reads 4 * floor(bytes / 1024) * 256 bytes). */
+uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes);
 
 /* Byte offset of the 16-row block nb of group g, and of its tile kb. */
 static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)

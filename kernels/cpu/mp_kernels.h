@@ -92,7 +92,9 @@ bool mp_isa_available(mp_isa isa);
 /* The best available ISA, ignoring MOEPACK_ISA. */
 mp_isa mp_isa_best(void);
 
-/* The table of one ISA; NULL with an error when it is not available here. */
+/* The table of one ISA; NULL with an error when it is not available here.
+ * MOEPACK_AMX_PREFETCH=0, set before the AMX table is built, gives its gemm_q8
+ * without the B-tile prefetch (same results; for benchmarks). */
 const mp_cpu_kernels *mp_cpu_kernels_get(mp_isa isa, mp_error *err);
 /* The table to use: MOEPACK_ISA when set (an unknown or unavailable one is an
  * MP_ERR_USAGE error naming what this machine has), else the best. */

@@ -1,12 +1,16 @@
 /* MLA attention in absorbed form over the bf16 latent KV cache.
  *
  * Rows are (token, head) pairs, 64 per block: the 64 rows' queries
- * [q_lat (512) | q_pe (64)] sit in shared memory as bf16 and act as the
+ * [q_lat (DL) | q_pe (DR)] sit in shared memory as bf16 and act as the
  * M = 64 side of two tensor-core products per 32-position tile of the cache:
- *   S = Q · Cᵀ  (64 × 32, k = 576)  and  O += P · C_lat  (64 × 512, k = 32).
+ *   S = Q · Cᵀ  (64 × 32, k = DL + DR)  and  O += P · C_lat  (64 × DL, k = 32).
+ * The kernel is a template over (DL, DR) = (kv_lora_rank, qk_rope_head_dim),
+ * built for DL in {128, 256, 512} and DR in {16, 64} (V2/V2-Lite/V3 are
+ * 512 + 64; small test models use 256 + 16 and 128 + 16); any other pair
+ * runs mla_generic_kernel, a plain f32 kernel (correct, not fast).
  * 8 warps: warp (hq = w%4, half = w/4) owns rows hq*16..+15; for S it takes
- * positions half*16..+15 of the tile, for O the dims half*256..+255 (its
- * 16×256 f32 accumulator is 128 registers per lane). The two halves swap row
+ * positions half*16..+15 of the tile, for O the dims half*DL/2.. (its
+ * 16×DL/2 f32 accumulator is DL/4 registers per lane: 128 at DL = 512). The two halves swap row
  * maxima / sums through shared memory and P goes through shared memory as
  * bf16. The cache tiles arrive by cp.async in a 3-deep ring; positions past
  * the end are zero-filled (never NaN garbage times p = 0).
@@ -18,21 +22,22 @@
 
 #include "mp_cuda_internal.h"
 
-#define MLA_DL 512
-#define MLA_DR 64
-#define MLA_D (MLA_DL + MLA_DR)
 #define MLA_HB 64
 #define MLA_BT 32
 #define MLA_ST 3
-#define MLA_LDQ (MLA_D + 8) /* +16 bytes: ldmatrix rows land in distinct banks */
 #define MLA_LDP (MLA_BT + 8)
-#define MLA_Q_BYTES (MLA_HB * MLA_LDQ * 2)
-#define MLA_C_BYTES (MLA_BT * MLA_LDQ * 2)
 #define MLA_P_BYTES (MLA_HB * MLA_LDP * 2)
-#define MLA_SMEM (MLA_Q_BYTES + MLA_ST * MLA_C_BYTES + MLA_P_BYTES + 4 * MLA_HB * 4)
-/* Default positions per split at least: each split reloads the 64 queries and
- * adds a partial to combine. Measured on the H100 at 128 heads with a 16k
- * capacity: 256 -> 75 / 80 / 116 us at T = 1k / 4k / 16k, 128 -> 70 / 77 / 211. */
+
+/* Shared-memory plan of one (DL, DR) instance. */
+template <int DL, int DR> struct mla_shape {
+    static constexpr int D = DL + DR;
+    static constexpr int LDQ = D + 8; /* +16 bytes: ldmatrix rows land in distinct banks */
+    static constexpr int Q_BYTES = MLA_HB * LDQ * 2;
+    static constexpr int C_BYTES = MLA_BT * LDQ * 2;
+    static constexpr int SMEM = Q_BYTES + MLA_ST * C_BYTES + MLA_P_BYTES + 4 * MLA_HB * 4;
+    static constexpr int NO = DL / 16; /* n8 accumulator tiles per warp (DL/2 dims) */
+    static_assert(DL % 32 == 0 && DR % 16 == 0, "the tile loops need DL % 32 == 0 and DR % 16 == 0");
+};
 #define MLA_MIN_CHUNK 256
 
 __device__ __forceinline__ void mla_cp_async16(uint32_t dst, const void *src, int src_bytes)
@@ -80,15 +85,18 @@ __device__ __forceinline__ void mla_split_range(int Tb, int split, int nsplit, i
     *end = s + chunk < Tb ? (int)(s + chunk) : Tb;
 }
 
+template <int DL, int DR>
 __global__ void __launch_bounds__(256, 1)
     mla_attn_kernel(const float *__restrict__ q_lat, size_t qlt, size_t qlh, const float *__restrict__ q_pe, size_t qpt,
                     size_t qph, const __nv_bfloat16 *__restrict__ cache, const int32_t *__restrict__ d_pos0, int heads,
                     int m, float scale_log2, int min_chunk, float *out, size_t ot, size_t oh, float *part_o,
                     float *part_ml)
 {
+    typedef mla_shape<DL, DR> S;
+    constexpr int MLA_D = S::D, MLA_LDQ = S::LDQ, MLA_C_BYTES = S::C_BYTES, MLA_DL = DL;
     extern __shared__ __align__(16) uint8_t smem[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem;
-    uint8_t *Cs = smem + MLA_Q_BYTES;
+    uint8_t *Cs = smem + S::Q_BYTES;
     uint8_t *Ps = Cs + MLA_ST * MLA_C_BYTES;
     float *red_max = (float *)(Ps + MLA_P_BYTES); /* [2][64] */
     float *red_sum = red_max + 2 * MLA_HB;        /* [2][64] */
@@ -119,9 +127,12 @@ __global__ void __launch_bounds__(256, 1)
 
     auto load_c = [&](int tile, int stage) {
         const int tok0 = start + tile * MLA_BT;
+        constexpr int chunks = MLA_BT * MLA_D / 8; /* 16-byte pieces of a tile */
 #pragma unroll
-        for (int i = 0; i < (MLA_BT * MLA_D / 8) / 256; i++) {
+        for (int i = 0; i < (chunks + 255) / 256; i++) {
             const int idx = tid + i * 256;
+            if (chunks % 256 && idx >= chunks)
+                break;
             const int r = idx / (MLA_D / 8), cc = idx % (MLA_D / 8);
             const int tok = tok0 + r;
             const bool ok = tok < end;
@@ -154,9 +165,9 @@ __global__ void __launch_bounds__(256, 1)
     const int limA = rA < R ? pos0 + rA / heads + 1 : 0;
     const int limB = rB < R ? pos0 + rB / heads + 1 : 0;
     float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f;
-    float o[32][4];
+    float o[S::NO][4];
 #pragma unroll
-    for (int n = 0; n < 32; n++)
+    for (int n = 0; n < S::NO; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++)
             o[n][e] = 0.0f;
@@ -240,21 +251,21 @@ __global__ void __launch_bounds__(256, 1)
         mA = newA;
         mB = newB;
 #pragma unroll
-        for (int n = 0; n < 32; n++) {
+        for (int n = 0; n < S::NO; n++) {
             o[n][0] *= alphaA;
             o[n][1] *= alphaA;
             o[n][2] *= alphaB;
             o[n][3] *= alphaB;
         }
-        /* O (rows hq*16.., dims half*256..) += P (16 × 32) · C_lat (32 × 256) */
+        /* O (rows hq*16.., dims half*DL/2..) += P (16 × 32) · C_lat (32 × DL/2) */
 #pragma unroll
         for (int kk = 0; kk < MLA_BT / 16; kk++) {
             uint32_t a[4];
             mla_ldsm_x4(p_base + ((hq * 16 + (lane & 15)) * MLA_LDP + kk * 16 + (lane >> 4) * 8) * 2, a);
 #pragma unroll
-            for (int np = 0; np < 16; np++) {
+            for (int np = 0; np < DL / 32; np++) {
                 uint32_t b[4];
-                const int dim0 = half * 256 + np * 16;
+                const int dim0 = half * (DL / 2) + np * 16;
                 mla_ldsm_x4_trans(
                     cb + ((kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * MLA_LDQ + dim0 + (lane >> 4) * 8) * 2, b);
                 mla_mma(o[2 * np], a, b[0], b[1]);
@@ -267,8 +278,8 @@ __global__ void __launch_bounds__(256, 1)
     if (nsplit == 1) {
         const float invA = lA > 0.0f ? 1.0f / lA : 0.0f, invB = lB > 0.0f ? 1.0f / lB : 0.0f;
 #pragma unroll
-        for (int n = 0; n < 32; n++) {
-            const int dim = half * 256 + n * 8 + 2 * t;
+        for (int n = 0; n < S::NO; n++) {
+            const int dim = half * (DL / 2) + n * 8 + 2 * t;
             if (rA < R) {
                 float *p = out + (size_t)(rA / heads) * ot + (size_t)(rA % heads) * oh + dim;
                 p[0] = o[n][0] * invA;
@@ -282,8 +293,8 @@ __global__ void __launch_bounds__(256, 1)
         }
     } else {
 #pragma unroll
-        for (int n = 0; n < 32; n++) {
-            const int dim = half * 256 + n * 8 + 2 * t;
+        for (int n = 0; n < S::NO; n++) {
+            const int dim = half * (DL / 2) + n * 8 + 2 * t;
             if (rA < R)
                 *(float2 *)(part_o + ((size_t)split * R + rA) * MLA_DL + dim) = make_float2(o[n][0], o[n][1]);
             if (rB < R)
@@ -302,10 +313,11 @@ __global__ void __launch_bounds__(256, 1)
     }
 }
 
-/* One block per row: weights 2^(m_s - M) over the splits that saw anything. */
+/* One block of DL/4 threads per row: weights 2^(m_s - M) over the splits that
+ * saw anything. */
 __global__ void __launch_bounds__(128) mla_combine_kernel(const float *__restrict__ part_o,
                                                           const float *__restrict__ part_ml, int nsplit, int R,
-                                                          int heads, float *out, size_t ot, size_t oh)
+                                                          int heads, int MLA_DL, float *out, size_t ot, size_t oh)
 {
     const int row = blockIdx.x;
     float M = -INFINITY;
@@ -336,17 +348,124 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(const float *__restric
     p[3] = acc[3] * inv;
 }
 
+/* The fallback for (DL, DR) pairs without a tensor-core instance: one block
+ * of 4 warps per (token, head) row; warp w walks positions w, w+4, ... with
+ * its own online softmax and f32 accumulator in shared memory, then the 4
+ * partial results are merged. q stays f32 (no bf16 rounding). */
+#define MLA_GEN_WARPS 4
+#define MLA_GEN_MAX_DL 2048
+__global__ void __launch_bounds__(MLA_GEN_WARPS * 32)
+    mla_generic_kernel(const float *__restrict__ q_lat, size_t qlt, size_t qlh, const float *__restrict__ q_pe,
+                       size_t qpt, size_t qph, const __nv_bfloat16 *__restrict__ cache,
+                       const int32_t *__restrict__ d_pos0, int heads, int DL, int DR, float scale, float *out,
+                       size_t ot, size_t oh)
+{
+    extern __shared__ __align__(16) float gsm[];
+    const int D = DL + DR;
+    float *q = gsm;                            /* [D] */
+    float *o = q + D;                          /* [warps][DL] */
+    float *ml = o + MLA_GEN_WARPS * DL;        /* [warps][2] */
+    const int row = blockIdx.x, tok = row / heads, h = row % heads;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+        q[d] = d < DL ? q_lat[(size_t)tok * qlt + (size_t)h * qlh + d] : q_pe[(size_t)tok * qpt + (size_t)h * qph + d - DL];
+    float *ow = o + warp * DL;
+    for (int d = lane; d < DL; d += 32)
+        ow[d] = 0.0f;
+    __syncthreads();
+    const int T = *d_pos0 + tok + 1;
+    float mx = -INFINITY, l = 0.0f;
+    for (int j = warp; j < T; j += MLA_GEN_WARPS) {
+        const __nv_bfloat16 *c = cache + (size_t)j * D;
+        float s = 0.0f;
+        for (int d = lane; d < D; d += 32)
+            s = fmaf(q[d], __bfloat162float(c[d]), s);
+        for (int k = 16; k > 0; k >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, k);
+        s *= scale;
+        const float nm = fmaxf(mx, s);
+        const float alpha = __expf(mx - nm), p = __expf(s - nm);
+        for (int d = lane; d < DL; d += 32)
+            ow[d] = fmaf(p, __bfloat162float(c[d]), ow[d] * alpha);
+        l = l * alpha + p;
+        mx = nm;
+    }
+    if (lane == 0) {
+        ml[warp * 2] = mx;
+        ml[warp * 2 + 1] = l;
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < MLA_GEN_WARPS; w++)
+        if (ml[w * 2 + 1] > 0.0f)
+            M = fmaxf(M, ml[w * 2]);
+    float L = 0.0f, wt[MLA_GEN_WARPS];
+    for (int w = 0; w < MLA_GEN_WARPS; w++) {
+        wt[w] = ml[w * 2 + 1] > 0.0f ? __expf(ml[w * 2] - M) : 0.0f;
+        L += wt[w] * ml[w * 2 + 1];
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float *dst = out + (size_t)tok * ot + (size_t)h * oh;
+    for (int d = threadIdx.x; d < DL; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int w = 0; w < MLA_GEN_WARPS; w++)
+            acc = fmaf(wt[w], o[w * DL + d], acc);
+        dst[d] = acc * inv;
+    }
+}
+
+/* The tensor-core instances: (DL, DR) -> kernel. */
+typedef void (*mla_kernel_fn)(const float *, size_t, size_t, const float *, size_t, size_t, const __nv_bfloat16 *,
+                              const int32_t *, int, int, float, int, float *, size_t, size_t, float *, float *);
+typedef struct mla_instance {
+    int dl, dr, smem;
+    mla_kernel_fn fn;
+} mla_instance;
+
+#define MLA_INSTANCE(dl, dr) {dl, dr, mla_shape<dl, dr>::SMEM, mla_attn_kernel<dl, dr>}
+static const mla_instance mla_instances[] = {
+    MLA_INSTANCE(512, 64), MLA_INSTANCE(256, 64), MLA_INSTANCE(128, 64),
+    MLA_INSTANCE(512, 16), MLA_INSTANCE(256, 16), MLA_INSTANCE(128, 16),
+};
+#undef MLA_INSTANCE
+
+static const mla_instance *mla_find(uint32_t dl, uint32_t dr)
+{
+    for (size_t i = 0; i < sizeof mla_instances / sizeof mla_instances[0]; i++)
+        if ((uint32_t)mla_instances[i].dl == dl && (uint32_t)mla_instances[i].dr == dr)
+            return &mla_instances[i];
+    return NULL;
+}
+
 int mp_cuda_mla_init(mp_cuda_ctx *ctx, mp_error *err)
 {
     (void)ctx;
-    MP_CUDA_TRY(cudaFuncSetAttribute(mla_attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MLA_SMEM),
-                "cudaFuncSetAttribute(mla_attn)");
+    for (size_t i = 0; i < sizeof mla_instances / sizeof mla_instances[0]; i++)
+        MP_CUDA_TRY(cudaFuncSetAttribute(mla_instances[i].fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         mla_instances[i].smem),
+                    "cudaFuncSetAttribute(mla_attn)");
     return MP_OK;
+}
+
+bool mp_cuda_mla_has_fast_path(uint32_t kv_lora, uint32_t rope)
+{
+    return mla_find(kv_lora, rope) != NULL;
 }
 
 int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error *err)
 {
     return mp_cuda_mla_attention_variant(ctx, a, 0, err);
+}
+
+static int mla_generic(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error *err)
+{
+    const size_t smem = ((size_t)a->kv_lora + a->rope + (size_t)MLA_GEN_WARPS * a->kv_lora + 2 * MLA_GEN_WARPS) * 4;
+    const unsigned rows = a->m * a->heads;
+    mla_generic_kernel<<<rows, MLA_GEN_WARPS * 32, smem, ctx->stream>>>(
+        a->q_lat, a->q_lat_ld_tok, a->q_lat_ld_head, a->q_pe, a->q_pe_ld_tok, a->q_pe_ld_head,
+        (const __nv_bfloat16 *)a->cache, a->d_pos0, (int)a->heads, (int)a->kv_lora, (int)a->rope, a->scale, a->out,
+        a->out_ld_tok, a->out_ld_head);
+    return mp_cuda_launch_check(err, "mla_attention (generic)");
 }
 
 int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, uint32_t min_chunk, mp_error *err)
@@ -357,12 +476,17 @@ int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, u
         min_chunk = MLA_MIN_CHUNK;
     if (min_chunk % MLA_BT || min_chunk > (1u << 20))
         return mp_cuda_bad_arg(err, "mla_attention", "min_chunk must be a multiple of 32");
-    if (a->kv_lora != MLA_DL || a->rope != MLA_DR)
-        return mp_cuda_bad_arg(err, "mla_attention", "only kv_lora_rank 512 and qk_rope_head_dim 64 are built");
-    if ((uint64_t)a->m * a->heads > 0x7fffffffu / MLA_DL)
+    if (a->kv_lora == 0 || a->kv_lora % 8 || a->rope % 8 || a->kv_lora > MLA_GEN_MAX_DL || a->rope > 1024)
+        return mp_cuda_bad_arg(err, "mla_attention",
+                               "kv_lora_rank must be a multiple of 8 up to 2048 and qk_rope_head_dim a multiple of 8");
+    if ((uint64_t)a->m * a->heads > 0x7fffffffu / a->kv_lora)
         return mp_cuda_bad_arg(err, "mla_attention", "too many rows");
     if (!mp_cuda_aligned(a->cache, 16) || !a->q_lat || !a->q_pe || !a->out || !a->d_pos0)
         return mp_cuda_bad_arg(err, "mla_attention", "null pointer or cache not 16-byte aligned");
+    const mla_instance *inst = mla_find(a->kv_lora, a->rope);
+    if (!inst)
+        return mla_generic(ctx, a, err);
+    const uint32_t DL = a->kv_lora;
     const int R = (int)(a->m * a->heads);
     const int tiles = (R + MLA_HB - 1) / MLA_HB;
     int nsplit = 1;
@@ -371,7 +495,7 @@ int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, u
         const int by_len = (int)((a->max_tokens + min_chunk - 1) / min_chunk);
         if (nsplit > by_len)
             nsplit = by_len;
-        const size_t per_split = (size_t)R * (MLA_DL + 2) * sizeof(float);
+        const size_t per_split = (size_t)R * (DL + 2) * sizeof(float);
         const size_t by_ws = ctx->ws_bytes / per_split;
         if ((size_t)nsplit > by_ws)
             nsplit = (int)by_ws;
@@ -381,19 +505,17 @@ int mp_cuda_mla_attention_variant(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, u
             nsplit = 1;
     }
     float *part_o = (float *)ctx->ws;
-    float *part_ml = part_o + (size_t)nsplit * R * MLA_DL;
+    float *part_ml = part_o + (size_t)nsplit * R * DL;
     const float scale_log2 = a->scale * 1.4426950408889634f;
     dim3 grid((unsigned)tiles, (unsigned)nsplit);
-    mla_attn_kernel<<<grid, 256, MLA_SMEM, ctx->stream>>>(a->q_lat, a->q_lat_ld_tok, a->q_lat_ld_head, a->q_pe,
-                                                          a->q_pe_ld_tok, a->q_pe_ld_head,
-                                                          (const __nv_bfloat16 *)a->cache, a->d_pos0, (int)a->heads,
-                                                          (int)a->m, scale_log2, (int)min_chunk, a->out,
-                                                          a->out_ld_tok,
-                                                          a->out_ld_head, part_o, part_ml);
+    inst->fn<<<grid, 256, inst->smem, ctx->stream>>>(a->q_lat, a->q_lat_ld_tok, a->q_lat_ld_head, a->q_pe,
+                                                     a->q_pe_ld_tok, a->q_pe_ld_head, (const __nv_bfloat16 *)a->cache,
+                                                     a->d_pos0, (int)a->heads, (int)a->m, scale_log2, (int)min_chunk,
+                                                     a->out, a->out_ld_tok, a->out_ld_head, part_o, part_ml);
     int rc = mp_cuda_launch_check(err, "mla_attention");
     if (rc || nsplit == 1)
         return rc;
-    mla_combine_kernel<<<(unsigned)R, 128, 0, ctx->stream>>>(part_o, part_ml, nsplit, R, (int)a->heads, a->out,
-                                                             a->out_ld_tok, a->out_ld_head);
+    mla_combine_kernel<<<(unsigned)R, DL / 4, 0, ctx->stream>>>(part_o, part_ml, nsplit, R, (int)a->heads, (int)DL,
+                                                               a->out, a->out_ld_tok, a->out_ld_head);
     return mp_cuda_launch_check(err, "mla_attention (combine)");
 }

@@ -222,8 +222,8 @@ int mp_cuda_kv_append(mp_cuda_ctx *ctx, uint16_t *cache, uint32_t kv_lora, uint3
 
 typedef struct mp_cuda_mla_args {
     uint32_t heads;
-    uint32_t kv_lora; /* 512 (the only value the kernel is built for) */
-    uint32_t rope;    /* 64 (likewise) */
+    uint32_t kv_lora; /* a multiple of 8, <= 2048 (tensor cores: 128, 256, 512) */
+    uint32_t rope;    /* a multiple of 8 (tensor cores: 16, 64) */
     uint32_t m;       /* new tokens: 1 for decode */
     /* q_lat (t, h, :) = W_UK[h] · q_nope; q_pe (t, h, :) roped; both f32 */
     const float *q_lat;
@@ -237,6 +237,10 @@ typedef struct mp_cuda_mla_args {
     float *out;             /* o_lat (t, h, :) f32 [kv_lora] */
     size_t out_ld_tok, out_ld_head;
 } mp_cuda_mla_args;
+
+/* Whether (kv_lora, rope) has a tensor-core instance of the attention kernel
+ * (else a plain f32 fallback runs: correct, slow). */
+bool mp_cuda_mla_has_fast_path(uint32_t kv_lora, uint32_t rope);
 
 /* Absorbed attention: score_t = (q_lat·c_t + q_pe·kpe_t)·scale, causal
  * softmax, out = Σ p_t c_t. Rows (token, head) in tiles of 64; for few tiles
