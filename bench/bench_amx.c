@@ -22,6 +22,7 @@
 #include "kern_internal.h"
 #include "mp_kernels.h"
 #include "mp_layout.h"
+#include "mp_perf.h"
 
 static double now(void)
 {
@@ -34,39 +35,8 @@ static double min_time = 0.5;
 
 /* ---- peaks ---------------------------------------------------------------------------- */
 
-/* TDPBSSD 16x16x64 ops: 2*16*16*64 each, 4 per loop iteration. */
-static double amx_peak(int threads)
-{
-    const uint64_t it = 1u << 21;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-#pragma omp parallel num_threads(threads)
-        mp_amx_peak_loop(it);
-        double ops = (double)it * 4 * 2 * 16 * 16 * 64 * threads / (now() - t0);
-        if (ops > best)
-            best = ops;
-    }
-    return best;
-}
-
-/* Every thread reads its share of buf: one sequential stream, or four side by side. */
-static double read_bandwidth(int threads, uint8_t *buf, size_t bytes, bool streams)
-{
-    size_t per = bytes / (size_t)threads / 1024 * 1024;
-    double best = 0;
-    volatile uint64_t sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-        sink += streams ? mp_read_probe_streams_avx512(buf + (size_t)omp_get_thread_num() * per, per)
-                        : mp_read_probe_avx512(buf + (size_t)omp_get_thread_num() * per, per);
-        double bw = (double)per * threads / (now() - t0);
-        if (bw > best)
-            best = bw;
-    }
-    return best;
-}
+/* The AMX peak and the read bandwidth probes are perf/mp_perf.h's (which
+ * `moepack bench` runs too): best of 5 each. */
 
 /* ---- experts ---------------------------------------------------------------------------- */
 
@@ -232,7 +202,7 @@ int main(int argc, char **argv)
     printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), B prefetch %s\n",
            threads, E, pf && !strcmp(pf, "0") ? "off (MOEPACK_AMX_PREFETCH=0)" : "on");
 
-    double p1 = amx_peak(1), pn = amx_peak(threads);
+    double p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
     printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
            threads, pn * 1e-12, pn / p1);
     fflush(stdout);
@@ -245,7 +215,8 @@ int main(int argc, char **argv)
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t i = 0; i < bw_bytes; i += 4096) /* each thread touches what it reads: local pages */
         memset(bwbuf + i, 1, 4096);
-    double bw1 = read_bandwidth(threads, bwbuf, bw_bytes, false), bw4 = read_bandwidth(threads, bwbuf, bw_bytes, true);
+    double bw1 = mp_perf_read_pass(bwbuf, bw_bytes, threads, 5, false),
+           bw4 = mp_perf_read_pass(bwbuf, bw_bytes, threads, 5, true);
     double bw = bw4 > bw1 ? bw4 : bw1;
     printf("last-level cache %.0f MiB; memory read bandwidth, %d threads, %.1f GiB: %.1f GB/s (one stream per thread), "
            "%.1f GB/s (four per thread)\n",

@@ -156,8 +156,12 @@ static void print_text(const mp_bench_result *r)
     const mp_bench_ratios *q = &r->ratios;
     if (l->measured) {
         printf("\nlimits (measured in this run, %d threads)\n", l->threads);
-        printf("  memory read bandwidth: %.2f GB/s (%s probe, %.0f MiB)\n", l->read_bytes_per_second / 1e9,
-               l->read_avx512 ? "avx512" : "portable", l->read_probe_bytes / 1048576.0);
+        printf("  memory read bandwidth: %.2f GB/s (%s probe, %.0f MiB; one stream per thread %.2f GB/s",
+               l->read_bytes_per_second / 1e9, l->read_avx512 ? "avx512" : "portable", l->read_probe_bytes / 1048576.0,
+               l->read_one_stream / 1e9);
+        if (l->read_four_streams > 0)
+            printf(", four %.2f GB/s", l->read_four_streams / 1e9);
+        printf(")\n");
         if (l->amx_int8_ops_per_second > 0)
             printf("  AMX int8 peak: %.2f TOPS\n", l->amx_int8_ops_per_second / 1e12);
         else

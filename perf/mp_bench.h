@@ -83,7 +83,8 @@ typedef struct mp_bench_weights {
 typedef struct mp_bench_limits {
     bool measured;
     int threads;
-    double read_bytes_per_second;
+    double read_bytes_per_second;    /* the better of: */
+    double read_one_stream, read_four_streams; /* bytes per second of each probe (four: 0 without AVX-512) */
     uint64_t read_probe_bytes;
     bool read_avx512;
     double amx_int8_ops_per_second; /* 0: no AMX */

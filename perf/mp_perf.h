@@ -3,8 +3,9 @@
  * bench/bench_kernels (one thread).
  *
  *   - memory read bandwidth: every thread streams its own share of a buffer
- *     far larger than the caches with 64-byte loads (AVX-512; a plain 64-bit
- *     loop elsewhere, which may read below the machine's bandwidth);
+ *     far larger than the caches with 64-byte loads, in one stream and in
+ *     four side by side (AVX-512; a plain 64-bit loop elsewhere, which may
+ *     read below the machine's bandwidth);
  *   - AMX int8 peak: every thread runs 4 independent TDPBSSD (16x16x64)
  *     without loads, the most the tiles can compute;
  *   - GPU copies (CUDA builds with a device): host-to-device from pinned
@@ -27,22 +28,27 @@
 size_t mp_perf_default_probe_bytes(void);
 
 typedef struct mp_perf_bandwidth {
-    double bytes_per_second; /* best of the repetitions */
+    double bytes_per_second; /* the better of the two probes below */
+    double one_stream;       /* each thread one sequential stream */
+    double four_streams;     /* each thread four streams side by side (AVX-512 only; else 0) */
     size_t bytes;            /* buffer read per repetition */
     int threads;
-    bool avx512;             /* the 64-byte-load probe (else the portable loop) */
+    bool avx512;             /* the 64-byte-load probes (else the portable loop) */
 } mp_perf_bandwidth;
 
-/* Reads a fresh buffer of `bytes` (rounded down to 512 per thread) with
+/* Reads a fresh buffer of `bytes` (rounded down to 1024 per thread) with
  * `threads` threads (each first-touches its own share, so on NUMA machines
- * the pages are local to the reader). MP_ERR_INPUT when the buffer cannot be
- * allocated. The buffer is freed before returning. */
+ * the pages are local to the reader), one stream per thread, then four side
+ * by side (more misses in flight per core, as a kernel reading many weight
+ * rows has: it is the higher figure on the GPU machine). Best of `reps` each.
+ * MP_ERR_INPUT when the buffer cannot be allocated; it is freed before
+ * returning. */
 int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidth *out, mp_error *err);
 
-/* The same loop over an existing buffer (64-byte aligned; warm or cold is
- * the caller's business): bytes per second of one pass of `threads` threads,
- * best of reps. */
-double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps);
+/* One of those probes over an existing buffer (64-byte aligned; warm or
+ * cold is the caller's business): bytes per second of one pass of `threads`
+ * threads, best of reps. */
+double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps, bool four_streams);
 
 /* int8 multiply-accumulate operations per second (2 per multiply-add) of
  * `threads` threads running TDPBSSD back to back; 0 when AMX is not

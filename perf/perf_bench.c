@@ -338,6 +338,8 @@ static int measure_limits(const mp_bench_opts *o, mp_bench_result *r, mp_perf_gp
     if (rc)
         return rc;
     l->read_bytes_per_second = bw.bytes_per_second;
+    l->read_one_stream = bw.one_stream;
+    l->read_four_streams = bw.four_streams;
     l->read_probe_bytes = bw.bytes;
     l->read_avx512 = bw.avx512;
     progress(o, "limits: AMX int8 peak (%d threads)", r->threads);

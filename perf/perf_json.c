@@ -238,6 +238,9 @@ json_t *mp_bench_to_json(const mp_bench_result *r)
         json_t *lj = json_object();
         json_object_set_new(lj, "threads", json_integer(l->threads));
         json_object_set_new(lj, "read_bytes_per_second", json_real(l->read_bytes_per_second));
+        json_object_set_new(lj, "read_one_stream_bytes_per_second", json_real(l->read_one_stream));
+        json_object_set_new(lj, "read_four_streams_bytes_per_second",
+                            num_or_null(l->read_four_streams, l->read_four_streams > 0));
         json_object_set_new(lj, "read_probe_bytes", json_integer((json_int_t)l->read_probe_bytes));
         json_object_set_new(lj, "read_probe", json_string(l->read_avx512 ? "avx512" : "portable"));
         json_object_set_new(lj, "amx_int8_ops_per_second",

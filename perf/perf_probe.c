@@ -52,12 +52,13 @@ static uint64_t read_words(const void *p, size_t bytes)
     return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
-double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps)
+double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps, bool four_streams)
 {
     if (threads < 1)
         threads = 1;
     const bool avx512 = mp_isa_available(MP_ISA_AVX512);
-    const size_t per = bytes / (size_t)threads / 512 * 512;
+    four_streams = four_streams && avx512;
+    const size_t per = bytes / (size_t)threads / 1024 * 1024;
     if (per == 0)
         return 0;
     const uint8_t *base = buf;
@@ -67,12 +68,16 @@ double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps)
         uint64_t sum = 0;
         double t0 = mp_perf_now();
         if (threads == 1) { /* no parallel region: its start-up would show on small buffers */
-            sum = avx512 ? mp_read_probe_avx512(base, per) : read_words(base, per);
+            sum = four_streams ? mp_read_probe_streams_avx512(base, per)
+                  : avx512     ? mp_read_probe_avx512(base, per)
+                               : read_words(base, per);
         } else {
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
             {
                 const uint8_t *mine = base + (size_t)omp_get_thread_num() * per;
-                sum += avx512 ? mp_read_probe_avx512(mine, per) : read_words(mine, per);
+                sum += four_streams ? mp_read_probe_streams_avx512(mine, per)
+                       : avx512     ? mp_read_probe_avx512(mine, per)
+                                    : read_words(mine, per);
             }
         }
         double dt = mp_perf_now() - t0;
@@ -89,7 +94,7 @@ int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidt
     memset(out, 0, sizeof *out);
     if (threads < 1)
         threads = 1;
-    size_t per = bytes / (size_t)threads / 512 * 512;
+    size_t per = bytes / (size_t)threads / 1024 * 1024;
     if (per == 0)
         return mp_fail(err, MP_ERR_USAGE, NULL, NULL, "a read probe of %zu bytes is too small for %d threads", bytes,
                        threads);
@@ -101,10 +106,12 @@ int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidt
                        total / 1048576.0);
 #pragma omp parallel num_threads(threads)
     memset(buf + (size_t)omp_get_thread_num() * per, 1, per);
-    out->bytes_per_second = mp_perf_read_pass(buf, total, threads, reps);
+    out->avx512 = mp_isa_available(MP_ISA_AVX512);
+    out->one_stream = mp_perf_read_pass(buf, total, threads, reps, false);
+    out->four_streams = out->avx512 ? mp_perf_read_pass(buf, total, threads, reps, true) : 0;
+    out->bytes_per_second = out->four_streams > out->one_stream ? out->four_streams : out->one_stream;
     out->bytes = total;
     out->threads = threads;
-    out->avx512 = mp_isa_available(MP_ISA_AVX512);
     free(buf);
     return MP_OK;
 }

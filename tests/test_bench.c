@@ -279,6 +279,8 @@ static void test_probes(void)
     mp_perf_bandwidth bw;
     REQUIRE(mp_perf_read_bandwidth(2, (size_t)16 << 20, 2, &bw, &err) == MP_OK);
     CHECK(bw.bytes_per_second > 1e8 && bw.bytes > 0 && bw.bytes <= (size_t)16 << 20 && bw.threads == 2);
+    CHECK(bw.one_stream > 0 && (bw.avx512 ? bw.four_streams > 0 : bw.four_streams == 0));
+    CHECK(bw.bytes_per_second == (bw.four_streams > bw.one_stream ? bw.four_streams : bw.one_stream));
     CHECK(mp_perf_read_bandwidth(4, 100, 1, &bw, &err) == MP_ERR_USAGE);
     double amx = mp_perf_amx_int8_peak(1, 1);
     CHECK(mp_isa_available(MP_ISA_AMX) ? amx > 1e11 : amx == 0);
