@@ -297,7 +297,18 @@ struct mp_gpu_session {
     /* per eval */
     const mp_gpu_batch *b;
     mp_gpu_step_stats st;
+    /* The timeline of a batch that records stats (eager: graphs off): an
+     * event before each GPU part, attributed to (layer, part); see timeline(). */
+    struct gpu_mark {
+        mp_cuda_event *ev;
+        int32_t layer;
+        int32_t part; /* mp_part, or MARK_HEAD / MARK_END */
+    } *marks;
+    uint32_t n_marks, cap_marks;
+    double *routed_s; /* [3][layers]: this batch's CPU routed-expert seconds, then scratch of timeline() */
 };
+
+enum { MARK_HEAD = MP_PART_COUNT, MARK_END };
 
 static void *dalloc_(mp_gpu_session *s, size_t bytes, const char *what, int *rc, mp_error *err)
 {
@@ -348,6 +359,11 @@ int mp_gpu_session_new(mp_gpu_model *g, const mp_model *m, uint32_t ctx, uint32_
     for (uint32_t L = 0, i = 0; L < d->num_hidden_layers; L++)
         if (m->layers[L].moe)
             s->moe_at[i++] = L;
+    s->routed_s = calloc(3 * (size_t)d->num_hidden_layers + 1, sizeof *s->routed_s);
+    if (!s->routed_s) {
+        mp_gpu_session_free(s);
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+    }
     int rc = MP_OK;
     char what[96];
     snprintf(what, sizeof what, "the KV cache (%u layers x %u positions)", d->num_hidden_layers, ctx);
@@ -436,6 +452,10 @@ void mp_gpu_session_free(mp_gpu_session *s)
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         if (host[i])
             mp_cuda_host_free(cx, host[i]);
+    for (uint32_t i = 0; i < s->cap_marks; i++)
+        mp_cuda_event_destroy(s->marks[i].ev);
+    free(s->marks);
+    free(s->routed_s);
     free(s->moe_at);
     free(s->seg);
     free(s->shared);
@@ -464,6 +484,70 @@ static int lin(mp_gpu_session *s, const gpu_lin *w, const float *x, size_t ldx, 
     default:
         return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "a GPU weight is missing");
     }
+}
+
+/* Records the start of (layer, part) on the GPU timeline when the batch
+ * records stats; the events are made once, on the first such batch. */
+static int mark(mp_gpu_session *s, int32_t layer, int32_t part, mp_error *err)
+{
+    if (!s->b || !s->b->stats)
+        return MP_OK;
+    if (s->n_marks == s->cap_marks) {
+        /* per layer at most: attention, ffn/router, transfer, shared, idle, return transfer */
+        uint32_t cap = s->m->d->num_hidden_layers * 6 + 8;
+        if (s->cap_marks >= cap)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "internal error: too many timeline marks");
+        struct gpu_mark *mk = realloc(s->marks, cap * sizeof *mk);
+        if (!mk)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory for the GPU timeline");
+        s->marks = mk;
+        for (uint32_t i = s->cap_marks; i < cap; i++) {
+            int rc = mp_cuda_event_create(s->g->ctx, &mk[i].ev, err);
+            if (rc)
+                return rc;
+            s->cap_marks = i + 1;
+        }
+    }
+    struct gpu_mark *mk = &s->marks[s->n_marks++];
+    mk->layer = layer;
+    mk->part = part;
+    return mp_cuda_event_record(s->g->ctx, mk->ev, err);
+}
+
+/* After the batch's final sync: GPU time between consecutive marks goes to the
+ * earlier mark's (layer, part); a layer's wall time is the GPU timeline from
+ * its first mark to the next layer's. The CPU side of a layer is its routed
+ * experts and, for the rest of the wall, idle (docs/BENCH.md). */
+static int timeline(mp_gpu_session *s, mp_run_stats *rs, mp_error *err)
+{
+    const uint32_t layers = s->m->d->num_hidden_layers;
+    double *wall = s->routed_s + layers, *xfer = wall + layers; /* this batch's, per layer */
+    memset(wall, 0, 2 * layers * sizeof *wall);
+    for (uint32_t i = 0; i + 1 < s->n_marks; i++) {
+        float ms;
+        int rc = mp_cuda_event_elapsed(s->marks[i].ev, s->marks[i + 1].ev, &ms, err);
+        if (rc)
+            return rc;
+        double sec = ms > 0 ? ms * 1e-3 : 0.0;
+        const struct gpu_mark *mk = &s->marks[i];
+        if (mk->part == MARK_HEAD)
+            rs->head_seconds += sec;
+        else if (mk->layer >= 0 && (uint32_t)mk->layer < layers && mk->part < MP_PART_COUNT) {
+            rs->layer[mk->layer].part[mk->part] += sec;
+            wall[mk->layer] += sec;
+            if (mk->part == MP_PART_TRANSFER)
+                xfer[mk->layer] += sec;
+        }
+    }
+    for (uint32_t L = 0; L < layers; L++) {
+        mp_layer_stats *ls = &rs->layer[L];
+        ls->wall_seconds += wall[L];
+        ls->part[MP_PART_ROUTED_EXPERTS] += s->routed_s[L];
+        /* the CPU side: routed experts, transfers, and idle for the rest */
+        double idle = wall[L] - s->routed_s[L] - xfer[L];
+        ls->part[MP_PART_CPU_IDLE] += idle > 0 ? idle : 0.0;
+    }
+    return MP_OK;
 }
 
 /* x += Attention(RMSNorm(x)) for layer L (run_attention.c's steps). */
@@ -542,6 +626,7 @@ static int enq_handoff(mp_gpu_session *s, uint32_t L, uint32_t M, mp_error *err)
     int rc;
     if ((rc = enq_ffn_norm(s, L, M, err)) || (rc = lin(s, &gl->router, s->d_xn, H, M, s->d_rlog, E, false, err)) ||
         (rc = mp_cuda_router(cx, &s->g->rp, s->d_rlog, E, gl->router_bias, M, s->d_ids, s->d_w, err)) ||
+        (rc = mark(s, (int32_t)L, MP_PART_TRANSFER, err)) ||
         (rc = mp_cuda_copy_async(cx, s->h_xn, s->d_xn, (size_t)M * H * 4, err)) ||
         (rc = mp_cuda_copy_async(cx, s->h_ids, s->d_ids, (size_t)M * k * 4, err)))
         return rc;
@@ -606,13 +691,15 @@ static int enq_segment(mp_gpu_session *s, uint32_t k, uint32_t M, bool all_rows,
     int rc;
     uint32_t L0;
     if (k == 0) {
-        if ((rc = mp_cuda_copy_async(cx, s->d_pos, s->h_pos, 4, err)) ||
+        if ((rc = mark(s, 0, MP_PART_TRANSFER, err)) || (rc = mp_cuda_copy_async(cx, s->d_pos, s->h_pos, 4, err)) ||
             (rc = mp_cuda_copy_async(cx, s->d_x, s->h_x, (size_t)M * H * 4, err)))
             return rc;
         L0 = 0;
     } else {
         L0 = s->moe_at[k - 1];
-        if ((rc = mp_cuda_copy_async(cx, s->d_y, s->h_y, (size_t)M * H * 4, err)) ||
+        /* the routed result coming back belongs to MoE layer L0's transfers */
+        if ((rc = mark(s, (int32_t)L0, MP_PART_TRANSFER, err)) ||
+            (rc = mp_cuda_copy_async(cx, s->d_y, s->h_y, (size_t)M * H * 4, err)) ||
             (rc = mp_cuda_add(cx, s->d_x, s->d_y, (size_t)M * H, err)))
             return rc;
         if (L0 + 1 < layers && (rc = enq_capture(s, L0 + 1, s->d_x, M, err)))
@@ -622,18 +709,22 @@ static int enq_segment(mp_gpu_session *s, uint32_t k, uint32_t M, bool all_rows,
     const uint32_t L1 = k < s->nmoe ? s->moe_at[k] : layers;
     for (uint32_t L = L0; L < L1; L++) { /* dense layers */
         const gpu_layer *gl = &s->g->layers[L];
-        if ((rc = enq_attention(s, L, M, err)) || (rc = enq_ffn_norm(s, L, M, err)) ||
+        if ((rc = mark(s, (int32_t)L, MP_PART_GPU_ATTENTION, err)) || (rc = enq_attention(s, L, M, err)) ||
+            (rc = mark(s, (int32_t)L, MP_PART_GPU_DENSE, err)) || (rc = enq_ffn_norm(s, L, M, err)) ||
             (rc = enq_swiglu(s, &gl->ffn_gate, &gl->ffn_up, &gl->ffn_down, M, err)))
             return rc;
         if (L + 1 < layers && (rc = enq_capture(s, L + 1, s->d_x, M, err)))
             return rc;
     }
     if (k < s->nmoe) {
-        if ((rc = enq_attention(s, L1, M, err)))
+        if ((rc = mark(s, (int32_t)L1, MP_PART_GPU_ATTENTION, err)) || (rc = enq_attention(s, L1, M, err)) ||
+            (rc = mark(s, (int32_t)L1, MP_PART_GPU_ROUTER, err)))
             return rc;
         return enq_handoff(s, L1, M, err);
     }
-    return enq_final(s, M, all_rows, err);
+    if ((rc = mark(s, -1, MARK_HEAD, err)) || (rc = enq_final(s, M, all_rows, err)))
+        return rc;
+    return mark(s, -1, MARK_END, err);
 }
 
 /* Runs segment k (or shared expert k): from its graph when there is one. */
@@ -695,8 +786,12 @@ int mp_gpu_eval(mp_gpu_session *s, mp_moe_ws *moe, const mp_gpu_batch *b, mp_err
         return mp_fail(err, MP_ERR_USAGE, NULL, NULL, "hybrid batch of %u tokens at position %u: the session holds %u "
                        "per batch and %u positions", M, b->pos0, s->max_batch, s->ctx);
     const bool all_rows = b->logits_rows || b->capture;
-    const bool graphs = M == 1 && !all_rows && !s->g->opts.no_graphs && !s->st.graphs_failed;
+    /* a batch that records stats runs eager: its GPU parts need their own events */
+    const bool graphs = M == 1 && !all_rows && !b->stats && !s->g->opts.no_graphs && !s->st.graphs_failed;
     s->b = b;
+    s->n_marks = 0;
+    if (b->stats)
+        memset(s->routed_s, 0, s->m->d->num_hidden_layers * sizeof *s->routed_s);
     memcpy(s->h_x, b->x, (size_t)M * H * 4);
     *s->h_pos = (int32_t)b->pos0;
     int rc = MP_OK;
@@ -707,14 +802,24 @@ int mp_gpu_eval(mp_gpu_session *s, mp_moe_ws *moe, const mp_gpu_batch *b, mp_err
             break;
         /* the hand-off: wait for xn, ids and weights; the GPU goes on with
          * the shared expert while the CPU runs the routed ones */
-        if ((rc = wait_gpu(s, err)) || (rc = run_part(s, true, k, M, all_rows, graphs && s->st.graphs_ready, err)))
+        const int32_t Lk = (int32_t)s->moe_at[k];
+        if ((rc = wait_gpu(s, err)) || (rc = mark(s, Lk, MP_PART_GPU_SHARED, err)) ||
+            (rc = run_part(s, true, k, M, all_rows, graphs && s->st.graphs_ready, err)) ||
+            (rc = mark(s, Lk, MP_PART_GPU_IDLE, err)))
             break;
         double t0 = now_seconds();
         mp_fwd_routed_experts(m, moe, s->moe_at[k], M, s->h_xn, (const uint32_t *)s->h_ids, s->h_w, s->h_y, false);
-        s->st.cpu_expert_seconds += now_seconds() - t0;
+        double dt = now_seconds() - t0;
+        s->st.cpu_expert_seconds += dt;
+        if (b->stats) {
+            s->routed_s[Lk] += dt;
+            b->stats->layer[Lk].experts_run += moe->n_active;
+        }
     }
     if (!rc)
         rc = wait_gpu(s, err);
+    if (!rc && b->stats)
+        rc = timeline(s, b->stats, err);
     s->b = NULL;
     if (rc)
         return rc;

@@ -81,6 +81,9 @@ typedef struct mp_gpu_batch {
      * rows to capture + layers * capture_stride ([M][hidden] each). */
     float *capture;
     size_t capture_stride;
+    /* Per-layer times of this batch are added here (mp_session_stats), or
+     * NULL. Recording runs the batch eagerly (no graph replay). */
+    mp_run_stats *stats;
 } mp_gpu_batch;
 
 /* Runs the batch: GPU segments, CPU routed experts through `moe` (the

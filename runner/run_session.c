@@ -330,7 +330,8 @@ int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_l
                               .logits_rows = logits_all ? logits_all + done * V : NULL,
                               .logits_last = last_batch ? s->logits : NULL,
                               .capture = s->capture ? s->hidden + done * H : NULL,
-                              .capture_stride = (size_t)s->ctx * H};
+                              .capture_stride = (size_t)s->ctx * H,
+                              .stats = st};
             int rc = mp_gpu_eval(s->gpu, &s->ws.moe, &b, err);
             if (rc) {
                 pthread_mutex_unlock(&m->lock);

@@ -469,3 +469,40 @@ int mp_cuda_router(mp_cuda_ctx *ctx, const mp_cuda_router_params *p, const float
     free(taken);
     return MP_OK;
 }
+
+/* ---- events: the host clock, since every emulated call runs at once ------ */
+
+#include <time.h>
+
+struct mp_cuda_event {
+    double t;
+};
+
+int mp_cuda_event_create(mp_cuda_ctx *ctx, mp_cuda_event **out, mp_error *err)
+{
+    (void)ctx;
+    *out = calloc(1, sizeof **out);
+    return *out ? MP_OK : mp_fail(err, MP_ERR_INPUT, "cuda", NULL, "out of host memory");
+}
+
+void mp_cuda_event_destroy(mp_cuda_event *e)
+{
+    free(e);
+}
+
+int mp_cuda_event_record(mp_cuda_ctx *ctx, mp_cuda_event *e, mp_error *err)
+{
+    (void)ctx;
+    (void)err;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return MP_OK;
+}
+
+int mp_cuda_event_elapsed(const mp_cuda_event *a, const mp_cuda_event *b, float *ms, mp_error *err)
+{
+    (void)err;
+    *ms = (float)((b->t - a->t) * 1e3);
+    return MP_OK;
+}

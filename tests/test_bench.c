@@ -295,7 +295,7 @@ static void test_probes(void)
 
 int main(void)
 {
-    const char *dir = mp_test_tmpdir("bench");
+    const char *dir = mp_test_tmpdir("test_bench");
     char path[4096];
     make_model(dir, path, sizeof path);
     test_session_stats(path);

@@ -218,6 +218,41 @@ int main(void)
     if (!EMULATED)
         CHECK(gsteps > 0);
 
+    {
+        /* per-layer times from the GPU timeline: recording does not change a
+         * logit, every layer has a wall, each side's parts fit in it */
+        mp_session *s = NULL;
+        REQUIRE(mp_session_new(mh, (uint32_t)T + 8, &s, &err) == MP_OK);
+        REQUIRE(mp_session_stats_enable(s, true, &err) == MP_OK);
+        float *lg = malloc((size_t)T * V * sizeof *lg);
+        REQUIRE(lg && mp_session_eval(s, ids, T, NULL, lg, &err) == MP_OK);
+        CHECK(memcmp(lg, rh.logits, (size_t)T * V * sizeof *lg) == 0);
+        int32_t next = argmax(lg + (size_t)(T - 1) * V, V);
+        REQUIRE(mp_session_eval(s, &next, 1, NULL, NULL, &err) == MP_OK);
+        const mp_run_stats *rs = mp_session_stats(s);
+        REQUIRE(rs && rs->layers == layers);
+        CHECK(rs->head_seconds > 0);
+        for (uint32_t L = 0; L < layers; L++) {
+            const mp_layer_stats *ls = &rs->layer[L];
+            double gpu = 0, cpu = 0;
+            for (int p = 0; p < MP_PART_COUNT; p++)
+                *(mp_part_is_gpu_side((mp_part)p) ? &gpu : &cpu) += ls->part[p];
+            bool moe = mp_layer_is_moe(d, L);
+            printf("  layer %u (%s): wall %.3f ms, gpu side %.3f, cpu side %.3f (routed %.3f, idle %.3f), experts %llu\n",
+                   L, moe ? "moe" : "dense", ls->wall_seconds * 1e3, gpu * 1e3, cpu * 1e3,
+                   ls->part[MP_PART_ROUTED_EXPERTS] * 1e3, ls->part[MP_PART_CPU_IDLE] * 1e3,
+                   (unsigned long long)ls->experts_run);
+            CHECK(ls->wall_seconds > 0);
+            CHECKF(gpu <= ls->wall_seconds * (1 + 1e-6) + 1e-9 && cpu <= ls->wall_seconds * (1 + 1e-6) + 1e-9,
+                   "layer %u: sides %.3e / %.3e exceed the wall %.3e", L, gpu, cpu, ls->wall_seconds);
+            CHECK(ls->part[MP_PART_GPU_ATTENTION] > 0);
+            CHECK(moe ? (ls->part[MP_PART_ROUTED_EXPERTS] > 0 && ls->experts_run > 0 && ls->part[MP_PART_GPU_DENSE] == 0)
+                      : (ls->part[MP_PART_GPU_DENSE] > 0 && ls->experts_run == 0));
+        }
+        free(lg);
+        mp_session_free(s);
+    }
+
     mp_compare_result ro, rco;
     compare_oracle(mh, ref, &ro);
     compare_oracle(mc, ref, &rco);

@@ -504,3 +504,45 @@ int mp_cuda_timer_stop(mp_cuda_ctx *ctx, mp_cuda_timer *t, float *ms, mp_error *
     MP_CUDA_TRY(cudaEventElapsedTime(ms, t->start, t->stop), "cudaEventElapsedTime");
     return MP_OK;
 }
+
+/* ---- events ------------------------------------------------------------- */
+
+struct mp_cuda_event {
+    cudaEvent_t ev;
+};
+
+int mp_cuda_event_create(mp_cuda_ctx *ctx, mp_cuda_event **out, mp_error *err)
+{
+    (void)ctx;
+    *out = NULL;
+    mp_cuda_event *e = (mp_cuda_event *)calloc(1, sizeof *e);
+    if (!e)
+        return mp_fail(err, MP_ERR_INPUT, "cuda", NULL, "out of host memory");
+    cudaError_t rc = cudaEventCreate(&e->ev);
+    if (rc != cudaSuccess) {
+        free(e);
+        return mp_cuda_fail(err, rc, "cudaEventCreate");
+    }
+    *out = e;
+    return MP_OK;
+}
+
+void mp_cuda_event_destroy(mp_cuda_event *e)
+{
+    if (!e)
+        return;
+    cudaEventDestroy(e->ev);
+    free(e);
+}
+
+int mp_cuda_event_record(mp_cuda_ctx *ctx, mp_cuda_event *e, mp_error *err)
+{
+    MP_CUDA_TRY(cudaEventRecord(e->ev, ctx->stream), "cudaEventRecord");
+    return MP_OK;
+}
+
+int mp_cuda_event_elapsed(const mp_cuda_event *a, const mp_cuda_event *b, float *ms, mp_error *err)
+{
+    MP_CUDA_TRY(cudaEventElapsedTime(ms, a->ev, b->ev), "cudaEventElapsedTime");
+    return MP_OK;
+}

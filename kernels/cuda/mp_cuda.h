@@ -109,6 +109,16 @@ int mp_cuda_timer_start(mp_cuda_ctx *ctx, mp_cuda_timer *t, mp_error *err);
 /* Records the stop event, waits for it, and returns the elapsed ms. */
 int mp_cuda_timer_stop(mp_cuda_ctx *ctx, mp_cuda_timer *t, float *ms, mp_error *err);
 
+/* Events for timelines: record any number on the stream, then, once the
+ * stream has passed them (after mp_cuda_sync), read the GPU time between
+ * two. Recording is asynchronous and allocates nothing. */
+typedef struct mp_cuda_event mp_cuda_event;
+int mp_cuda_event_create(mp_cuda_ctx *ctx, mp_cuda_event **out, mp_error *err);
+void mp_cuda_event_destroy(mp_cuda_event *e);
+int mp_cuda_event_record(mp_cuda_ctx *ctx, mp_cuda_event *e, mp_error *err);
+/* Milliseconds from `a` to `b` (both recorded and completed). */
+int mp_cuda_event_elapsed(const mp_cuda_event *a, const mp_cuda_event *b, float *ms, mp_error *err);
+
 /* ---- the gpu_int4 layout (docs/LAYOUTS.md section 5) -------------------- */
 
 /* A weight W [n, k] in layout 5 at device address `data`: Np rows of Kp/2

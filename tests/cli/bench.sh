@@ -5,7 +5,7 @@
 # follow their documented formulas (recomputed here from the JSON), the SVG
 # is well-formed XML, and bad flags are usage errors.
 . "$(dirname "$0")/../lib.sh"
-T=$(tmpdir bench)
+T=$(tmpdir cli_bench)
 X="$T/tiny.moepack"
 "$MP" synth --like tiny -q -o "$T/src" && ok || fail "synth tiny"
 "$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
