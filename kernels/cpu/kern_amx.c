@@ -148,7 +148,7 @@ typedef struct amx_tune {
     int pf;    /* prefetch the next region of B into L2 */
 } amx_tune;
 
-static amx_tune tune = {8, ALL_K_MAX, MC, 0, 1};
+static amx_tune tune = {8, ALL_K_MAX, MC, 1, 1};
 
 /* The next region of weights to prefetch into L2, a few lines per k-step:
  * ranges r < nr; split-K: the k-steps [kb0, kb1) of blocks nb0 + r of group
