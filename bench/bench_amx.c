@@ -16,7 +16,11 @@
  * MOEPACK_AMX_KERNEL=v1 selects) in the same process, row by row after the
  * current one, against the same peak.
  *
- * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] */
+ * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
+ * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
+ * sets).
+ *
+ * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,7 +130,7 @@ typedef struct run_ctx {
     float *hs;    /* [E][M][S] */
     float *y;     /* [E][M][H] */
     uint32_t H, I, S;
-    size_t kp_in, kp_down;
+    size_t kp_in, kp_down; /* row strides of xq and hq */
     int threads;
 } run_ctx;
 
@@ -208,6 +212,7 @@ int main(int argc, char **argv)
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
     bool with_v1 = false;
+    size_t ld_pad = 64; /* activation row stride = K + 64, as the runner's */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -219,11 +224,16 @@ int main(int argc, char **argv)
             nms = 0;
             for (char *s = strtok(argv[++i], ","); s && nms < 16; s = strtok(NULL, ","))
                 ms[nms++] = (size_t)atol(s);
+        } else if (!strcmp(argv[i], "--ld-pad") && i + 1 < argc) {
+            ld_pad = (size_t)atol(argv[++i]);
+            if (ld_pad % 64 || ld_pad > 4096)
+                return 1;
         } else if (!strcmp(argv[i], "--v1")) {
             with_v1 = true;
         } else {
             fprintf(stderr,
-                    "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1]\n");
+                    "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
+                    "[--ld-pad B]\n");
             return 1;
         }
     }
@@ -240,8 +250,11 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *pf = getenv("MOEPACK_AMX_PREFETCH");
-    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), B prefetch %s\n",
-           threads, E, pf && !strcmp(pf, "0") ? "off (MOEPACK_AMX_PREFETCH=0)" : "on");
+    const char *kern = getenv("MOEPACK_AMX_KERNEL"), *tune = getenv("MOEPACK_AMX_TUNE");
+    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + %zu "
+           "bytes apart; kernel %s%s%s%s\n",
+           threads, E, ld_pad, kern && !strcmp(kern, "v1") ? "v1" : "current", tune ? ", MOEPACK_AMX_TUNE=" : "",
+           tune ? tune : "", kern && !strcmp(kern, "v1") && pf && !strcmp(pf, "0") ? ", v1 B prefetch off" : "");
 
     double p1 = amx_peak(1), pn = amx_peak(threads);
     printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
@@ -283,18 +296,18 @@ int main(int argc, char **argv)
     for (int mi = 0; mi < nms; mi++) {
         size_t M = ms[mi];
         for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
-            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8, ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups, gu.kp, dn.kp, threads};
-            c.xq = aligned_alloc(64, (size_t)E * M * gu.kp);
+            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8, ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups, gu.kp + ld_pad, dn.kp + ld_pad, threads};
+            c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
             c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
             c.g = aligned_alloc(64, (size_t)E * M * I * 4);
             c.u = aligned_alloc(64, (size_t)E * M * I * 4);
-            c.hq = aligned_alloc(64, (size_t)E * M * dn.kp);
+            c.hq = aligned_alloc(64, (size_t)E * M * c.kp_down);
             c.hs = aligned_alloc(64, (size_t)E * M * dn.groups * 4 + 64);
             c.y = aligned_alloc(64, (size_t)E * M * H * 4);
             if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
                 return 2;
-            fill_random(c.xq, (size_t)E * M * gu.kp, 77);
-            fill_random(c.hq, (size_t)E * M * dn.kp, 78);
+            fill_random(c.xq, (size_t)E * M * c.kp_in, 77);
+            fill_random(c.hq, (size_t)E * M * c.kp_down, 78);
             for (size_t i = 0; i < (size_t)E * M; i++)
                 c.xs[i] = 1e-2f;
             for (size_t i = 0; i < (size_t)E * M * dn.groups; i++)

@@ -43,7 +43,8 @@ typedef struct mp_cpu_kernels {
      * acc = fmaf((float)isum, xscale[m][g] * scale[g][n], acc) in group
      * order, from acc = 0 (or y when accumulating). For AMX speed, xq and
      * ldxq should be multiples of 64 bytes (tile rows then never straddle
-     * cache lines). */
+     * cache lines) and ldxq not a multiple of 1024 (the 16 rows of a tile
+     * then spread over L1's sets: the runner uses padded K + 64). */
     void (*gemm_q8)(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                     uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
 
