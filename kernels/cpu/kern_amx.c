@@ -8,26 +8,30 @@
  * outputs per k-step of 64 costs 4 tile loads and 4 TDPBSSD.
  *
  * A TDPBSSD takes 16 cycles, so a k-step needs 2 KiB of A and 2 KiB of B
- * every 64 cycles: at most one of them can come from L2, none from L3 or
- * memory. The blocking makes every weight byte come from memory once per
- * MC (256) rows of activations and every activation byte from L3 once per
- * NC (128) outputs, with both working sets in L2:
- *   - "all-K" (K <= ALL_K_MAX k-steps, e.g. the routed experts' down
- *     projection, K = 2048): for each 32-output pair, the B panel over all K
- *     (64 KiB) stays in L2 while every 32-row m-block of the MC rows runs the
- *     whole K with C in tiles; a K-group's integer sums go to f32 (in a small
- *     accumulator block that stays in L1) while the tile unit works on the
- *     next group.
- *   - "split-K" (longer K, e.g. gate/up, K = 7168 in one group): K is cut
- *     into superchunks of at most KS_MAX k-steps; per superchunk and output
- *     pair, the B panel (<= 64 KiB) is reused by the MC rows' m-blocks, whose
- *     A chunks (MC x superchunk <= 512 KiB) stay in L2 across the NC outputs;
- *     C tiles wait between superchunks in int32 slots (MC x NC x 4 = 128
- *     KiB of stack).
- * The B panel of the next output pair is prefetched into L2 while the
- * current one is used (weights are read once per call and come from DRAM
- * for routed experts). Results are the scalar's: the same integer sums per
- * group, then the same f32 operations in group order. */
+ * every 64 cycles. Measured on Sapphire Rapids (docs/BENCHMARKS.md): with
+ * both from L1 the loop runs at the TDPBSSD peak; one streamed from L2 (the
+ * other in L1) costs 10-30%; both from L2 about half (L2 gives ~64 bytes a
+ * cycle); weights from DRAM without prefetch, far more. Every weight byte
+ * comes from memory once per MC (256) activation rows, every activation
+ * byte from L3 once per NC (128) outputs:
+ *   - "split-K" (gate/up: K = 7168 in one group): K is cut into superchunks
+ *     of ks (8) k-steps. For a superchunk and a block of NC outputs, each
+ *     32-row m-block's A chunk (16 KiB) stays in L1 while the block's output
+ *     pairs' B panels (16 KiB each, together 64 KiB in L2) pass; C waits
+ *     between superchunks in int32 slots (MC x NC x 4 = 128 KiB of stack).
+ *   - "all-K" (K <= ALL_K_MAX k-steps: the down projection, K = 2048 in
+ *     groups of 256): for each output pair the B panel over all K (64 KiB)
+ *     stays in L2 while every m-block runs the whole K with C in tiles. A
+ *     group's integer sums (stored every 4 k-steps) go to f32 in a 32x32
+ *     accumulator that stays in L1, while the tile unit works on the next
+ *     group; that conversion costs as much as a third of the time on one
+ *     thread, so between groups it is a lean loop (no masks, fixed strides).
+ * The weights the next superchunk (or output pair) needs are prefetched into
+ * L2, a few lines per k-step, while the current ones are used: routed
+ * experts' weights come from DRAM. The block sizes are set once per process
+ * (MOEPACK_AMX_TUNE overrides them, for benchmarks). Results are the
+ * scalar's: the same integer sums per group, then the same f32 operations in
+ * group order, whatever the blocking. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
