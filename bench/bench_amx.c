@@ -290,13 +290,15 @@ int main(int argc, char **argv)
     const double wbytes = (double)E * (2.0 * gu.total_bytes + dn.total_bytes);
     printf("weights: %.1f MB (%u experts x (2 x %.1f + %.1f) MB)\n", wbytes * 1e-6, E, gu.total_bytes * 1e-6,
            dn.total_bytes * 1e-6);
-    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", "TOPS", "of peak", "down ms", "TOPS",
-           "of peak", "both TOPS", "of peak");
+    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", "TOPS",
+           "of peak", "down ms", "TOPS", "of peak", "both TOPS", "of peak");
     double decode_gbs = 0;
     for (int mi = 0; mi < nms; mi++) {
         size_t M = ms[mi];
         for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
-            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8, ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups, gu.kp + ld_pad, dn.kp + ld_pad, threads};
+            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
+                         ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
+                         gu.kp + ld_pad, dn.kp + ld_pad, threads};
             c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
             c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
             c.g = aligned_alloc(64, (size_t)E * M * I * 4);

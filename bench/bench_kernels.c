@@ -179,8 +179,8 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
                 double hot = time_calls(&c, 1);
                 double cold = m <= 16 || isa >= MP_ISA_AVX512 ? time_calls(&c, copies[kind]) : 0.0;
                 double fl = 2.0 * (double)m * n * k;
-                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], v1 ? "amx-v1" : mp_isa_name((mp_isa)isa), m, fl / hot * 1e-9,
-                       bytes[kind] / hot * 1e-9);
+                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], v1 ? "amx-v1" : mp_isa_name((mp_isa)isa), m,
+                       fl / hot * 1e-9, bytes[kind] / hot * 1e-9);
                 if (cold > 0)
                     printf(" %10.1f %10.2f\n", fl / cold * 1e-9, bytes[kind] / cold * 1e-9);
                 else

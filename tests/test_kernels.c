@@ -182,7 +182,8 @@ static void test_q8_big(void)
         int8_t *xq = aligned_alloc(64, m * ldxq);
         float *xs = malloc(m * l.groups * sizeof *xs);
         mp_quant_act_int8(m, x, k, k, kg, xq, ldxq, xs);
-        float *y0 = malloc(m * ldy * sizeof *y0), *want = malloc(m * ldy * sizeof *want), *y = malloc(m * ldy * sizeof *y);
+        float *y0 = malloc(m * ldy * sizeof *y0), *want = malloc(m * ldy * sizeof *want);
+        float *y = malloc(m * ldy * sizeof *y);
         for (int acc = 0; acc < 2; acc++) {
             const uint32_t n0 = acc ? 5 : 0, n1 = acc ? n - 3 : n;
             prefill(&r, y0, m, ldy, acc);

@@ -84,19 +84,16 @@ static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
 #define MC 256
 /* Outputs per block of the n loop in split-K: the int32 slots are MC x NC. */
 #define NC 128
-/* All-K when the padded K has at most this many k-steps of 64: MC rows of
- * it (768 KiB) and a B panel pair (192 KiB) still fit L2. */
+/* All-K (by default) when the padded K has at most this many k-steps of 64:
+ * MC rows of it (768 KiB) and an output pair's B panel (192 KiB) fit L2. */
 #define ALL_K_MAX 48
-/* Largest superchunk of split-K, in k-steps: a B panel pair of 64 KiB. */
-#define KS_MAX 32
-
 /* One C block's int32 sums (row stride 32); 64 bytes longer than 4 KiB so
  * that consecutive slots do not alias in L1. */
 #define SLOT (32 * 32 + 16)
 
 /* The conversion of a finished group of one block, spread over the next
  * block's k-steps (AVX-512 work while the tile unit multiplies):
- * dst = fmaf((float)c, xs[i] * ws, src or 0), lanes of cm only. */
+ * dst = fmaf((float)c, xs[i] * ws, src or 0), lanes of the masks only. */
 typedef struct conv_job {
     const int32_t *c;  /* integer sums, row stride 32 */
     const float *src;  /* the addend rows (NULL: 0), row stride lds */
