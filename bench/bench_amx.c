@@ -12,7 +12,15 @@
  *     the measured read bandwidth (the E experts' 3 matrices, far larger
  *     than the caches, are read once per step).
  *
- * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] */
+ * --v1 also measures the first AMX kernel (kern_q8v1_amx.c, what
+ * MOEPACK_AMX_KERNEL=v1 selects) in the same process, row by row after the
+ * current one, against the same peak.
+ *
+ * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
+ * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
+ * sets).
+ *
+ * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,8 +85,11 @@ static void *alloc_matrix(const mp_amx_int8_layout *l, mp_amx_int8_view *v, uint
     return p;
 }
 
+typedef void (*gemm_q8_fn)(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
+                           uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+
 typedef struct run_ctx {
-    const mp_cpu_kernels *K;
+    gemm_q8_fn gemm_q8;
     expert *ex;
     uint32_t E;
     size_t M;
@@ -89,7 +100,7 @@ typedef struct run_ctx {
     float *hs;    /* [E][M][S] */
     float *y;     /* [E][M][H] */
     uint32_t H, I, S;
-    size_t kp_in, kp_down;
+    size_t kp_in, kp_down; /* row strides of xq and hq */
     int threads;
 } run_ctx;
 
@@ -103,8 +114,8 @@ static void run_gate_up(run_ctx *c)
         uint32_t r0 = s * 256, r1 = r0 + 256 < c->I ? r0 + 256 : c->I;
         const int8_t *xq = c->xq + (size_t)e * c->M * c->kp_in;
         const float *xs = c->xs + (size_t)e * c->M;
-        c->K->gemm_q8(&c->ex[e].gate, c->M, xq, c->kp_in, xs, r0, r1, c->g + (size_t)e * c->M * c->I, c->I, false);
-        c->K->gemm_q8(&c->ex[e].up, c->M, xq, c->kp_in, xs, r0, r1, c->u + (size_t)e * c->M * c->I, c->I, false);
+        c->gemm_q8(&c->ex[e].gate, c->M, xq, c->kp_in, xs, r0, r1, c->g + (size_t)e * c->M * c->I, c->I, false);
+        c->gemm_q8(&c->ex[e].up, c->M, xq, c->kp_in, xs, r0, r1, c->u + (size_t)e * c->M * c->I, c->I, false);
     }
 }
 
@@ -117,7 +128,7 @@ static void run_down(run_ctx *c)
     for (size_t it = 0; it < items; it++) {
         uint32_t e = (uint32_t)(it / hb), b = (uint32_t)(it % hb);
         uint32_t n0 = b * 256, n1 = n0 + 256 < c->H ? n0 + 256 : c->H;
-        c->K->gemm_q8(&c->ex[e].down, c->M, c->hq + (size_t)e * c->M * c->kp_down, c->kp_down,
+        c->gemm_q8(&c->ex[e].down, c->M, c->hq + (size_t)e * c->M * c->kp_down, c->kp_down,
                       c->hs + (size_t)e * c->M * c->S, n0, n1, c->y + (size_t)e * c->M * c->H, c->H, false);
     }
 }
@@ -170,6 +181,8 @@ int main(int argc, char **argv)
         E = 8;
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
+    bool with_v1 = false;
+    size_t ld_pad = 64; /* activation row stride = K + 64, as the runner's */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -181,8 +194,16 @@ int main(int argc, char **argv)
             nms = 0;
             for (char *s = strtok(argv[++i], ","); s && nms < 16; s = strtok(NULL, ","))
                 ms[nms++] = (size_t)atol(s);
+        } else if (!strcmp(argv[i], "--ld-pad") && i + 1 < argc) {
+            ld_pad = (size_t)atol(argv[++i]);
+            if (ld_pad % 64 || ld_pad > 4096)
+                return 1;
+        } else if (!strcmp(argv[i], "--v1")) {
+            with_v1 = true;
         } else {
-            fprintf(stderr, "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S]\n");
+            fprintf(stderr,
+                    "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
+                    "[--ld-pad B]\n");
             return 1;
         }
     }
@@ -199,8 +220,11 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *pf = getenv("MOEPACK_AMX_PREFETCH");
-    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), B prefetch %s\n",
-           threads, E, pf && !strcmp(pf, "0") ? "off (MOEPACK_AMX_PREFETCH=0)" : "on");
+    const char *kern = getenv("MOEPACK_AMX_KERNEL"), *tune = getenv("MOEPACK_AMX_TUNE");
+    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + %zu "
+           "bytes apart; kernel %s%s%s%s\n",
+           threads, E, ld_pad, kern && !strcmp(kern, "v1") ? "v1" : "current", tune ? ", MOEPACK_AMX_TUNE=" : "",
+           tune ? tune : "", kern && !strcmp(kern, "v1") && pf && !strcmp(pf, "0") ? ", v1 B prefetch off" : "");
 
     double p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
     printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
@@ -237,41 +261,49 @@ int main(int argc, char **argv)
     const double wbytes = (double)E * (2.0 * gu.total_bytes + dn.total_bytes);
     printf("weights: %.1f MB (%u experts x (2 x %.1f + %.1f) MB)\n", wbytes * 1e-6, E, gu.total_bytes * 1e-6,
            dn.total_bytes * 1e-6);
-    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", "M", "gate/up ms", "TOPS", "of peak", "down ms", "TOPS",
-           "of peak", "both TOPS", "of peak");
+    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", "TOPS",
+           "of peak", "down ms", "TOPS", "of peak", "both TOPS", "of peak");
     double decode_gbs = 0;
     for (int mi = 0; mi < nms; mi++) {
         size_t M = ms[mi];
-        run_ctx c = {K, ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups, gu.kp, dn.kp, threads};
-        c.xq = aligned_alloc(64, (size_t)E * M * gu.kp);
-        c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
-        c.g = aligned_alloc(64, (size_t)E * M * I * 4);
-        c.u = aligned_alloc(64, (size_t)E * M * I * 4);
-        c.hq = aligned_alloc(64, (size_t)E * M * dn.kp);
-        c.hs = aligned_alloc(64, (size_t)E * M * dn.groups * 4 + 64);
-        c.y = aligned_alloc(64, (size_t)E * M * H * 4);
-        if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
-            return 2;
-        fill_random(c.xq, (size_t)E * M * gu.kp, 77);
-        fill_random(c.hq, (size_t)E * M * dn.kp, 78);
-        for (size_t i = 0; i < (size_t)E * M; i++)
-            c.xs[i] = 1e-2f;
-        for (size_t i = 0; i < (size_t)E * M * dn.groups; i++)
-            c.hs[i] = 1e-2f;
-        double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
-        double ops_gu = 2.0 * 2 * (double)E * M * I * H, ops_dn = 2.0 * (double)E * M * H * I;
-        printf("%6zu %10.3f %10.2f %7.1f%% %10.3f %10.2f %7.1f%% %10.2f %7.1f%%\n", M, t_gu * 1e3,
-               ops_gu / t_gu * 1e-12, 100 * ops_gu / t_gu / pn, t_dn * 1e3, ops_dn / t_dn * 1e-12,
-               100 * ops_dn / t_dn / pn, (ops_gu + ops_dn) / t_all * 1e-12, 100 * (ops_gu + ops_dn) / t_all / pn);
-        if (M == 1)
-            decode_gbs = wbytes / t_all;
-        free(c.xq);
-        free(c.xs);
-        free(c.g);
-        free(c.u);
-        free(c.hq);
-        free(c.hs);
-        free(c.y);
+        for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
+            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
+                         ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
+                         gu.kp + ld_pad, dn.kp + ld_pad, threads};
+            c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
+            c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
+            c.g = aligned_alloc(64, (size_t)E * M * I * 4);
+            c.u = aligned_alloc(64, (size_t)E * M * I * 4);
+            c.hq = aligned_alloc(64, (size_t)E * M * c.kp_down);
+            c.hs = aligned_alloc(64, (size_t)E * M * dn.groups * 4 + 64);
+            c.y = aligned_alloc(64, (size_t)E * M * H * 4);
+            if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
+                return 2;
+            fill_random(c.xq, (size_t)E * M * c.kp_in, 77);
+            fill_random(c.hq, (size_t)E * M * c.kp_down, 78);
+            for (size_t i = 0; i < (size_t)E * M; i++)
+                c.xs[i] = 1e-2f;
+            for (size_t i = 0; i < (size_t)E * M * dn.groups; i++)
+                c.hs[i] = 1e-2f;
+            double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
+            double ops_gu = 2.0 * 2 * (double)E * M * I * H, ops_dn = 2.0 * (double)E * M * H * I;
+            if (with_v1)
+                printf("%4zu %-5s", M, kv ? "v1" : "new");
+            else
+                printf("%6zu", M);
+            printf(" %10.3f %10.2f %7.1f%% %10.3f %10.2f %7.1f%% %10.2f %7.1f%%\n", t_gu * 1e3,
+                   ops_gu / t_gu * 1e-12, 100 * ops_gu / t_gu / pn, t_dn * 1e3, ops_dn / t_dn * 1e-12,
+                   100 * ops_dn / t_dn / pn, (ops_gu + ops_dn) / t_all * 1e-12, 100 * (ops_gu + ops_dn) / t_all / pn);
+            if (M == 1 && kv == 0)
+                decode_gbs = wbytes / t_all;
+            free(c.xq);
+            free(c.xs);
+            free(c.g);
+            free(c.u);
+            free(c.hq);
+            free(c.hs);
+            free(c.y);
+        }
     }
     if (decode_gbs > 0)
         printf("\ndecode (M = 1): weights streamed at %.1f GB/s = %.1f%% of the %.1f GB/s read bandwidth\n",

@@ -5,10 +5,13 @@
  * all threads), so that kernel speeds can be read as fractions of what the
  * core can do.
  *
- * usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3]
+ * usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3] [--isa NAME] [--v1]
+ *   --isa: only that instruction set's rows; --v1: also the first AMX int8
+ *   kernel (kern_q8v1_amx.c) as rows "amx-v1", in the same process;
  *   "hot": the same matrix every call (it stays in L2/L3 when it fits);
  *   "cold": calls rotate over copies filling N MiB (default 1024), so the
- *   weights come from memory, as they do for routed experts in decode. */
+ *   weights come from memory, as they do for routed experts (measured for
+ *   M <= 16, and for every M on the AVX-512 and AMX rows). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,8 @@ static double now(void)
 
 static double min_time = 0.3;
 static int only_kind = -1;
+static int only_isa = -1;
+static bool with_v1 = false;
 
 typedef struct bench_ctx {
     const mp_cpu_kernels *t;
@@ -149,10 +154,20 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
             else
                 rm[c] = mats[c];
         }
-        for (int isa = 0; isa < MP_ISA_COUNT; isa++) {
-            const mp_cpu_kernels *t = mp_cpu_kernels_get((mp_isa)isa, NULL);
-            if (!t)
+        for (int isa = 0; isa <= MP_ISA_COUNT; isa++) {
+            /* isa == MP_ISA_COUNT: the first AMX kernel, with --v1 */
+            const bool v1 = isa == MP_ISA_COUNT;
+            const mp_cpu_kernels *t = mp_cpu_kernels_get(v1 ? MP_ISA_AMX : (mp_isa)isa, NULL);
+            static mp_cpu_kernels v1_table;
+            if (!t || (v1 && (!with_v1 || kind != 0)))
                 continue;
+            if (only_isa >= 0 && (v1 ? MP_ISA_AMX : isa) != only_isa)
+                continue;
+            if (v1) {
+                v1_table = *t;
+                v1_table.gemm_q8 = mp_gemm_q8_amx_v1;
+                t = &v1_table;
+            }
             if (kind != 0 && isa == MP_ISA_AMX)
                 continue; /* same functions as avx512 */
             for (size_t mi = 0; mi < 5; mi++) {
@@ -165,10 +180,10 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
                 if (kind == 0)
                     t->quantize_act_q8(m, x, k, k, kg, xq, ldxq, xs);
                 double hot = time_calls(&c, 1);
-                double cold = m <= 16 ? time_calls(&c, copies[kind]) : 0.0;
+                double cold = m <= 16 || isa >= MP_ISA_AVX512 ? time_calls(&c, copies[kind]) : 0.0;
                 double fl = 2.0 * (double)m * n * k;
-                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], mp_isa_name((mp_isa)isa), m, fl / hot * 1e-9,
-                       bytes[kind] / hot * 1e-9);
+                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], v1 ? "amx-v1" : mp_isa_name((mp_isa)isa), m,
+                       fl / hot * 1e-9, bytes[kind] / hot * 1e-9);
                 if (cold > 0)
                     printf(" %10.1f %10.2f\n", fl / cold * 1e-9, bytes[kind] / cold * 1e-9);
                 else
@@ -182,7 +197,7 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
     /* activation quantization, for scale */
     for (int isa = 0; isa < MP_ISA_COUNT; isa++) {
         const mp_cpu_kernels *t = mp_cpu_kernels_get((mp_isa)isa, NULL);
-        if (!t || isa == MP_ISA_AMX)
+        if (!t || isa == MP_ISA_AMX || (only_isa >= 0 && isa != only_isa))
             continue;
         double t0 = now();
         int reps = 0;
@@ -249,8 +264,18 @@ int main(int argc, char **argv)
             only_kind = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cold-mb") && i + 1 < argc)
             cold_mb = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            mp_isa isa;
+            if (!mp_isa_parse(argv[++i], &isa)) {
+                fprintf(stderr, "bench_kernels: unknown ISA %s\n", argv[i]);
+                return 1;
+            }
+            only_isa = (int)isa;
+        } else if (!strcmp(argv[i], "--v1"))
+            with_v1 = true;
         else {
-            fprintf(stderr, "usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3 (q8, bf16_amx, int4, bf16_rm)]\n");
+            fprintf(stderr, "usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3 (q8, bf16_amx, int4, bf16_rm)] "
+                            "[--isa NAME] [--v1]\n");
             return 1;
         }
     }

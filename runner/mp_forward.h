@@ -149,18 +149,18 @@ typedef struct mp_moe_ws {
     uint32_t *token_slot;     /* [max_batch * top_k]: token t's j-th expert's slot */
     uint32_t *active;         /* [experts]: experts with tokens, ascending */
     uint32_t n_active;
-    int8_t *xq;               /* [max_batch][kp_in] quantized input rows (int8 experts) */
+    int8_t *xq;               /* [max_batch][ld_in] quantized input rows (int8 experts) */
     float *xs;                /* [max_batch][groups_in] their scales */
-    int8_t *xq_slot;          /* [slots][kp_in] input rows gathered by expert */
+    int8_t *xq_slot;          /* [slots][ld_in] input rows gathered by expert */
     float *xs_slot;           /* [slots][groups_in] */
     float *x_slot;            /* [slots][hidden] f32 inputs (bf16 experts) */
     float *g, *u;             /* [slots][inter] gate, up; g becomes silu(g) * u */
-    int8_t *hq;               /* [slots][kp_down] quantized silu(g) * u (int8 experts) */
+    int8_t *hq;               /* [slots][ld_down] quantized silu(g) * u (int8 experts) */
     float *hs;                /* their scales: node j's [slots][its slices] at slots * slice0[j] */
     float *y;                 /* [slots][hidden] expert outputs (unweighted) */
     float *y_part;            /* [nodes - 1][slots][hidden] other nodes' partial down products */
     size_t *next;             /* [nodes] per-node work queue positions */
-    size_t kp_in, groups_in, kp_down;
+    size_t ld_in, groups_in, ld_down; /* row strides of xq / xq_slot and hq: padded K + 64 bytes */
 } mp_moe_ws;
 
 int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error *err);

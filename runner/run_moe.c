@@ -61,14 +61,17 @@ int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error
               w->y && w->next && (nodes == 1 || w->y_part);
     if (m->experts_q8) {
         const mp_amx_int8_layout *in = &ly->exp_gate[0].q8.lay, *dn = &ly->exp_down[0].q8.lay;
-        w->kp_in = in->kp;
+        /* rows one cache line longer than the padded K: with a stride that is a
+         * multiple of 1 KiB (H = 7168, I = 2048) the 16 rows of an AMX tile
+         * fall into a few L1 sets (mp_kernels.h) */
+        w->ld_in = in->kp + 64;
         w->groups_in = in->groups;
-        w->kp_down = dn->kp;
-        w->xq = mp_run_calloc64((size_t)max_batch, w->kp_in);
+        w->ld_down = dn->kp + 64;
+        w->xq = mp_run_calloc64((size_t)max_batch, w->ld_in);
         w->xs = mp_run_calloc64((size_t)max_batch * w->groups_in, sizeof *w->xs);
-        w->xq_slot = mp_run_calloc64(slots, w->kp_in);
+        w->xq_slot = mp_run_calloc64(slots, w->ld_in);
         w->xs_slot = mp_run_calloc64(slots * w->groups_in, sizeof *w->xs_slot);
-        w->hq = mp_run_calloc64(slots, w->kp_down);
+        w->hq = mp_run_calloc64(slots, w->ld_down);
         w->hs = mp_run_calloc64(slots * m->slices, sizeof *w->hs);
         ok = ok && w->xq && w->xs && w->xq_slot && w->xs_slot && w->hq && w->hs;
     } else {
@@ -155,10 +158,10 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
     size_t first = w->start[e], rows = w->count[e];
     float *g = w->g + first * I, *u = w->u + first * I;
     if (m->experts_q8) {
-        const int8_t *xq = w->xq_slot + first * w->kp_in;
+        const int8_t *xq = w->xq_slot + first * w->ld_in;
         const float *xs = w->xs_slot + first * w->groups_in;
-        K->gemm_q8(&j->ly->exp_gate[e].q8, rows, xq, w->kp_in, xs, r0, r1, g, I, false);
-        K->gemm_q8(&j->ly->exp_up[e].q8, rows, xq, w->kp_in, xs, r0, r1, u, I, false);
+        K->gemm_q8(&j->ly->exp_gate[e].q8, rows, xq, w->ld_in, xs, r0, r1, g, I, false);
+        K->gemm_q8(&j->ly->exp_up[e].q8, rows, xq, w->ld_in, xs, r0, r1, u, I, false);
     } else {
         const float *x = w->x_slot + first * H;
         K->gemm_bf16_amx(&j->ly->exp_gate[e].amx_bf16, rows, x, H, r0, r1, g, I, false);
@@ -170,7 +173,7 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
         float *gr = g + r * I + r0;
         K->silu_mul(r1 - r0, gr, u + r * I + r0, gr);
         if (m->experts_q8) /* this slice is exactly K-group s of down */
-            K->quantize_act_q8(1, gr, I, r1 - r0, SW, w->hq + (first + r) * w->kp_down + r0, w->kp_down,
+            K->quantize_act_q8(1, gr, I, r1 - r0, SW, w->hq + (first + r) * w->ld_down + r0, w->ld_down,
                                hs + (first + r) * ns + (s - s0));
     }
 }
@@ -204,7 +207,7 @@ static void down_item(const expert_job *j, uint32_t e, uint32_t b, uint32_t s0, 
         mp_error ignored;
         if (!whole && mp_amx_int8_view_groups(v, s0, s1, &sub, &ignored) == MP_OK)
             v = &sub;
-        K->gemm_q8(v, rows, w->hq + first * w->kp_down + (size_t)s0 * SW, w->kp_down,
+        K->gemm_q8(v, rows, w->hq + first * w->ld_down + (size_t)s0 * SW, w->ld_down,
                    w->hs + j->nslots * s0 + first * (s1 - s0), n0, n1, y, H, false);
     } else {
         mp_amx_bf16_view sub;
@@ -285,10 +288,10 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
         int nt = mp_threads_for(m, (uint64_t)M * H * 4, M);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (size_t t = 0; t < M; t++)
-            K->quantize_act_q8(1, xn + t * H, H, H, kg, w->xq + t * w->kp_in, w->kp_in, w->xs + t * w->groups_in);
+            K->quantize_act_q8(1, xn + t * H, H, H, kg, w->xq + t * w->ld_in, w->ld_in, w->xs + t * w->groups_in);
         for (size_t s = 0; s < nslots; s++) {
             uint32_t t = w->slot_token[s];
-            memcpy(w->xq_slot + s * w->kp_in, w->xq + (size_t)t * w->kp_in, w->kp_in);
+            memcpy(w->xq_slot + s * w->ld_in, w->xq + (size_t)t * w->ld_in, w->ld_in);
             memcpy(w->xs_slot + s * w->groups_in, w->xs + (size_t)t * w->groups_in, w->groups_in * sizeof(float));
         }
     } else {
