@@ -86,6 +86,20 @@ else
     M=$PWD/build-dev/moepack
 fi
 echo "build: $(( $(date +%s) - t0 )) s; $($M version | head -1)"
+# DEVICE_TESTS=1: first the tests that need the GPU (CUDA kernels, hybrid
+# runner against the CPU path and the oracle, bench on the hybrid path)
+if [ "${DEVICE_TESTS:-0}" = 1 ] && [ -z "${MOEPACK_BIN:-}" ]; then
+    fx=${MOEPACK_FIXTURES:-$PWD/.devfix}
+    cmake -S . -B build-dev -DMOEPACK_FIXTURES="$fx" >>"$L/build.log" 2>&1
+    if cmake --build build-dev -j16 >>"$L/build.log" 2>&1; then
+        (cd build-dev && timeout 240 ctest -R "cuda|hybrid|bench|runner_exact" --output-on-failure >"$L/device-tests.log" 2>&1)
+        grep -E "Test +#|tests passed|FAILED|CHECK failed" "$L/device-tests.log"
+        grep -E "backends|max \|hybrid|greedy decode|graphs vs eager|layer [0-9]+ \(|too large|checks passed" "$L/device-tests.log" | head -20
+    else
+        echo "test build failed"; grep -E "error" "$L/build.log" | head -10
+    fi
+    echo "tests: $(( $(date +%s) - t0 )) s"
+fi
 
 # ---- steps ---------------------------------------------------------------------
 # synth_model NAME ARGS...: writes $W/NAME-src, prints its size and speed
