@@ -807,6 +807,17 @@ int mp_gpu_eval(mp_gpu_session *s, mp_moe_ws *moe, const mp_gpu_batch *b, mp_err
             (rc = run_part(s, true, k, M, all_rows, graphs && s->st.graphs_ready, err)) ||
             (rc = mark(s, Lk, MP_PART_GPU_IDLE, err)))
             break;
+        /* the CPU indexes its experts with what the GPU chose: check it */
+        const uint32_t E = m->d->n_routed_experts, topk = m->top_k;
+        for (size_t i = 0; i < (size_t)M * topk; i++)
+            if ((uint32_t)s->h_ids[i] >= E || !isfinite(s->h_w[i])) {
+                rc = mp_fail(err, MP_ERR_INPUT, NULL, NULL,
+                             "layer %d: the GPU router chose expert %d with weight %g for token %zu (of %u experts)",
+                             Lk, s->h_ids[i], (double)s->h_w[i], i / topk, E);
+                break;
+            }
+        if (rc)
+            break;
         double t0 = now_seconds();
         mp_fwd_routed_experts(m, moe, s->moe_at[k], M, s->h_xn, (const uint32_t *)s->h_ids, s->h_w, s->h_y, false);
         double dt = now_seconds() - t0;

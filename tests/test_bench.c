@@ -44,6 +44,7 @@ static void test_session_stats(const char *path)
     mp_error err = {0};
     mp_model_opts mo;
     mp_model_opts_default(&mo);
+    mo.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
     mo.threads = 2;
     mp_model *m = NULL;
     REQUIRE(mp_model_load(path, &mo, &m, &err) == MP_OK);

@@ -58,6 +58,7 @@ static mp_model *load(const char *path, int threads, uint32_t experts, bool veri
 {
     mp_model_opts o;
     mp_model_opts_default(&o);
+    o.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
     o.threads = threads;
     o.experts_per_token = experts;
     o.verify = verify;

@@ -151,6 +151,7 @@ int main(void)
         }
         mp_model_opts mo;
         mp_model_opts_default(&mo);
+        mo.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
         mo.isa = isa;
         mo.threads = 1; /* two-core CI machines: one thread is fastest and exercises the same code */
         mp_model *m = NULL;

@@ -15,6 +15,7 @@ static void measure(const char *path, const char *ref, uint32_t experts, mp_comp
     mp_error err = {0};
     mp_model_opts mo;
     mp_model_opts_default(&mo);
+    mo.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
     mo.experts_per_token = experts;
     mo.threads = 1;
     mp_model *m = NULL;
