@@ -11,7 +11,7 @@ X="$T/tiny.moepack"
 "$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
 
 # a small read-bandwidth buffer: the limits are measured, quickly
-expect_exit 0 "$MP" bench "$X" --prompt 16,32 --gen 4 --threads 2 --json --probe-mb 32 -q --svg "$T/r.svg" \
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 16,32 --gen 4 --threads 2 --json --probe-mb 32 -q --svg "$T/r.svg" \
     --real-layers 10 --real-dense 2 --real-experts 64
 printf '%s' "$out" > "$T/r.json"
 expect_in "$out" '"bench_version": 1'
