@@ -41,6 +41,7 @@ static void usage(FILE *out)
             "  --real-dense N       its dense layers (default: 3, 1, 1 by width; else the container's)\n"
             "  --real-experts N     its routed experts (default: 256, 160, 64 by width; else the container's)\n"
             "  --seed S             seed of the random prompt ids (default 1)\n"
+            "  --experts-per-token K  routed experts per token (default: the model's)\n"
             "  -q, --quiet          no progress on standard error\n",
             MP_BENCH_MAX_PROMPTS);
 }
@@ -304,6 +305,11 @@ int mp_cmd_bench(int argc, char **argv)
             if (!mp_cli_parse_u64("bench", a, v, 1, 4096, &u))
                 return MP_ERR_USAGE;
             o.real_experts = (int64_t)u;
+        } else if (!strcmp(a, "--experts-per-token")) {
+            NEEDV();
+            if (!mp_cli_parse_u64("bench", a, v, 1, 4096, &u))
+                return MP_ERR_USAGE;
+            o.experts_per_token = (uint32_t)u;
         } else if (!strcmp(a, "--seed")) {
             NEEDV();
             if (!mp_cli_parse_u64("bench", a, v, 0, UINT64_MAX, &u))

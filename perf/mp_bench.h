@@ -38,6 +38,7 @@ typedef struct mp_bench_opts {
      * (mp_bench_known_width_of) or else the container's own counts. */
     int64_t real_layers, real_dense, real_experts;
     uint64_t seed;         /* of the synthetic prompts */
+    uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
     /* Called at each step with a short description; may be NULL. */
     void (*progress)(void *ctx, const char *what);
     void *progress_ctx;

@@ -250,6 +250,7 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     mp_model_opts_default(&mo);
     mo.threads = o->threads;
     mo.cpu_only = o->cpu_only;
+    mo.experts_per_token = o->experts_per_token;
     double t_load = mp_perf_now();
     if ((rc = mp_model_load(path, &mo, &b.m, err)))
         return rc;
