@@ -1,12 +1,17 @@
 /* Single-threaded micro-benchmark of the CPU kernels on DeepSeek-V3 routed
  * expert shapes (gate/up W[2048, 7168], down W[7168, 2048]), plus the AMX
- * and VNNI int8 peaks (no loads) and a memory read bandwidth probe, so that
- * kernel speeds can be read as fractions of what the core can do.
+ * and VNNI int8 peaks (no loads) and a memory read bandwidth probe (the AMX
+ * and bandwidth probes are perf/mp_perf.h's, which `moepack bench` runs on
+ * all threads), so that kernel speeds can be read as fractions of what the
+ * core can do.
  *
- * usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3]
+ * usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3] [--isa NAME] [--v1]
+ *   --isa: only that instruction set's rows; --v1: also the first AMX int8
+ *   kernel (kern_q8v1_amx.c) as rows "amx-v1", in the same process;
  *   "hot": the same matrix every call (it stays in L2/L3 when it fits);
  *   "cold": calls rotate over copies filling N MiB (default 1024), so the
- *   weights come from memory, as they do for routed experts in decode. */
+ *   weights come from memory, as they do for routed experts (measured for
+ *   M <= 16, and for every M on the AVX-512 and AMX rows). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,7 @@
 
 #include "kern_internal.h"
 #include "mp_kernels.h"
+#include "mp_perf.h"
 #include "test_rand.h"
 
 static double now(void)
@@ -25,6 +31,8 @@ static double now(void)
 
 static double min_time = 0.3;
 static int only_kind = -1;
+static int only_isa = -1;
+static bool with_v1 = false;
 
 typedef struct bench_ctx {
     const mp_cpu_kernels *t;
@@ -146,10 +154,20 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
             else
                 rm[c] = mats[c];
         }
-        for (int isa = 0; isa < MP_ISA_COUNT; isa++) {
-            const mp_cpu_kernels *t = mp_cpu_kernels_get((mp_isa)isa, NULL);
-            if (!t)
+        for (int isa = 0; isa <= MP_ISA_COUNT; isa++) {
+            /* isa == MP_ISA_COUNT: the first AMX kernel, with --v1 */
+            const bool v1 = isa == MP_ISA_COUNT;
+            const mp_cpu_kernels *t = mp_cpu_kernels_get(v1 ? MP_ISA_AMX : (mp_isa)isa, NULL);
+            static mp_cpu_kernels v1_table;
+            if (!t || (v1 && (!with_v1 || kind != 0)))
                 continue;
+            if (only_isa >= 0 && (v1 ? MP_ISA_AMX : isa) != only_isa)
+                continue;
+            if (v1) {
+                v1_table = *t;
+                v1_table.gemm_q8 = mp_gemm_q8_amx_v1;
+                t = &v1_table;
+            }
             if (kind != 0 && isa == MP_ISA_AMX)
                 continue; /* same functions as avx512 */
             for (size_t mi = 0; mi < 5; mi++) {
@@ -162,10 +180,10 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
                 if (kind == 0)
                     t->quantize_act_q8(m, x, k, k, kg, xq, ldxq, xs);
                 double hot = time_calls(&c, 1);
-                double cold = m <= 16 ? time_calls(&c, copies[kind]) : 0.0;
+                double cold = m <= 16 || isa >= MP_ISA_AVX512 ? time_calls(&c, copies[kind]) : 0.0;
                 double fl = 2.0 * (double)m * n * k;
-                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], mp_isa_name((mp_isa)isa), m, fl / hot * 1e-9,
-                       bytes[kind] / hot * 1e-9);
+                printf("%-15s %-7s %4zu %10.1f %10.2f", kind_names[kind], v1 ? "amx-v1" : mp_isa_name((mp_isa)isa), m,
+                       fl / hot * 1e-9, bytes[kind] / hot * 1e-9);
                 if (cold > 0)
                     printf(" %10.1f %10.2f\n", fl / cold * 1e-9, bytes[kind] / cold * 1e-9);
                 else
@@ -179,7 +197,7 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
     /* activation quantization, for scale */
     for (int isa = 0; isa < MP_ISA_COUNT; isa++) {
         const mp_cpu_kernels *t = mp_cpu_kernels_get((mp_isa)isa, NULL);
-        if (!t || isa == MP_ISA_AMX)
+        if (!t || isa == MP_ISA_AMX || (only_isa >= 0 && isa != only_isa))
             continue;
         double t0 = now();
         int reps = 0;
@@ -196,53 +214,43 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
 static void bench_peaks(void)
 {
     printf("== peaks (single core)\n");
-    if (mp_isa_available(MP_ISA_AMX)) {
-        uint64_t it = 1u << 20;
-        mp_amx_peak_loop(1000);
-        double t0 = now();
-        mp_amx_peak_loop(it);
-        double dt = now() - t0;
-        double ops = (double)it * 4 * 2 * 16 * 16 * 64;
-        double ns = dt / ((double)it * 4) * 1e9;
+    double amx = mp_perf_amx_int8_peak(1, 5); /* best of 5: the core may be shared */
+    if (amx > 0) {
+        double ns = 2.0 * 16 * 16 * 64 / amx * 1e9;
         /* a 16x16x64 TDPBSSD issues every 16 cycles at best */
-        printf("AMX TDPBSSD, no loads: %.0f GOP/s (int8), %.2f ns each (= 16 cycles at %.2f GHz)\n",
-               ops / dt * 1e-9, ns, 16.0 / ns);
+        printf("AMX TDPBSSD, no loads: %.0f GOP/s (int8), %.2f ns each (= 16 cycles at %.2f GHz)\n", amx * 1e-9, ns,
+               16.0 / ns);
     } else {
         printf("AMX: not available here\n");
     }
     if (mp_isa_available(MP_ISA_AVX512)) {
         uint64_t it = 1u << 22;
-        double t0 = now();
-        volatile int32_t sink = mp_vnni_peak_loop(it);
-        (void)sink;
-        double dt = now() - t0;
+        double dt = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now();
+            volatile int32_t sink = mp_vnni_peak_loop(it);
+            (void)sink;
+            if (now() - t0 < dt)
+                dt = now() - t0;
+        }
         printf("AVX-512 VPDPBUSD, no loads: %.0f GOP/s (int8)\n", (double)it * 16 * 64 * 2 / dt * 1e-9);
     }
-    /* memory read bandwidth: dot(a, a) over 1 GiB with the best path */
-    const mp_cpu_kernels *t = mp_cpu_kernels_get(mp_isa_best(), NULL);
-    size_t n = (size_t)1 << 28;
-    float *a = aligned_alloc(64, n * sizeof *a);
-    for (size_t i = 0; i < n; i++)
-        a[i] = 1.0f;
-    volatile float sink = 0;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
-        sink += t->dot(n, a, a);
-        double bw = n * sizeof *a / (now() - t0) * 1e-9;
-        if (bw > best)
-            best = bw;
+    /* memory read bandwidth: 64-byte loads over 1 GiB (best of 3), and over
+     * 1 MiB (L2, best of many passes) */
+    mp_error err = {0};
+    mp_perf_bandwidth bw;
+    if (mp_perf_read_bandwidth(1, (size_t)1 << 30, 3, &bw, &err)) {
+        printf("read bandwidth probe: %s\n", err.msg);
+        return;
     }
-    size_t l2n = (size_t)1 << 18; /* 1 MiB: L2 resident */
-    double t0 = now();
-    int reps = 0;
-    do {
-        sink += t->dot(l2n, a, a);
-        reps++;
-    } while (now() - t0 < 0.2);
-    printf("read bandwidth, 1 core (%s dot): memory %.1f GB/s, L2 %.1f GB/s\n", mp_isa_name(t->isa), best,
-           (double)l2n * 4 * reps / (now() - t0) * 1e-9);
+    size_t l2n = (size_t)1 << 20;
+    uint8_t *a = aligned_alloc(64, l2n);
+    memset(a, 1, l2n);
+    double l2 = mp_perf_read_pass(a, l2n, 1, 2000, false);
     free(a);
+    printf("read bandwidth, 1 core, %s: memory %.1f GB/s (one stream; four side by side %.1f GB/s), L2 (1 MiB) "
+           "%.1f GB/s\n",
+           bw.avx512 ? "64-byte loads" : "portable loop", bw.one_stream * 1e-9, bw.four_streams * 1e-9, l2 * 1e-9);
 }
 
 int main(int argc, char **argv)
@@ -256,8 +264,18 @@ int main(int argc, char **argv)
             only_kind = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cold-mb") && i + 1 < argc)
             cold_mb = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            mp_isa isa;
+            if (!mp_isa_parse(argv[++i], &isa)) {
+                fprintf(stderr, "bench_kernels: unknown ISA %s\n", argv[i]);
+                return 1;
+            }
+            only_isa = (int)isa;
+        } else if (!strcmp(argv[i], "--v1"))
+            with_v1 = true;
         else {
-            fprintf(stderr, "usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3 (q8, bf16_amx, int4, bf16_rm)]\n");
+            fprintf(stderr, "usage: bench_kernels [--quick] [--cold-mb N] [--kind 0..3 (q8, bf16_amx, int4, bf16_rm)] "
+                            "[--isa NAME] [--v1]\n");
             return 1;
         }
     }

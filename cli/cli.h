@@ -32,10 +32,15 @@ bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double m
 void mp_cli_trap_sigbus(void);
 
 /* Subcommands (one per cli/cmd_*.c). */
+int mp_cmd_bench(int argc, char **argv);
+int mp_cmd_chat(int argc, char **argv);
+int mp_cmd_compare(int argc, char **argv);
 int mp_cmd_convert(int argc, char **argv);
 int mp_cmd_detokenize(int argc, char **argv);
 int mp_cmd_inspect(int argc, char **argv);
 int mp_cmd_inspect_source(int argc, char **argv);
+int mp_cmd_run(int argc, char **argv);
+int mp_cmd_serve(int argc, char **argv);
 int mp_cmd_synth(int argc, char **argv);
 int mp_cmd_tokenize(int argc, char **argv);
 int mp_cmd_verify(int argc, char **argv);

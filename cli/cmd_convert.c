@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "       or a GGUF file (the first part of a split model is enough)\n"
             "options:\n"
             "  --cpu-quant int8|bf16        routed experts (default int8, AMX tile order)\n"
-            "  --gpu-quant int4|int4-asym|bf16  attention, dense and shared-expert weights (default int4)\n"
+            "  --gpu-quant int4|int4-sym|bf16   attention, dense and shared-expert weights (default int4:\n"
+            "                               asymmetric, the most accurate int4; int4-sym: symmetric)\n"
             "  --int4-fit minmax|extreme8|mse   how int4 group scales are chosen (default mse)\n"
             "  --int8-group N               int8 K-group width for expert gate/up (multiple of 64; default: whole rows)\n"
             "  --config FILE                a config.json that completes the source's description (e.g. the\n"
@@ -34,9 +35,9 @@ static bool parse_quant(const char *s, bool gpu, mp_quant *q)
         *q = MP_QUANT_INT8;
     else if (!strcmp(s, "bf16"))
         *q = MP_QUANT_BF16;
-    else if (gpu && (!strcmp(s, "int4") || !strcmp(s, "int4-sym")))
+    else if (gpu && !strcmp(s, "int4-sym"))
         *q = MP_QUANT_INT4_SYM;
-    else if (gpu && !strcmp(s, "int4-asym"))
+    else if (gpu && (!strcmp(s, "int4") || !strcmp(s, "int4-asym")))
         *q = MP_QUANT_INT4_ASYM;
     else
         return false;
@@ -101,7 +102,7 @@ int mp_cmd_convert(int argc, char **argv)
             break;
         case O_GPU:
             if (!parse_quant(optarg, true, &o.gpu_quant))
-                return mp_cli_usage_error("convert", "--gpu-quant must be int4, int4-asym or bf16, got '%s'", optarg);
+                return mp_cli_usage_error("convert", "--gpu-quant must be int4, int4-sym, int4-asym or bf16, got '%s'", optarg);
             break;
         case O_FIT:
             if (!strcmp(optarg, "minmax")) o.int4_fit = MP_INT4_FIT_MINMAX;

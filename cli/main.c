@@ -11,10 +11,15 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical. */
 static const mp_command commands[] = {
+    {"bench", mp_cmd_bench, "measure load, prefill and decode speed against the machine's limits"},
+    {"chat", mp_cmd_chat, "talk with a model, turn after turn (history kept)"},
+    {"compare", mp_cmd_compare, "compare a container's logits with reference outputs"},
     {"convert", mp_cmd_convert, "convert a DeepSeek checkpoint (safetensors or GGUF) into a container"},
     {"detokenize", mp_cmd_detokenize, "print the text of token ids"},
     {"inspect", mp_cmd_inspect, "show what is in a container (tables or --json)"},
     {"inspect-source", mp_cmd_inspect_source, "show a checkpoint as the converter sees it"},
+    {"run", mp_cmd_run, "generate text from a prompt"},
+    {"serve", mp_cmd_serve, "serve a container over HTTP (OpenAI-compatible API and a chat page)"},
     {"synth", mp_cmd_synth, "write a random DeepSeek-shaped checkpoint (official HF layout)"},
     {"tokenize", mp_cmd_tokenize, "print the token ids of a text"},
     {"verify", mp_cmd_verify, "check every tensor checksum of a container"},

@@ -331,7 +331,7 @@ static int parse_alignment(cursor *c, const mp_gguf_kv *kv, uint64_t n_kv, uint6
 
 static int parse_tensor_info(cursor *c, mp_gguf_tensor *t, uint64_t index, uint64_t alignment)
 {
-    const uint8_t *s;
+    const uint8_t *s = NULL;
     uint64_t len;
     int rc;
     snprintf(c->ctx, sizeof c->ctx, "tensor info %llu", (unsigned long long)index);
@@ -886,21 +886,21 @@ static int array_elem(const mp_gguf *g, const mp_gguf_kv *arr, uint64_t i, const
 
 int mp_gguf_arr_i64(const mp_gguf *g, const mp_gguf_kv *arr, uint64_t i, int64_t *out, mp_error *err)
 {
-    const uint8_t *p;
+    const uint8_t *p = NULL; /* set by array_elem on success; GCC -O3 cannot tell */
     int rc = array_elem(g, arr, i, &p, err);
     return rc != MP_OK ? rc : value_i64(g, arr->key, arr->elem_type, p, out, err);
 }
 
 int mp_gguf_arr_u64(const mp_gguf *g, const mp_gguf_kv *arr, uint64_t i, uint64_t *out, mp_error *err)
 {
-    const uint8_t *p;
+    const uint8_t *p = NULL; /* set by array_elem on success; GCC -O3 cannot tell */
     int rc = array_elem(g, arr, i, &p, err);
     return rc != MP_OK ? rc : value_u64(g, arr->key, arr->elem_type, p, out, err);
 }
 
 int mp_gguf_arr_f64(const mp_gguf *g, const mp_gguf_kv *arr, uint64_t i, double *out, mp_error *err)
 {
-    const uint8_t *p;
+    const uint8_t *p = NULL; /* set by array_elem on success; GCC -O3 cannot tell */
     int rc = array_elem(g, arr, i, &p, err);
     return rc != MP_OK ? rc : value_f64(g, arr->key, arr->elem_type, p, out, err);
 }

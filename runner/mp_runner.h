@@ -1,6 +1,7 @@
 /* mp_runner: a loaded container and the sessions (conversations) that run on
  * it. This header is the contract between the forward pass and its users
  * (run/chat/compare/bench/serve); the implementation lives in runner/.
+ * runner/mp_forward.h has the pieces of one forward step for other back ends.
  *
  * A model is loaded once (mmap, no copy of the CPU section, one upload of the
  * GPU section in hybrid mode) and is read-only afterwards. A session owns a
@@ -15,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat.h"
 #include "container.h"
 #include "mp_error.h"
 #include "tokenizer.h"
@@ -22,16 +24,25 @@
 typedef struct mp_model mp_model;
 typedef struct mp_session mp_session;
 
+/* Tokens evaluated together in one step of a long prompt: each routed expert
+ * runs one GEMM per layer and batch. */
+#define MP_MAX_BATCH 256u
+
 typedef struct mp_model_opts {
-    int threads;                /* 0: all cores */
+    int threads;                /* 0: all cores (omp_get_max_threads) */
     uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
     bool verify;                /* check every tensor checksum before use */
     bool cpu_only;              /* never use the GPU even when built with CUDA */
-    bool prefault;              /* fault the CPU section in at load (all threads, THP) */
+    bool prefault;              /* fault the CPU section in at load (all threads, MADV_HUGEPAGE first) */
+    int isa;                    /* an mp_isa to force; -1: MOEPACK_ISA when set, else the best */
 } mp_model_opts;
 
 void mp_model_opts_default(mp_model_opts *o);
 
+/* Opens the container, checks every tensor the forward pass reads against
+ * the model description (role, layout, quantization, shape: a container that
+ * disagrees is MP_ERR_INPUT naming the tensor) and builds views into the
+ * mapping. Touches no tensor data (unless verify or prefault). */
 int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_error *err);
 void mp_model_free(mp_model *m);
 
@@ -39,10 +50,30 @@ const mp_container *mp_model_container(const mp_model *m);
 const mp_model_desc *mp_model_desc_of(const mp_model *m);
 const mp_tokenizer *mp_model_tokenizer(const mp_model *m);
 uint32_t mp_model_vocab(const mp_model *m);
+/* The container's chat format (metadata `chat_format`; the tokenizer's guess
+ * when absent). */
+mp_chat_format mp_model_chat_format(const mp_model *m);
+/* End-of-sequence id (tokenizer's, else the model description's); -1: none. */
+int32_t mp_model_eos(const mp_model *m);
+/* Routed experts per token actually used (the override or the model's). */
+uint32_t mp_model_experts_per_token(const mp_model *m);
+int mp_model_threads(const mp_model *m);
 /* "cpu (avx512)", "hybrid (cuda + amx)", ... */
 const char *mp_model_backend_name(const mp_model *m);
 
-/* ctx: the most tokens the session will hold (prompt + generated). */
+/* What the hybrid back end's load did (from mp_gpu_model_stats); all zero
+ * (active false) on the CPU path. */
+typedef struct mp_gpu_load_info {
+    bool active;            /* the model runs hybrid: the GPU section is on a device */
+    char device[64];        /* the GPU's name */
+    uint64_t upload_bytes;  /* the GPU section */
+    double upload_seconds;  /* its copy to the device (page registration included) */
+    double context_seconds; /* CUDA context, cuBLAS, workspace */
+} mp_gpu_load_info;
+void mp_model_gpu_load_info(const mp_model *m, mp_gpu_load_info *out);
+
+/* ctx: the most tokens the session will hold (prompt + generated); at most
+ * the model's max_position_embeddings. */
 int mp_session_new(mp_model *m, uint32_t ctx, mp_session **out, mp_error *err);
 void mp_session_free(mp_session *s);
 
@@ -50,22 +81,93 @@ void mp_session_free(mp_session *s);
 uint32_t mp_session_len(const mp_session *s);
 const int32_t *mp_session_tokens(const mp_session *s);
 uint32_t mp_session_ctx(const mp_session *s);
+mp_model *mp_session_model(const mp_session *s);
 /* Forgets everything after the first n tokens (keeps a shared prefix). */
 void mp_session_truncate(mp_session *s, uint32_t n);
+/* Length of the common prefix of the session's tokens and ids. */
+uint32_t mp_session_common_prefix(const mp_session *s, const int32_t *ids, size_t n);
 
-/* Appends ids (any count: the prompt is processed in batches, each expert
- * running one GEMM per layer and batch) and computes logits. logits_last
- * (vocab floats, may be NULL) gets the last token's; logits_all (n x vocab,
- * may be NULL) every new token's. A context overflow or an id out of range is
- * an error before anything is evaluated. */
+/* Appends ids (any count: the prompt is processed in batches of up to
+ * MP_MAX_BATCH, each expert running one GEMM per layer and batch) and
+ * computes logits. logits_last (vocab floats, may be NULL) gets the last
+ * token's; logits_all (n x vocab, may be NULL) every new token's. A context
+ * overflow or an id out of range is an error before anything is evaluated.
+ * The last token's logits also stay in mp_session_logits. */
 int mp_session_eval(mp_session *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
                     mp_error *err);
+/* The logits of the last evaluated token (vocab floats; valid until the next
+ * eval or truncate; NULL before any eval). */
+const float *mp_session_logits(const mp_session *s);
 
-/* Optional instrumentation: hidden states after each layer of the last eval
- * (for tests against the reference). NULL unless enabled before the eval. */
-void mp_session_capture_hidden(mp_session *s, bool on);
-/* layer 0 = embeddings, L+1 = after decoder layer L (the last one after the final norm) */
-const float *mp_session_hidden(const mp_session *s, uint32_t layer);
+/* Optional instrumentation: hidden states of the tokens of the last eval
+ * (for tests against the reference). Enabling allocates (layers + 1) x ctx x
+ * hidden floats once. */
+int mp_session_capture_hidden(mp_session *s, bool on, mp_error *err);
+/* layer 0 = embeddings, L+1 = after decoder layer L (the last one after the
+ * final norm): [rows][hidden] floats, rows = tokens of the last eval; NULL
+ * unless capture was on for it. */
+const float *mp_session_hidden(const mp_session *s, uint32_t layer, size_t *rows);
+
+/* ---- instrumentation: where a session's time goes ------------------------------
+ *
+ * Off by default and free when off (one pointer test per layer). When on,
+ * every eval adds wall-clock seconds (CLOCK_MONOTONIC) per decoder layer and
+ * per part of the layer, until cleared. `moepack bench` reads them.
+ *
+ * CPU path: the CPU parts of a layer are disjoint intervals of its wall time
+ * (the rest, "other", is the residual adds and the FFN norm), so for each
+ * layer sum(CPU parts) <= wall_seconds, and over a session
+ * embed + head + sum(layer walls) <= eval_seconds.
+ *
+ * Hybrid path (filled by the GPU back end): the two sides overlap. The CPU
+ * side's parts are routed experts, transfers it drives and MP_PART_CPU_IDLE
+ * (the host waiting for the GPU); the GPU side's are MP_PART_GPU_* (GPU time
+ * from events) and MP_PART_GPU_IDLE (the GPU waiting for the CPU's experts).
+ * Each side's parts sum to at most the layer's wall_seconds; they are not
+ * added across sides. */
+typedef enum mp_part {
+    MP_PART_ATTENTION = 0,  /* CPU: attention norm, MLA (absorbed), output projection */
+    MP_PART_ROUTER,         /* CPU: router logits and top-k */
+    MP_PART_ROUTED_EXPERTS, /* CPU: routed experts (both paths) */
+    MP_PART_SHARED_EXPERT,  /* CPU: shared experts */
+    MP_PART_DENSE_MLP,      /* CPU: the dense layers' MLP */
+    MP_PART_GPU_ATTENTION,  /* hybrid: GPU attention (norm, MLA, output projection) */
+    MP_PART_GPU_ROUTER,     /* hybrid: GPU FFN norm and router */
+    MP_PART_GPU_SHARED,     /* hybrid: GPU shared experts */
+    MP_PART_GPU_DENSE,      /* hybrid: GPU dense MLP */
+    MP_PART_TRANSFER,       /* hybrid: hand-off copies between host and device (wall time) */
+    MP_PART_CPU_IDLE,       /* hybrid: the CPU waiting for the GPU */
+    MP_PART_GPU_IDLE,       /* hybrid: the GPU waiting for the CPU's routed experts */
+    MP_PART_COUNT
+} mp_part;
+
+/* "attention", "router", "routed_experts", ..., "gpu_idle" (the JSON keys of
+ * `moepack bench`). */
+const char *mp_part_name(mp_part p);
+/* True for the parts that run on (or are the idle time of) the GPU side. */
+bool mp_part_is_gpu_side(mp_part p);
+
+typedef struct mp_layer_stats {
+    double wall_seconds;          /* the whole layer, start to end */
+    double part[MP_PART_COUNT];   /* seconds per part (see above) */
+    uint64_t experts_run;         /* sum over batches of the distinct routed experts computed */
+} mp_layer_stats;
+
+typedef struct mp_run_stats {
+    uint64_t evals, batches, tokens; /* since the last clear */
+    double eval_seconds;             /* wall time inside mp_session_eval */
+    double embed_seconds;            /* embedding rows */
+    double head_seconds;             /* final norm + lm_head (on the GPU in hybrid mode) */
+    uint32_t layers;
+    mp_layer_stats *layer;           /* [layers] */
+} mp_run_stats;
+
+/* Turns the recording on (allocating the per-layer table once) or off.
+ * Turning it on clears it. */
+int mp_session_stats_enable(mp_session *s, bool on, mp_error *err);
+void mp_session_stats_clear(mp_session *s);
+/* The figures so far; NULL when recording is off. */
+const mp_run_stats *mp_session_stats(const mp_session *s);
 
 /* ---- sampling ----------------------------------------------------------- */
 
@@ -76,10 +178,38 @@ typedef struct mp_sampler_opts {
     uint64_t seed;
 } mp_sampler_opts;
 
+void mp_sampler_opts_default(mp_sampler_opts *o); /* greedy, top_p 1, top_k 0, seed 0 */
+
 typedef struct mp_sampler mp_sampler;
+/* Refuses temperature < 0 or not finite, top_p outside (0, 1] (usage errors). */
 int mp_sampler_new(const mp_sampler_opts *o, uint32_t vocab, mp_sampler **out, mp_error *err);
 void mp_sampler_free(mp_sampler *s);
-/* Picks a token from logits (not modified). Same seed + same logits = same tokens. */
+/* Picks a token from logits (not modified). Same seed + same logits = same
+ * tokens. Greedy picks the lowest id among equal maxima. */
 int32_t mp_sampler_sample(mp_sampler *s, const float *logits);
+
+/* ---- generation ------------------------------------------------------------ */
+
+typedef struct mp_gen_stats {
+    uint32_t prompt_tokens;    /* tokens of the prompt evaluated (not found in the cache) */
+    uint32_t cached_tokens;    /* tokens of the prompt reused from the session */
+    uint32_t generated;        /* tokens produced (including a final EOS) */
+    double prefill_seconds;    /* evaluating the prompt */
+    double decode_seconds;     /* evaluating generated tokens + sampling */
+    bool stopped_eos, stopped_ctx;
+} mp_gen_stats;
+
+/* Called with every generated token; return false to stop. */
+typedef bool (*mp_token_fn)(int32_t id, void *user);
+
+/* Continues the session with `prompt` (the whole conversation so far: the
+ * common prefix with the session's tokens is kept, the rest evaluated), then
+ * samples up to max_new tokens, each passed to on_token. Stops after the EOS
+ * id (when stop_at_eos), after max_new tokens, or when the context is full
+ * (stopped_ctx; not an error). A prompt that does not fit the context is an
+ * MP_ERR_INPUT error before anything is evaluated. The last generated token
+ * is in the session's tokens only if it was evaluated (i.e. not the final one). */
+int mp_generate(mp_session *s, mp_sampler *smp, const int32_t *prompt, size_t n_prompt, uint32_t max_new,
+                bool stop_at_eos, mp_token_fn on_token, void *user, mp_gen_stats *st, mp_error *err);
 
 #endif

@@ -4,7 +4,7 @@
 # Tests read ../shared/fixtures when it exists (override: MOEPACK_FIXTURES=DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+bash scripts/deps.sh --test
 fixtures=${MOEPACK_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
 jobs=$(nproc 2>/dev/null || echo 2)
 

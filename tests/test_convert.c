@@ -203,6 +203,7 @@ int main(void)
     mp_convert_opts o;
     mp_convert_opts_default(&o);
     o.threads = 1;
+    o.gpu_quant = MP_QUANT_INT4_SYM; /* the options of the interrupted run */
     o.resume = true;
     mp_convert_summary sum;
     REQUIRE(mp_convert(hf, r, &o, &sum, &e) == MP_OK);

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mp_kernels.h"
 #include "mp_test.h"
@@ -146,6 +148,58 @@ static void test_q8(void)
     test_q8_shape(&r, 40, 2048, 256, 64); /* down-like: 8 groups */
     test_q8_shape(&r, 35, 7168, 7168, 17);  /* gate/up-like: one group */
     test_q8_shape(&r, 20, 10944, 256, 3);   /* short last group (192) */
+}
+
+/* Shapes that reach the AMX kernel's block boundaries (more than 256 rows,
+ * more than 128 outputs, odd 16-output blocks, long groups cut into
+ * superchunks, several long groups): every path against the scalar one,
+ * bit for bit (the scalar one is checked against independent math above). */
+static void test_q8_big(void)
+{
+    static const struct {
+        uint32_t n, k, kg;
+        size_t m;
+    } cases[] = {
+        {136, 3200, 3200, 270}, /* one long group: split-K; 9 blocks = 2 output blocks */
+        {72, 3584, 1024, 45},   /* 4 groups of 1024: split-K with a running f32 sum */
+        {40, 2048, 256, 290},   /* down-like: all-K, 2 row blocks, the last of 34 rows */
+    };
+    mp_rng r = {91};
+    mp_error err = {0};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const uint32_t n = cases[ci].n, k = cases[ci].k, kg = cases[ci].kg;
+        const size_t m = cases[ci].m;
+        mp_amx_int8_layout l;
+        REQUIRE(mp_amx_int8_layout_init(n, k, kg, &l, &err) == MP_OK);
+        float *w = malloc((size_t)n * k * sizeof *w), *x = malloc(m * k * sizeof *x);
+        fill_gauss(&r, w, (size_t)n * k, 0.05);
+        fill_gauss(&r, x, m * k, 1.0);
+        uint8_t *packed = aligned_alloc(64, mp_align_up(l.total_bytes, 64));
+        REQUIRE(mp_amx_int8_quantize_pack_rows(&l, 0, n, w, k, packed, l.total_bytes, &err) == MP_OK);
+        mp_amx_int8_view v;
+        mp_amx_int8_view_init(&l, packed, &v);
+        const size_t ldxq = l.kp, ldy = n + 3;
+        int8_t *xq = aligned_alloc(64, m * ldxq);
+        float *xs = malloc(m * l.groups * sizeof *xs);
+        mp_quant_act_int8(m, x, k, k, kg, xq, ldxq, xs);
+        float *y0 = malloc(m * ldy * sizeof *y0), *want = malloc(m * ldy * sizeof *want);
+        float *y = malloc(m * ldy * sizeof *y);
+        for (int acc = 0; acc < 2; acc++) {
+            const uint32_t n0 = acc ? 5 : 0, n1 = acc ? n - 3 : n;
+            prefill(&r, y0, m, ldy, acc);
+            memcpy(want, y0, m * ldy * sizeof *y0);
+            scalar->gemm_q8(&v, m, xq, ldxq, xs, n0, n1, want, ldy, acc);
+            for (int t = 1; t < MP_ISA_COUNT; t++) {
+                if (!tabs[t])
+                    continue;
+                memcpy(y, y0, m * ldy * sizeof *y);
+                tabs[t]->gemm_q8(&v, m, xq, ldxq, xs, n0, n1, y, ldy, acc);
+                CHECKF(!memcmp(y, want, m * ldy * sizeof *y), "q8 %s %ux%u/%u m=%zu [%u,%u) acc=%d differs from scalar",
+                       mp_isa_name((mp_isa)t), n, k, kg, m, n0, n1, acc);
+            }
+        }
+        free(w), free(x), free(packed), free(xq), free(xs), free(y0), free(want), free(y);
+    }
 }
 
 /* ---- f32-accurate kernels: bf16 (two layouts), int4, f32 ----------------------------- */
@@ -541,9 +595,48 @@ static void test_numa_split(void)
     free(wg), free(wd), free(pg), free(pd);
 }
 
-int main(void)
+/* The int8 tests again in a child with MOEPACK_AMX_TUNE set: other block
+ * sizes and loop orders of the AMX kernel must give the same bits. */
+static void test_amx_tune_child(const char *self, const char *tune)
 {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setenv("MOEPACK_AMX_TUNE", tune, 1);
+        setenv("MP_TEST_Q8_ONLY", "1", 1);
+        execl(self, self, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the run with MOEPACK_AMX_TUNE=%s failed (status %d)", tune,
+           status);
+}
+
+/* Runs this test again with MOEPACK_ISA_MAX=avx2: the paths above AVX2 are
+ * then absent, as on a smaller machine (skips, "not available" errors). */
+static void test_capped_child(const char *self)
+{
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setenv("MOEPACK_ISA_MAX", "avx2", 1);
+        execl(self, self, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the run with MOEPACK_ISA_MAX=avx2 failed (status %d)",
+           status);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
     mp_error err = {0};
+    const char *cap = getenv("MOEPACK_ISA_MAX");
+    if (cap)
+        printf("== run with MOEPACK_ISA_MAX=%s\n", cap);
     for (int i = 0; i < MP_ISA_COUNT; i++) {
         tabs[i] = mp_cpu_kernels_get((mp_isa)i, &err);
         if (!tabs[i])
@@ -553,12 +646,33 @@ int main(void)
     }
     scalar = tabs[MP_ISA_SCALAR];
     REQUIRE(scalar);
+    if (getenv("MP_TEST_Q8_ONLY")) { /* a tuning child: see test_amx_tune_child */
+        printf("== int8 only, MOEPACK_AMX_TUNE=%s\n", getenv("MOEPACK_AMX_TUNE") ? getenv("MOEPACK_AMX_TUNE") : "");
+        for (int i = MP_ISA_SCALAR + 1; i < MP_ISA_AMX; i++) /* unchanged by the tuning */
+            tabs[i] = NULL;
+        test_q8();
+        test_q8_big();
+        test_numa_split();
+        return mp_test_finish();
+    }
     test_forcing();
     test_quantize_act();
     test_helpers();
     test_q8();
+    test_q8_big();
     test_float_kernels();
     test_determinism();
     test_numa_split();
+    if (cap) {
+        mp_isa c;
+        CHECK(!mp_isa_parse(cap, &c) || mp_isa_best() <= c);
+    } else {
+        fflush(stdout);
+        test_capped_child(argv[0]);
+        if (tabs[MP_ISA_AMX]) {
+            test_amx_tune_child(argv[0], "ks=3,order=1,mc=64,allk=0,pf=0");
+            test_amx_tune_child(argv[0], "ks=1000,allk=1000,mc=32,order=0");
+        }
+    }
     return mp_test_finish();
 }

@@ -98,7 +98,7 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
     const char *key;
     json_t *val;
     json_object_foreach ((json_t *)vocab, key, val) {
-        uint32_t id;
+        uint32_t id = 0;
         if (json_id(h, val, "vocab entry", key, &id, err))
             return MP_ERR_INPUT;
         if (id + 1ull > n)
@@ -109,7 +109,7 @@ static int hf_vocab(hf_loader *h, const json_t *model, mp_error *err)
         const json_t *content = json_object_get(val, "content");
         if (!json_is_object(val) || !json_is_string(content))
             return mp_fail(err, MP_ERR_INPUT, h->path, NULL, "added_tokens[%zu] has no content string", ai);
-        uint32_t id;
+        uint32_t id = 0;
         if (json_id(h, json_object_get(val, "id"), "added token", json_string_value(content), &id, err))
             return MP_ERR_INPUT;
         if (id + 1ull > n)

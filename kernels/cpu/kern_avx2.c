@@ -178,11 +178,38 @@ static void gemm_q8_avx2(const mp_amx_int8_view *w, size_t m, const int8_t *xq, 
 }
 
 /* ---- amx_bf16 x f32: the AVX-512 scheme on 8-lane halves ----------------------------- */
+/* One k pair of a 16-output block for mb rows; the odd x is read only when
+ * odd_ok (it lies past K at the end of an odd-width row). */
+INLINE void bf16_pair(const uint16_t *blk, uint32_t p, const float *const *xr, const int mb, __m256 acc[4][2],
+                      const bool odd_ok)
+{
+    const __m256i hi_mask = _mm256_set1_epi32((int32_t)0xffff0000u);
+    __m256 we[2], wo[2];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)p * 32 + h * 16));
+        we[h] = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+        wo[h] = _mm256_castsi256_ps(_mm256_and_si256(raw, hi_mask));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mb; i++) {
+        __m256 xe = _mm256_set1_ps(xr[i][2 * p]);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+            acc[i][h] = _mm256_fmadd_ps(xe, we[h], acc[i][h]);
+        if (odd_ok) {
+            __m256 xo = _mm256_set1_ps(xr[i][2 * p + 1]);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++)
+                acc[i][h] = _mm256_fmadd_ps(xo, wo[h], acc[i][h]);
+        }
+    }
+}
+
 INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx, size_t m0, const int mb,
                            uint32_t nb0, uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate)
 {
     const mp_amx_bf16_layout *l = &w->lay;
-    const __m256i hi_mask = _mm256_set1_epi32((int32_t)0xffff0000u);
     __m256 acc[4][2];
 #pragma GCC unroll 4
     for (int i = 0; i < mb; i++)
@@ -192,28 +219,14 @@ INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx
         uint32_t kpg = mp_amx_bf16_group_kp(l, g);
         uint32_t kend = l->k - kbase < kpg ? l->k - kbase : kpg;
         const uint16_t *blk = w->data + (size_t)g * l->np * l->kg + (size_t)nb0 * kpg * 16;
-        uint32_t npairs = (kend + 1) / 2;
-        for (uint32_t p = 0; p < npairs; p++) {
-            __m256 we[2], wo[2];
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)p * 32 + h * 16));
-                we[h] = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
-                wo[h] = _mm256_castsi256_ps(_mm256_and_si256(raw, hi_mask));
-            }
-            bool odd_ok = 2 * p + 1 < kend;
+        const float *xr[4];
 #pragma GCC unroll 4
-            for (int i = 0; i < mb; i++) {
-                const float *xp = x + (m0 + i) * ldx + kbase + 2 * p;
-                __m256 xe = _mm256_set1_ps(xp[0]);
-                __m256 xo = _mm256_set1_ps(odd_ok ? xp[1] : 0.0f);
-#pragma GCC unroll 2
-                for (int h = 0; h < 2; h++) {
-                    acc[i][h] = _mm256_fmadd_ps(xe, we[h], acc[i][h]);
-                    acc[i][h] = _mm256_fmadd_ps(xo, wo[h], acc[i][h]);
-                }
-            }
-        }
+        for (int i = 0; i < mb; i++)
+            xr[i] = x + (m0 + i) * ldx + kbase;
+        for (uint32_t p = 0; p < kend / 2; p++)
+            bf16_pair(blk, p, xr, mb, acc, true);
+        if (kend & 1)
+            bf16_pair(blk, kend / 2, xr, mb, acc, false);
     }
 #pragma GCC unroll 4
     for (int i = 0; i < mb; i++) {
@@ -268,6 +281,23 @@ INLINE __m256 load8(const void *w, const bool bf16, size_t at, __m256i mask, boo
     return full ? _mm256_loadu_ps((const float *)w + at) : _mm256_maskload_ps((const float *)w + at, mask);
 }
 
+INLINE void rm_step(const void *w, const bool bf16, size_t ldw, uint32_t kk, const float *x, size_t ldx, size_t m0,
+                    const int mb, uint32_t nrow0, const int nr, __m256 acc[2][4], const bool full, __m256i mask)
+{
+    __m256 wr[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++)
+        wr[j] = load8(w, bf16, (size_t)(nrow0 + j) * ldw + kk, mask, full);
+#pragma GCC unroll 2
+    for (int i = 0; i < mb; i++) {
+        const float *xp = x + (m0 + i) * ldx + kk;
+        __m256 xv = full ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, mask);
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = _mm256_fmadd_ps(xv, wr[j], acc[i][j]);
+    }
+}
+
 INLINE void rm_block(const void *w, const bool bf16, size_t ldw, uint32_t k, const float *x, size_t ldx, size_t m0,
                      const int mb, uint32_t nrow0, const int nr, float *y, size_t ldy, bool accumulate)
 {
@@ -277,22 +307,11 @@ INLINE void rm_block(const void *w, const bool bf16, size_t ldw, uint32_t k, con
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm256_setzero_ps();
-    for (uint32_t kk = 0; kk < k; kk += 8) {
-        bool full = k - kk >= 8;
-        __m256i mask = lane_mask8(k - kk);
-        __m256 wr[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++)
-            wr[j] = load8(w, bf16, (size_t)(nrow0 + j) * ldw + kk, mask, full);
-#pragma GCC unroll 2
-        for (int i = 0; i < mb; i++) {
-            const float *xp = x + (m0 + i) * ldx + kk;
-            __m256 xv = full ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, mask);
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++)
-                acc[i][j] = _mm256_fmadd_ps(xv, wr[j], acc[i][j]);
-        }
-    }
+    uint32_t kk = 0;
+    for (; kk + 8 <= k; kk += 8)
+        rm_step(w, bf16, ldw, kk, x, ldx, m0, mb, nrow0, nr, acc, true, _mm256_setzero_si256());
+    if (kk < k)
+        rm_step(w, bf16, ldw, kk, x, ldx, m0, mb, nrow0, nr, acc, false, lane_mask8(k - kk));
 #pragma GCC unroll 2
     for (int i = 0; i < mb; i++)
 #pragma GCC unroll 4
@@ -339,55 +358,78 @@ static void gemm_f32_avx2(const float *w, size_t ldw, uint32_t k, size_t m, cons
  * 8 bytes = 16 k values per step. The bytes are reordered (0,1,4,5,2,3,6,7)
  * before zero extension so that their low/high nibbles line up with the
  * even/odd lanes SHUFPS makes of two 8-float loads of x. */
+/* 16 k values [kk, kk+16); `full` false at the end of the row (masked x). */
+INLINE void int4_step(const uint8_t *const *rows, uint32_t kk, const float *const *xr, const int mb, const int nr,
+                      const __m256 *sc, const __m256 *off, __m256 acc[2][4], const bool full, size_t left)
+{
+    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i low4 = _mm256_set1_epi32(15);
+    __m256 xe[2], xo[2];
+#pragma GCC unroll 2
+    for (int i = 0; i < mb; i++) {
+        const float *xp = xr[i] + kk;
+        __m256 a, b;
+        if (full) {
+            a = _mm256_loadu_ps(xp);
+            b = _mm256_loadu_ps(xp + 8);
+        } else {
+            a = _mm256_maskload_ps(xp, lane_mask8(left));
+            b = _mm256_maskload_ps(xp + 8, lane_mask8(left > 8 ? left - 8 : 0));
+        }
+        xe[i] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        xo[i] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(rows[j] + kk / 2));
+        __m256i v = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(raw, order));
+        __m256 we = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), sc[j], off[j]);
+        __m256 wo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sc[j], off[j]);
+#pragma GCC unroll 2
+        for (int i = 0; i < mb; i++) {
+            acc[i][j] = _mm256_fmadd_ps(xe[i], we, acc[i][j]);
+            acc[i][j] = _mm256_fmadd_ps(xo[i], wo, acc[i][j]);
+        }
+    }
+}
+
 INLINE void int4_block(const mp_gpu_int4_view *w, const float *x, size_t ldx, size_t m0, const int mb,
                        uint32_t nrow0, const int nr, float *y, size_t ldy, bool accumulate)
 {
     const mp_gpu_int4_layout *l = &w->lay;
     const bool asym = l->scheme == MP_INT4_ASYM;
-    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1);
-    const __m256i low4 = _mm256_set1_epi32(15);
     __m256 acc[2][4];
+    const uint8_t *rows[4];
+    const float *xr[2];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++)
+        rows[j] = w->data + (size_t)(nrow0 + j) * l->row_bytes;
 #pragma GCC unroll 2
-    for (int i = 0; i < mb; i++)
+    for (int i = 0; i < mb; i++) {
+        xr[i] = x + (m0 + i) * ldx;
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm256_setzero_ps();
+    }
     for (uint32_t g = 0; g < l->groups; g++) {
         __m256 sc[4], off[4];
-        {
 #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                size_t at = (size_t)(nrow0 + j) * l->groups + g;
-                float s = mp_f16_to_f32(w->scale[at]);
-                sc[j] = _mm256_set1_ps(s);
-                off[j] = _mm256_set1_ps(asym ? mp_f16_to_f32(w->min[at]) : -8.0f * s);
-            }
+        for (int j = 0; j < nr; j++) {
+            size_t at = (size_t)(nrow0 + j) * l->groups + g;
+            float s = mp_f16_to_f32(w->scale[at]);
+            sc[j] = _mm256_set1_ps(s);
+            off[j] = _mm256_set1_ps(asym ? mp_f16_to_f32(w->min[at]) : -8.0f * s);
         }
-        uint32_t kend = l->k - g * MP_INT4_GROUP < MP_INT4_GROUP ? l->k : (g + 1) * MP_INT4_GROUP;
-        for (uint32_t kk = g * MP_INT4_GROUP; kk < kend; kk += 16) {
-            size_t left = l->k - kk;
-            __m256 xe[2], xo[2];
-    #pragma GCC unroll 2
-            for (int i = 0; i < mb; i++) {
-                const float *xp = x + (m0 + i) * ldx + kk;
-                __m256 a = left >= 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, lane_mask8(left));
-                __m256 b = left >= 16 ? _mm256_loadu_ps(xp + 8)
-                                      : _mm256_maskload_ps(xp + 8, lane_mask8(left > 8 ? left - 8 : 0));
-                xe[i] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-                xo[i] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-            }
-    #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(w->data + (size_t)(nrow0 + j) * l->row_bytes +
-                                                                              kk / 2));
-                __m256i v = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(raw, order));
-                __m256 we = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), sc[j], off[j]);
-                __m256 wo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sc[j], off[j]);
-    #pragma GCC unroll 2
-                for (int i = 0; i < mb; i++) {
-                    acc[i][j] = _mm256_fmadd_ps(xe[i], we, acc[i][j]);
-                    acc[i][j] = _mm256_fmadd_ps(xo[i], wo, acc[i][j]);
-                }
+        uint32_t k0 = g * MP_INT4_GROUP;
+        if (l->k - k0 >= MP_INT4_GROUP) {
+            for (uint32_t c = 0; c < MP_INT4_GROUP; c += 16)
+                int4_step(rows, k0 + c, xr, mb, nr, sc, off, acc, true, 16);
+        } else {
+            for (uint32_t kk = k0; kk < l->k; kk += 16) {
+                if (l->k - kk >= 16)
+                    int4_step(rows, kk, xr, mb, nr, sc, off, acc, true, 16);
+                else
+                    int4_step(rows, kk, xr, mb, nr, sc, off, acc, false, l->k - kk);
             }
         }
     }

@@ -147,12 +147,37 @@ void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, si
  * A 16-row block of a group is a run of 64-byte rows, one per k pair: the
  * low bf16 of each dword is k even, the high one k odd; both convert to f32
  * exactly by a shift or a mask. */
+/* One k pair (k = 2p, 2p+1) of nbk blocks for mb rows; the odd x is read
+ * only when odd_ok (it lies past K at the end of an odd-width row). */
+INLINE void bf16_pair(const uint16_t *const *blk, uint32_t p, const float *const *xr, const int mb, const int nbk,
+                      __m512 acc[4][8], const bool odd_ok)
+{
+    const __m512i hi_mask = _mm512_set1_epi32((int32_t)0xffff0000u);
+    __m512 we[8], wo[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < nbk; j++) {
+        __m512i raw = _mm512_loadu_si512(blk[j] + (size_t)p * 32);
+        we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+        wo[j] = _mm512_castsi512_ps(_mm512_and_si512(raw, hi_mask));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mb; i++) {
+        __m512 xe = _mm512_set1_ps(xr[i][2 * p]);
+        __m512 xo = odd_ok ? _mm512_set1_ps(xr[i][2 * p + 1]) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int j = 0; j < nbk; j++) {
+            acc[i][j] = _mm512_fmadd_ps(xe, we[j], acc[i][j]);
+            if (odd_ok)
+                acc[i][j] = _mm512_fmadd_ps(xo, wo[j], acc[i][j]);
+        }
+    }
+}
+
 INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx, size_t m0, const int mb,
                            uint32_t nb0, const int nbk, uint32_t n0, uint32_t n1, float *y, size_t ldy,
                            bool accumulate)
 {
     const mp_amx_bf16_layout *l = &w->lay;
-    const __m512i hi_mask = _mm512_set1_epi32((int32_t)0xffff0000u);
     __m512 acc[4][8];
 #pragma GCC unroll 4
     for (int i = 0; i < mb; i++)
@@ -167,29 +192,14 @@ INLINE void bf16_amx_block(const mp_amx_bf16_view *w, const float *x, size_t ldx
 #pragma GCC unroll 8
         for (int j = 0; j < nbk; j++)
             blk[j] = w->data + (size_t)g * l->np * l->kg + (size_t)(nb0 + j) * kpg * 16;
-        /* whole pairs, then a last half pair whose odd x is not read (past K) */
-        uint32_t npairs = (kend + 1) / 2;
-        for (uint32_t p = 0; p < npairs; p++) {
-            bool odd_ok = p < kend / 2;
-            __m512 we[8], wo[8];
-#pragma GCC unroll 8
-            for (int j = 0; j < nbk; j++) {
-                __m512i raw = _mm512_loadu_si512(blk[j] + (size_t)p * 32);
-                we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
-                wo[j] = _mm512_castsi512_ps(_mm512_and_si512(raw, hi_mask));
-            }
+        const float *xr[4];
 #pragma GCC unroll 4
-            for (int i = 0; i < mb; i++) {
-                const float *xp = x + (m0 + i) * ldx + kbase + 2 * p;
-                __m512 xe = _mm512_set1_ps(xp[0]);
-                __m512 xo = __builtin_expect(odd_ok, 1) ? _mm512_set1_ps(xp[1]) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-                for (int j = 0; j < nbk; j++) {
-                    acc[i][j] = _mm512_fmadd_ps(xe, we[j], acc[i][j]);
-                    acc[i][j] = _mm512_fmadd_ps(xo, wo[j], acc[i][j]);
-                }
-            }
-        }
+        for (int i = 0; i < mb; i++)
+            xr[i] = x + (m0 + i) * ldx + kbase;
+        for (uint32_t p = 0; p < kend / 2; p++)
+            bf16_pair(blk, p, xr, mb, nbk, acc, true);
+        if (kend & 1)
+            bf16_pair(blk, kend / 2, xr, mb, nbk, acc, false);
     }
 #pragma GCC unroll 8
     for (int j = 0; j < nbk; j++) {
@@ -239,10 +249,32 @@ static void gemm_bf16_amx_avx512(const mp_amx_bf16_view *w, size_t m, const floa
 /* ---- row-major bf16 / f32 x f32 -------------------------------------------------
  * nr weight rows x mb activation rows of 16-lane partial sums, reduced at the
  * end. Weight loads are shared across activation rows and vice versa. */
-INLINE __m512 load_bf16x16(const uint16_t *p, __mmask16 mask)
+
+/* 16 k values [kk, kk+16) (fewer at the end: masked, nothing past K read). */
+INLINE void rm_step(const void *wv, const bool bf16, size_t ldw, uint32_t kk, const float *x, size_t ldx, size_t m0,
+                    const int mb, uint32_t nrow0, const int nr, __m512 acc[4][4], const bool full, __mmask16 km)
 {
-    __m256i h = _mm256_maskz_loadu_epi16(mask, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    __m512 wr[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        size_t at = (size_t)(nrow0 + j) * ldw + kk;
+        if (bf16) {
+            const uint16_t *p = (const uint16_t *)wv + at;
+            __m256i h = full ? _mm256_loadu_si256((const __m256i *)(const void *)p) : _mm256_maskz_loadu_epi16(km, p);
+            wr[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        } else {
+            const float *p = (const float *)wv + at;
+            wr[j] = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(km, p);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mb; i++) {
+        const float *xp = x + (m0 + i) * ldx + kk;
+        __m512 xv = full ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(km, xp);
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = _mm512_fmadd_ps(xv, wr[j], acc[i][j]);
+    }
 }
 
 INLINE void rm_block(const void *wv, const bool bf16, size_t ldw, uint32_t k, const float *x, size_t ldx,
@@ -254,23 +286,11 @@ INLINE void rm_block(const void *wv, const bool bf16, size_t ldw, uint32_t k, co
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm512_setzero_ps();
-    for (uint32_t kk = 0; kk < k; kk += 16) {
-        __mmask16 km = tail_mask(k - kk);
-        __m512 wr[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) {
-            size_t at = (size_t)(nrow0 + j) * ldw + kk;
-            wr[j] = bf16 ? load_bf16x16((const uint16_t *)wv + at, km)
-                         : _mm512_maskz_loadu_ps(km, (const float *)wv + at);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < mb; i++) {
-            __m512 xv = _mm512_maskz_loadu_ps(km, x + (m0 + i) * ldx + kk);
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++)
-                acc[i][j] = _mm512_fmadd_ps(xv, wr[j], acc[i][j]);
-        }
-    }
+    uint32_t kk = 0;
+    for (; kk + 16 <= k; kk += 16)
+        rm_step(wv, bf16, ldw, kk, x, ldx, m0, mb, nrow0, nr, acc, true, 0xffff);
+    if (kk < k)
+        rm_step(wv, bf16, ldw, kk, x, ldx, m0, mb, nrow0, nr, acc, false, tail_mask(k - kk));
 #pragma GCC unroll 4
     for (int i = 0; i < mb; i++)
 #pragma GCC unroll 4
@@ -317,63 +337,80 @@ static void gemm_f32_avx512(const float *w, size_t ldw, uint32_t k, size_t m, co
 }
 
 /* ---- gpu_int4 x f32 ------------------------------------------------------------------
- * 16 bytes = 32 k values: zero-extended to 16 dwords, the low nibbles are the
+ * Per (row, group) the 16 possible weights, (j-8)*s (exact) or j*s + m (one
+ * rounding): the reference's f32 values, in one register; VPERMPS looks the
+ * nibbles up (it reads only the low 4 index bits, so the low nibble needs no
+ * mask). 16 bytes = 32 k: zero-extended to 16 dwords, the low nibbles are the
  * even k and the high nibbles the odd k, so x is split into even/odd lanes by
- * two permutes (shared by the nr weight rows). The dequantized weight is
- * (q-8)*s = q*s - 8s (both exact, one fused op, exact) or q*s + m (one
- * rounding): the reference's f32 values exactly. */
+ * two permutes shared by the nr weight rows. */
+INLINE void int4_chunk(const uint8_t *const *rows, uint32_t kk, const float *const *xr, const int mb, const int nr,
+                       const __m512 *tab, __m512 acc[4][4], size_t left)
+{
+    const __m512i idx_even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i idx_odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __m512 xe[4], xo[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < mb; i++) {
+        __m512 a, b;
+        if (left >= 32) {
+            a = _mm512_loadu_ps(xr[i] + kk);
+            b = _mm512_loadu_ps(xr[i] + kk + 16);
+        } else { /* the end of the row: nothing past K is read */
+            a = _mm512_maskz_loadu_ps(tail_mask(left), xr[i] + kk);
+            b = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), xr[i] + kk + 16);
+        }
+        xe[i] = _mm512_permutex2var_ps(a, idx_even, b);
+        xo[i] = _mm512_permutex2var_ps(a, idx_odd, b);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(rows[j] + kk / 2)));
+        __m512 we = _mm512_permutexvar_ps(v, tab[j]);
+        __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab[j]);
+#pragma GCC unroll 4
+        for (int i = 0; i < mb; i++) {
+            acc[i][j] = _mm512_fmadd_ps(xe[i], we, acc[i][j]);
+            acc[i][j] = _mm512_fmadd_ps(xo[i], wo, acc[i][j]);
+        }
+    }
+}
+
 INLINE void int4_block(const mp_gpu_int4_view *w, const float *x, size_t ldx, size_t m0, const int mb,
                        uint32_t nrow0, const int nr, float *y, size_t ldy, bool accumulate)
 {
     const mp_gpu_int4_layout *l = &w->lay;
     const bool asym = l->scheme == MP_INT4_ASYM;
-    const __m512i idx_even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i idx_odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i low4 = _mm512_set1_epi32(15);
+    const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     __m512 acc[4][4];
+    const uint8_t *rows[4];
+    const float *xr[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < mb; i++)
+    for (int j = 0; j < nr; j++)
+        rows[j] = w->data + (size_t)(nrow0 + j) * l->row_bytes;
+#pragma GCC unroll 4
+    for (int i = 0; i < mb; i++) {
+        xr[i] = x + (m0 + i) * ldx;
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm512_setzero_ps();
+    }
     for (uint32_t g = 0; g < l->groups; g++) {
-        __m512 sc[4], off[4];
-        {
+        __m512 tab[4];
 #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                size_t at = (size_t)(nrow0 + j) * l->groups + g;
-                float s = mp_f16_to_f32(w->scale[at]);
-                sc[j] = _mm512_set1_ps(s);
-                off[j] = _mm512_set1_ps(asym ? mp_f16_to_f32(w->min[at]) : -8.0f * s);
-            }
+        for (int j = 0; j < nr; j++) {
+            size_t at = (size_t)(nrow0 + j) * l->groups + g;
+            float s = mp_f16_to_f32(w->scale[at]);
+            float off = asym ? mp_f16_to_f32(w->min[at]) : -8.0f * s;
+            tab[j] = _mm512_fmadd_ps(iota, _mm512_set1_ps(s), _mm512_set1_ps(off));
         }
-        uint32_t kend = l->k - g * MP_INT4_GROUP < MP_INT4_GROUP ? l->k : (g + 1) * MP_INT4_GROUP;
-        for (uint32_t kk = g * MP_INT4_GROUP; kk < kend; kk += 32) {
-            __m512 xe[4], xo[4];
-            size_t left = l->k - kk;
-    #pragma GCC unroll 4
-            for (int i = 0; i < mb; i++) {
-                const float *xp = x + (m0 + i) * ldx + kk;
-                __m512 a = _mm512_maskz_loadu_ps(tail_mask(left), xp);
-                __m512 b = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), xp + 16);
-                xe[i] = _mm512_permutex2var_ps(a, idx_even, b);
-                xo[i] = _mm512_permutex2var_ps(a, idx_odd, b);
-            }
-    #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)(w->data +
-                                                                              (size_t)(nrow0 + j) * l->row_bytes + kk / 2));
-                __m512i v = _mm512_cvtepu8_epi32(raw);
-                __m512 qe = _mm512_cvtepi32_ps(_mm512_and_si512(v, low4));
-                __m512 qo = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
-                __m512 we = _mm512_fmadd_ps(qe, sc[j], off[j]);
-                __m512 wo = _mm512_fmadd_ps(qo, sc[j], off[j]);
-    #pragma GCC unroll 4
-                for (int i = 0; i < mb; i++) {
-                    acc[i][j] = _mm512_fmadd_ps(xe[i], we, acc[i][j]);
-                    acc[i][j] = _mm512_fmadd_ps(xo[i], wo, acc[i][j]);
-                }
-            }
+        uint32_t k0 = g * MP_INT4_GROUP;
+        if (l->k - k0 >= MP_INT4_GROUP) {
+#pragma GCC unroll 4
+            for (uint32_t c = 0; c < MP_INT4_GROUP; c += 32)
+                int4_chunk(rows, k0 + c, xr, mb, nr, tab, acc, 32);
+        } else {
+            for (uint32_t kk = k0; kk < l->k; kk += 32)
+                int4_chunk(rows, kk, xr, mb, nr, tab, acc, l->k - kk);
         }
     }
 #pragma GCC unroll 4
@@ -555,6 +592,45 @@ int32_t mp_vnni_peak_loop(uint64_t iters)
     for (int i = 1; i < 16; i++)
         s = _mm512_add_epi32(s, acc[i]);
     return _mm512_reduce_add_epi32(s);
+}
+
+uint64_t mp_read_probe_avx512(const void *p, size_t bytes)
+{
+    const uint8_t *b = p;
+    __m512i s[8];
+    for (int i = 0; i < 8; i++)
+        s[i] = _mm512_setzero_si512();
+    for (size_t off = 0; off + 512 <= bytes; off += 512)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            s[i] = _mm512_add_epi64(s[i], _mm512_load_si512(b + off + 64 * i));
+    for (int i = 1; i < 8; i++)
+        s[0] = _mm512_add_epi64(s[0], s[i]);
+    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
+}
+
+uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes)
+{
+    /* four sub-ranges read side by side: more misses in flight per core than
+     * one sequential stream gets, as a kernel reading many weight rows has */
+    const size_t q = bytes / 4 / 256 * 256;
+    const uint8_t *b0 = p, *b1 = b0 + q, *b2 = b1 + q, *b3 = b2 + q;
+    __m512i s[8];
+    for (int i = 0; i < 8; i++)
+        s[i] = _mm512_setzero_si512();
+    for (size_t off = 0; off < q; off += 128) {
+        s[0] = _mm512_add_epi64(s[0], _mm512_load_si512(b0 + off));
+        s[1] = _mm512_add_epi64(s[1], _mm512_load_si512(b0 + off + 64));
+        s[2] = _mm512_add_epi64(s[2], _mm512_load_si512(b1 + off));
+        s[3] = _mm512_add_epi64(s[3], _mm512_load_si512(b1 + off + 64));
+        s[4] = _mm512_add_epi64(s[4], _mm512_load_si512(b2 + off));
+        s[5] = _mm512_add_epi64(s[5], _mm512_load_si512(b2 + off + 64));
+        s[6] = _mm512_add_epi64(s[6], _mm512_load_si512(b3 + off));
+        s[7] = _mm512_add_epi64(s[7], _mm512_load_si512(b3 + off + 64));
+    }
+    for (int i = 1; i < 8; i++)
+        s[0] = _mm512_add_epi64(s[0], s[i]);
+    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
 }
 
 void mp_kern_fill_avx512(mp_cpu_kernels *t)

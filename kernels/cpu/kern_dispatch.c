@@ -72,7 +72,15 @@ static void detect(void)
     bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
     available[MP_ISA_AVX2] = os_avx && avx2 && fma && f16c;
     available[MP_ISA_AVX512] = available[MP_ISA_AVX2] && os_avx512 && f && dq && bw && vl && vnni;
-    available[MP_ISA_AMX] = available[MP_ISA_AVX512] && os_amx && amx_tile && amx_int8 && amx_bf16 &&
+    available[MP_ISA_AMX] = available[MP_ISA_AVX512];
+    /* MOEPACK_ISA_MAX caps what counts as available (to try a smaller
+     * machine's paths, and their "not available" errors, on a big one) */
+    const char *cap = getenv("MOEPACK_ISA_MAX");
+    mp_isa max = MP_ISA_AMX;
+    if (cap && *cap && mp_isa_parse(cap, &max))
+        for (int i = max + 1; i < MP_ISA_COUNT; i++)
+            available[i] = false;
+    available[MP_ISA_AMX] = available[MP_ISA_AMX] && os_amx && amx_tile && amx_int8 && amx_bf16 &&
                             request_amx_permission();
 }
 
@@ -122,8 +130,9 @@ const mp_cpu_kernels *mp_cpu_kernels_get(mp_isa isa, mp_error *err)
     if (!mp_isa_available(isa)) {
         char have[64];
         list_available(have, sizeof have);
-        mp_fail(err, MP_ERR_USAGE, NULL, NULL, "instruction set '%s' is not available on this machine (it has: %s)",
-                mp_isa_name(isa), have);
+        const char *cap = getenv("MOEPACK_ISA_MAX");
+        mp_fail(err, MP_ERR_USAGE, NULL, NULL, "instruction set '%s' is not available on this machine (it has: %s%s%s)",
+                mp_isa_name(isa), have, cap && *cap ? "; MOEPACK_ISA_MAX=" : "", cap && *cap ? cap : "");
         return NULL;
     }
     return &tables[isa];

@@ -14,10 +14,23 @@ void mp_kern_fill_amx(mp_cpu_kernels *t);
 void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                        uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
 
+/* The first AMX int8 kernel (kern_q8v1_amx.c), for comparison in benchmarks. */
+void mp_gemm_q8_amx_v1(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
+                       uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+void mp_gemm_q8_amx_v1_no_prefetch(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq,
+                                   const float *xscale, uint32_t n0, uint32_t n1, float *y, size_t ldy,
+                                   bool accumulate);
+
 /* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
  * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
 void mp_amx_peak_loop(uint64_t iters);
 int32_t mp_vnni_peak_loop(uint64_t iters);
+/* Reads `bytes` (a multiple of 512) sequentially with 64-byte loads: the
+ * single-core read bandwidth probe. Returns a checksum. */
+uint64_t mp_read_probe_avx512(const void *p, size_t bytes);
+/* The same over four quarters of the range read side by side (bytes a
+ * multiple of 1024; reads 4 * floor(bytes / 1024) * 256 bytes). */
+uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes);
 
 /* Byte offset of the 16-row block nb of group g, and of its tile kb. */
 static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)

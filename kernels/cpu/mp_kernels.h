@@ -2,13 +2,15 @@
  *
  * Every matmul computes, for rows m in [0, M) and output columns n in
  * [n0, n1):   y[m*ldy + n] (+)= sum_k x[m][k] * W[n][k]
- * with W [N, K] as in nn.Linear (docs/LAYOUTS.md). n indexes the whole
- * output row (not n1 - n0 wide). `accumulate` adds to y instead of
- * overwriting it. Kernels are single-threaded, allocate nothing, keep no state
- * (the AMX one loads its own tile configuration on entry and releases the
- * tiles on exit), and may be called from many threads at once on disjoint
- * outputs: the runner parallelizes over experts and row ranges. For speed
- * give n0 (and n1 unless it is N) as multiples of 16 (32 for AMX).
+ * with W [N, K] as in nn.Linear (docs/LAYOUTS.md), 0 <= n0 < n1 <= N (not
+ * checked: the hot path trusts its caller). n indexes the whole output row
+ * (not n1 - n0 wide); columns outside [n0, n1) are never written.
+ * `accumulate` adds to y instead of overwriting it. Kernels are
+ * single-threaded, allocate nothing, keep no state (the AMX one loads its own
+ * tile configuration on entry and releases the tiles on exit; it uses ~150 KiB
+ * of stack), and may be called from many threads at once on disjoint outputs:
+ * the runner parallelizes over experts and row ranges. For speed give n0 (and
+ * n1 unless it is N) as multiples of 16 (32 for AMX).
  *
  * One table per instruction set; entries an ISA does not speed up point to
  * the next lower ISA's function. All int8 paths return bit-identical results
@@ -41,7 +43,8 @@ typedef struct mp_cpu_kernels {
      * acc = fmaf((float)isum, xscale[m][g] * scale[g][n], acc) in group
      * order, from acc = 0 (or y when accumulating). For AMX speed, xq and
      * ldxq should be multiples of 64 bytes (tile rows then never straddle
-     * cache lines). */
+     * cache lines) and ldxq not a multiple of 1024 (the 16 rows of a tile
+     * then spread over L1's sets: the runner uses padded K + 64). */
     void (*gemm_q8)(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                     uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
 
@@ -83,12 +86,19 @@ const char *mp_isa_name(mp_isa isa);
 /* Parses "scalar", "avx2", "avx512", "amx"; false for anything else. */
 bool mp_isa_parse(const char *name, mp_isa *out);
 /* Whether this CPU and OS can run the ISA's kernels (for AMX this requests the
- * tile-data permission from the kernel once per process). */
+ * tile-data permission from the kernel once per process). Detection runs once
+ * per process; MOEPACK_ISA_MAX=scalar|avx2|avx512 set before it makes the
+ * ISAs above it count as absent (an unknown value is ignored). */
 bool mp_isa_available(mp_isa isa);
 /* The best available ISA, ignoring MOEPACK_ISA. */
 mp_isa mp_isa_best(void);
 
-/* The table of one ISA; NULL with an error when it is not available here. */
+/* The table of one ISA; NULL with an error when it is not available here.
+ * For benchmarks, read when the AMX table is built (all give the same bits):
+ * MOEPACK_AMX_TUNE="ks=8,allk=48,mc=256,order=1,pf=1" sets the AMX int8
+ * kernel's blocking (kern_amx.c); MOEPACK_AMX_KERNEL=v1 gives the first AMX
+ * int8 kernel instead (kern_q8v1_amx.c), MOEPACK_AMX_PREFETCH=0 that one
+ * without its B-tile prefetch. */
 const mp_cpu_kernels *mp_cpu_kernels_get(mp_isa isa, mp_error *err);
 /* The table to use: MOEPACK_ISA when set (an unknown or unavailable one is an
  * MP_ERR_USAGE error naming what this machine has), else the best. */

@@ -1,0 +1,316 @@
+/* The routed experts' CPU throughput as the runner runs them, next to what
+ * the machine can do, in one run:
+ *   - AMX INT8 peak: a pure TDPBSSD loop (no loads) on one thread and on all;
+ *   - memory read bandwidth with all threads (64-byte AVX-512 loads);
+ *   - DeepSeek-V3 expert shapes (gate/up W[2048, 7168] one K-group, down
+ *     W[7168, 2048] K-groups of 256) for M = 1 .. 1024 tokens per expert,
+ *     E experts at once, multi-threaded the way mp_fwd_routed_experts cuts
+ *     the work: gate/up items of (expert, 256-row slice) computing both
+ *     matrices, down items of (expert, 256 hidden rows) over all K-groups;
+ *     int8 tera-ops per second and the fraction of the all-thread AMX peak;
+ *   - decode (M = 1): the weight bytes streamed per second as a fraction of
+ *     the measured read bandwidth (the E experts' 3 matrices, far larger
+ *     than the caches, are read once per step).
+ *
+ * --v1 also measures the first AMX kernel (kern_q8v1_amx.c, what
+ * MOEPACK_AMX_KERNEL=v1 selects) in the same process, row by row after the
+ * current one, against the same peak.
+ *
+ * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
+ * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
+ * sets).
+ *
+ * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B] */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kern_internal.h"
+#include "mp_kernels.h"
+#include "mp_layout.h"
+#include "mp_perf.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double min_time = 0.5;
+
+/* ---- peaks ---------------------------------------------------------------------------- */
+
+/* The AMX peak and the read bandwidth probes are perf/mp_perf.h's (which
+ * `moepack bench` runs too): best of 5 each. */
+
+/* ---- experts ---------------------------------------------------------------------------- */
+
+typedef struct expert {
+    mp_amx_int8_view gate, up, down;
+} expert;
+
+static void fill_random(void *p, size_t n, uint64_t seed)
+{
+    /* int8 weights in [-64, 63]: values do not matter to the speed, but keep
+     * the sums far from overflow like real data */
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t per = (n / 8 + nt - 1) / nt, a = per * t, b = a + per < n / 8 ? a + per : n / 8;
+        uint64_t s = seed * 0x9e3779b97f4a7c15ull + (uint64_t)t * 0xbf58476d1ce4e5b9ull + 1;
+        uint64_t *q = p;
+        for (size_t i = a; i < b; i++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            q[i] = s & 0xbfbfbfbfbfbfbfbfull; /* clears bit 6 of each byte: |v| <= 127, mostly small */
+        }
+    }
+}
+
+static void *alloc_matrix(const mp_amx_int8_layout *l, mp_amx_int8_view *v, uint64_t seed)
+{
+    uint8_t *p = aligned_alloc(4096, (l->total_bytes + 4095) / 4096 * 4096);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    fill_random(p, l->data_bytes, seed);
+    float *sc = (float *)(p + l->scale_offset);
+    for (uint64_t i = 0; i < l->scale_bytes / 4; i++)
+        sc[i] = 1e-3f;
+    memset(p + l->wsum_offset, 0, l->wsum_bytes);
+    mp_amx_int8_view_init(l, p, v);
+    return p;
+}
+
+typedef void (*gemm_q8_fn)(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
+                           uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+
+typedef struct run_ctx {
+    gemm_q8_fn gemm_q8;
+    expert *ex;
+    uint32_t E;
+    size_t M;
+    int8_t *xq;   /* [E][M][kp_in] */
+    float *xs;    /* [E][M] */
+    float *g, *u; /* [E][M][I] */
+    int8_t *hq;   /* [E][M][kp_down] */
+    float *hs;    /* [E][M][S] */
+    float *y;     /* [E][M][H] */
+    uint32_t H, I, S;
+    size_t kp_in, kp_down; /* row strides of xq and hq */
+    int threads;
+} run_ctx;
+
+/* gate/up items: (expert, slice) computing both matrices' rows of the slice */
+static void run_gate_up(run_ctx *c)
+{
+    const size_t items = (size_t)c->E * c->S;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->threads)
+    for (size_t it = 0; it < items; it++) {
+        uint32_t e = (uint32_t)(it / c->S), s = (uint32_t)(it % c->S);
+        uint32_t r0 = s * 256, r1 = r0 + 256 < c->I ? r0 + 256 : c->I;
+        const int8_t *xq = c->xq + (size_t)e * c->M * c->kp_in;
+        const float *xs = c->xs + (size_t)e * c->M;
+        c->gemm_q8(&c->ex[e].gate, c->M, xq, c->kp_in, xs, r0, r1, c->g + (size_t)e * c->M * c->I, c->I, false);
+        c->gemm_q8(&c->ex[e].up, c->M, xq, c->kp_in, xs, r0, r1, c->u + (size_t)e * c->M * c->I, c->I, false);
+    }
+}
+
+/* down items: (expert, 256 hidden rows) over all K-groups */
+static void run_down(run_ctx *c)
+{
+    const uint32_t hb = (c->H + 255) / 256;
+    const size_t items = (size_t)c->E * hb;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->threads)
+    for (size_t it = 0; it < items; it++) {
+        uint32_t e = (uint32_t)(it / hb), b = (uint32_t)(it % hb);
+        uint32_t n0 = b * 256, n1 = n0 + 256 < c->H ? n0 + 256 : c->H;
+        c->gemm_q8(&c->ex[e].down, c->M, c->hq + (size_t)e * c->M * c->kp_down, c->kp_down,
+                      c->hs + (size_t)e * c->M * c->S, n0, n1, c->y + (size_t)e * c->M * c->H, c->H, false);
+    }
+}
+
+static double time_it(void (*fn)(run_ctx *), run_ctx *c)
+{
+    fn(c); /* warm-up */
+    double best = 1e30, t0 = now();
+    int reps = 0;
+    do {
+        double a = now();
+        fn(c);
+        double dt = now() - a;
+        if (dt < best)
+            best = dt;
+        reps++;
+    } while (now() - t0 < min_time || reps < 3);
+    return best;
+}
+
+static void run_both(run_ctx *c)
+{
+    run_gate_up(c);
+    run_down(c);
+}
+
+/* Bytes of the last-level cache (0 when unknown). */
+static size_t llc_bytes(void)
+{
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    if (!f)
+        return 0;
+    size_t v = 0;
+    char unit = 0;
+    if (fscanf(f, "%zu%c", &v, &unit) < 1)
+        v = 0;
+    fclose(f);
+    return unit == 'K' ? v << 10 : unit == 'M' ? v << 20 : v;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = omp_get_max_threads();
+    /* experts: enough that the weights are twice the last-level cache, so
+     * decode reads them from memory (at least 8, a V3 token's top-8) */
+    const size_t llc = llc_bytes();
+    const size_t per_expert = (size_t)45 << 20;
+    uint32_t E = (uint32_t)((2 * llc + per_expert - 1) / per_expert);
+    if (E < 8)
+        E = 8;
+    size_t ms[16] = {1, 4, 16, 64, 256, 1024};
+    int nms = 6;
+    bool with_v1 = false;
+    size_t ld_pad = 64; /* activation row stride = K + 64, as the runner's */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--experts") && i + 1 < argc)
+            E = (uint32_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-time") && i + 1 < argc)
+            min_time = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--m") && i + 1 < argc) {
+            nms = 0;
+            for (char *s = strtok(argv[++i], ","); s && nms < 16; s = strtok(NULL, ","))
+                ms[nms++] = (size_t)atol(s);
+        } else if (!strcmp(argv[i], "--ld-pad") && i + 1 < argc) {
+            ld_pad = (size_t)atol(argv[++i]);
+            if (ld_pad % 64 || ld_pad > 4096)
+                return 1;
+        } else if (!strcmp(argv[i], "--v1")) {
+            with_v1 = true;
+        } else {
+            fprintf(stderr,
+                    "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
+                    "[--ld-pad B]\n");
+            return 1;
+        }
+    }
+    if (threads < 1 || E < 1 || E > 256)
+        return 1;
+    mp_error err = {0};
+    if (!mp_isa_available(MP_ISA_AMX)) {
+        printf("SKIP: no AMX here\n");
+        return 0;
+    }
+    const mp_cpu_kernels *K = mp_cpu_kernels_get(MP_ISA_AMX, &err);
+    if (!K) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    const char *pf = getenv("MOEPACK_AMX_PREFETCH");
+    const char *kern = getenv("MOEPACK_AMX_KERNEL"), *tune = getenv("MOEPACK_AMX_TUNE");
+    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + %zu "
+           "bytes apart; kernel %s%s%s%s\n",
+           threads, E, ld_pad, kern && !strcmp(kern, "v1") ? "v1" : "current", tune ? ", MOEPACK_AMX_TUNE=" : "",
+           tune ? tune : "", kern && !strcmp(kern, "v1") && pf && !strcmp(pf, "0") ? ", v1 B prefetch off" : "");
+
+    double p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
+    printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
+           threads, pn * 1e-12, pn / p1);
+    fflush(stdout);
+    size_t bw_bytes = (size_t)1 << 30;
+    while (bw_bytes < 4 * llc)
+        bw_bytes *= 2;
+    uint8_t *bwbuf = aligned_alloc(4096, bw_bytes);
+    if (!bwbuf)
+        return 2;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < bw_bytes; i += 4096) /* each thread touches what it reads: local pages */
+        memset(bwbuf + i, 1, 4096);
+    double bw1 = mp_perf_read_pass(bwbuf, bw_bytes, threads, 5, false),
+           bw4 = mp_perf_read_pass(bwbuf, bw_bytes, threads, 5, true);
+    double bw = bw4 > bw1 ? bw4 : bw1;
+    printf("last-level cache %.0f MiB; memory read bandwidth, %d threads, %.1f GiB: %.1f GB/s (one stream per thread), "
+           "%.1f GB/s (four per thread)\n",
+           llc / 1048576.0, threads, bw_bytes / 1073741824.0, bw1 * 1e-9, bw4 * 1e-9);
+    free(bwbuf);
+
+    const uint32_t H = 7168, I = 2048;
+    mp_amx_int8_layout gu, dn;
+    if (mp_expert_layouts(H, I, 256, &gu, &dn, &err))
+        return 1;
+    expert *ex = calloc(E, sizeof *ex);
+    void **bufs = calloc(3 * (size_t)E, sizeof *bufs);
+    for (uint32_t e = 0; e < E; e++) {
+        bufs[3 * e] = alloc_matrix(&gu, &ex[e].gate, 3 * e + 1);
+        bufs[3 * e + 1] = alloc_matrix(&gu, &ex[e].up, 3 * e + 2);
+        bufs[3 * e + 2] = alloc_matrix(&dn, &ex[e].down, 3 * e + 3);
+    }
+    const double wbytes = (double)E * (2.0 * gu.total_bytes + dn.total_bytes);
+    printf("weights: %.1f MB (%u experts x (2 x %.1f + %.1f) MB)\n", wbytes * 1e-6, E, gu.total_bytes * 1e-6,
+           dn.total_bytes * 1e-6);
+    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", "TOPS",
+           "of peak", "down ms", "TOPS", "of peak", "both TOPS", "of peak");
+    double decode_gbs = 0;
+    for (int mi = 0; mi < nms; mi++) {
+        size_t M = ms[mi];
+        for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
+            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
+                         ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
+                         gu.kp + ld_pad, dn.kp + ld_pad, threads};
+            c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
+            c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
+            c.g = aligned_alloc(64, (size_t)E * M * I * 4);
+            c.u = aligned_alloc(64, (size_t)E * M * I * 4);
+            c.hq = aligned_alloc(64, (size_t)E * M * c.kp_down);
+            c.hs = aligned_alloc(64, (size_t)E * M * dn.groups * 4 + 64);
+            c.y = aligned_alloc(64, (size_t)E * M * H * 4);
+            if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
+                return 2;
+            fill_random(c.xq, (size_t)E * M * c.kp_in, 77);
+            fill_random(c.hq, (size_t)E * M * c.kp_down, 78);
+            for (size_t i = 0; i < (size_t)E * M; i++)
+                c.xs[i] = 1e-2f;
+            for (size_t i = 0; i < (size_t)E * M * dn.groups; i++)
+                c.hs[i] = 1e-2f;
+            double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
+            double ops_gu = 2.0 * 2 * (double)E * M * I * H, ops_dn = 2.0 * (double)E * M * H * I;
+            if (with_v1)
+                printf("%4zu %-5s", M, kv ? "v1" : "new");
+            else
+                printf("%6zu", M);
+            printf(" %10.3f %10.2f %7.1f%% %10.3f %10.2f %7.1f%% %10.2f %7.1f%%\n", t_gu * 1e3,
+                   ops_gu / t_gu * 1e-12, 100 * ops_gu / t_gu / pn, t_dn * 1e3, ops_dn / t_dn * 1e-12,
+                   100 * ops_dn / t_dn / pn, (ops_gu + ops_dn) / t_all * 1e-12, 100 * (ops_gu + ops_dn) / t_all / pn);
+            if (M == 1 && kv == 0)
+                decode_gbs = wbytes / t_all;
+            free(c.xq);
+            free(c.xs);
+            free(c.g);
+            free(c.u);
+            free(c.hq);
+            free(c.hs);
+            free(c.y);
+        }
+    }
+    if (decode_gbs > 0)
+        printf("\ndecode (M = 1): weights streamed at %.1f GB/s = %.1f%% of the %.1f GB/s read bandwidth\n",
+               decode_gbs * 1e-9, 100 * decode_gbs / bw, bw * 1e-9);
+    for (size_t i = 0; i < 3 * (size_t)E; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(ex);
+    return 0;
+}

@@ -1,0 +1,437 @@
+/* `moepack run` (one prompt) and `moepack chat` (an interactive, multi-turn
+ * conversation whose KV cache is reused turn after turn). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "cli.h"
+#include "mp_runner.h"
+
+#define DEFAULT_CTX 4096u
+#define DEFAULT_MAX_NEW 256u
+
+typedef struct run_opts {
+    const char *file, *prompt, *system;
+    bool chat, verify, cpu_only, prefault;
+    uint32_t max_new, ctx, threads, experts;
+    mp_sampler_opts samp;
+} run_opts;
+
+static void usage(FILE *out, bool chat)
+{
+    if (chat)
+        fprintf(out, "usage: moepack chat FILE [options]\n\n"
+                     "An interactive conversation in the model's chat format: each line read from standard input\n"
+                     "is a user turn; the answer streams to standard output. History is kept (only new tokens are\n"
+                     "evaluated). Ctrl-D (end of input) ends. Works with piped input too.\n");
+    else
+        fprintf(out, "usage: moepack run FILE -p TEXT [options]\n\n"
+                     "Generates a continuation of TEXT (or, with --chat, an answer to it in the model's chat\n"
+                     "format) and streams it to standard output. Statistics go to standard error.\n"
+                     "  -p, --prompt TEXT        the prompt (special tokens in it are plain text)\n"
+                     "  --chat                   wrap the prompt as a user turn of the model's chat format\n");
+    fprintf(out, "  --system TEXT            a system message (chat)\n"
+                 "  -n N                     most tokens to generate (default %u)\n"
+                 "  --temp T                 sampling temperature, 0 = greedy (default 0)\n"
+                 "  --top-p P                nucleus sampling, in (0, 1] (default 1: off)\n"
+                 "  --top-k K                sample among the K best (default 0: off)\n"
+                 "  --seed S                 random seed (default 0); the same seed gives the same text\n"
+                 "  --ctx N                  context length in tokens (default %u, at most the model's)\n"
+                 "  --threads N              compute threads (default: all cores)\n"
+                 "  --experts-per-token K    routed experts per token (default: the model's)\n"
+                 "  --verify                 check every tensor checksum before running\n"
+                 "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n"
+                 "  --prefault               read the routed experts into memory at load, with all threads\n"
+                 "                           (default: pages come in as experts first run)\n"
+                 "R1 reasoning (<think>...</think>) is shown dim on a terminal, between [thinking] and\n"
+                 "[/thinking] markers otherwise.\n",
+            DEFAULT_MAX_NEW, DEFAULT_CTX);
+}
+
+/* Parses the options run and chat share; returns -1 when fine, else the exit code. */
+static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
+{
+    const char *cmd = chat_cmd ? "chat" : "run";
+    memset(o, 0, sizeof *o);
+    o->max_new = DEFAULT_MAX_NEW;
+    mp_sampler_opts_default(&o->samp);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t u;
+        double f;
+#define NEEDV()                                                               \
+    do {                                                                      \
+        if (!v)                                                               \
+            return mp_cli_usage_error(cmd, "%s needs a value", a);           \
+        i++;                                                                  \
+    } while (0)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout, chat_cmd);
+            return 0;
+        } else if (!chat_cmd && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) {
+            NEEDV();
+            o->prompt = v;
+        } else if (!chat_cmd && !strcmp(a, "--chat")) {
+            o->chat = true;
+        } else if (!strcmp(a, "--system")) {
+            NEEDV();
+            o->system = v;
+        } else if (!strcmp(a, "-n")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 0, 1u << 26, &u))
+                return MP_ERR_USAGE;
+            o->max_new = (uint32_t)u;
+        } else if (!strcmp(a, "--temp")) {
+            NEEDV();
+            if (!mp_cli_parse_f64(cmd, a, v, 0.0, 100.0, &f))
+                return MP_ERR_USAGE;
+            o->samp.temperature = (float)f;
+        } else if (!strcmp(a, "--top-p")) {
+            NEEDV();
+            if (!mp_cli_parse_f64(cmd, a, v, 0.0, 1.0, &f))
+                return MP_ERR_USAGE;
+            if (f <= 0.0)
+                return mp_cli_usage_error(cmd, "--top-p must be in (0, 1], got '%s'", v);
+            o->samp.top_p = (float)f;
+        } else if (!strcmp(a, "--top-k")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 0, 1u << 24, &u))
+                return MP_ERR_USAGE;
+            o->samp.top_k = (uint32_t)u;
+        } else if (!strcmp(a, "--seed")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 0, UINT64_MAX, &u))
+                return MP_ERR_USAGE;
+            o->samp.seed = u;
+        } else if (!strcmp(a, "--ctx")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 1, 1u << 26, &u))
+                return MP_ERR_USAGE;
+            o->ctx = (uint32_t)u;
+        } else if (!strcmp(a, "--threads")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 1, 4096, &u))
+                return MP_ERR_USAGE;
+            o->threads = (uint32_t)u;
+        } else if (!strcmp(a, "--experts-per-token")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 1, 4096, &u))
+                return MP_ERR_USAGE;
+            o->experts = (uint32_t)u;
+        } else if (!strcmp(a, "--verify")) {
+            o->verify = true;
+        } else if (!strcmp(a, "--cpu-only")) {
+            o->cpu_only = true;
+        } else if (!strcmp(a, "--prefault")) {
+            o->prefault = true;
+        } else if (a[0] == '-' && a[1]) {
+            return mp_cli_usage_error(cmd, "unknown option '%s'", a);
+        } else if (!o->file) {
+            o->file = a;
+        } else {
+            return mp_cli_usage_error(cmd, "unexpected argument '%s'", a);
+        }
+#undef NEEDV
+    }
+    if (!o->file)
+        return mp_cli_usage_error(cmd, "missing FILE");
+    if (!chat_cmd && !o->prompt)
+        return mp_cli_usage_error(cmd, "missing -p TEXT");
+    if (!chat_cmd && o->system && !o->chat)
+        return mp_cli_usage_error(cmd, "--system needs --chat");
+    return -1;
+}
+
+/* ---- output: streaming text, reasoning shown apart --------------------------- */
+
+typedef struct printer {
+    mp_detok dt;
+    FILE *out;
+    bool tty, in_think;
+    int32_t think_open, think_close;
+    char *text; /* everything generated this turn (for chat history) */
+    size_t len, cap;
+    mp_error err;
+    bool failed;
+} printer;
+
+static void printer_init(printer *p, const mp_tokenizer *tok, bool start_in_think)
+{
+    memset(p, 0, sizeof *p);
+    mp_detok_init(&p->dt, tok, MP_TOK_DECODE_SKIP_SPECIAL);
+    p->out = stdout;
+    p->tty = isatty(fileno(stdout));
+    p->think_open = mp_tokenizer_find(tok, "<think>", 7);
+    p->think_close = mp_tokenizer_find(tok, "</think>", 8);
+    p->in_think = start_in_think;
+    if (start_in_think)
+        fputs(p->tty ? "\x1b[2m" : "[thinking]\n", p->out);
+}
+
+static void keep_text(printer *p, const char *s, size_t n)
+{
+    if (p->len + n + 1 > p->cap) {
+        size_t cap = (p->cap ? p->cap * 2 : 1024) + n;
+        char *t = realloc(p->text, cap);
+        if (!t)
+            return;
+        p->text = t;
+        p->cap = cap;
+    }
+    memcpy(p->text + p->len, s, n);
+    p->len += n;
+    p->text[p->len] = 0;
+}
+
+static bool on_token(int32_t id, void *user)
+{
+    printer *p = user;
+    const char *s;
+    size_t n;
+    if (mp_detok_push(&p->dt, id, &s, &n, &p->err)) {
+        p->failed = true;
+        return false;
+    }
+    keep_text(p, s, n);
+    if (id == p->think_open && p->think_open >= 0 && !p->in_think) {
+        p->in_think = true;
+        fputs(p->tty ? "\x1b[2m" : "[thinking]", p->out);
+        fflush(p->out);
+        return true;
+    }
+    if (id == p->think_close && p->think_close >= 0 && p->in_think) {
+        p->in_think = false;
+        fputs(p->tty ? "\x1b[0m" : "[/thinking]", p->out);
+        fflush(p->out);
+        return true;
+    }
+    fwrite(s, 1, n, p->out);
+    fflush(p->out);
+    return true;
+}
+
+static void printer_finish(printer *p)
+{
+    const char *s;
+    size_t n;
+    if (!mp_detok_flush(&p->dt, &s, &n, &p->err)) {
+        keep_text(p, s, n);
+        fwrite(s, 1, n, p->out);
+    }
+    if (p->in_think && p->tty)
+        fputs("\x1b[0m", p->out);
+    fputc('\n', p->out);
+    fflush(p->out);
+}
+
+static void printer_free(printer *p)
+{
+    mp_detok_free(&p->dt);
+    free(p->text);
+}
+
+static void print_stats(const mp_gen_stats *st, const char *prefix)
+{
+    double pf = st->prefill_seconds > 0 ? st->prompt_tokens / st->prefill_seconds : 0;
+    double dc = st->decode_seconds > 0 ? st->generated / st->decode_seconds : 0;
+    fprintf(stderr, "%sprompt tokens: %u (%u cached), prefill %.1f tok/s, generated %u, decode %.1f tok/s%s\n", prefix,
+            st->prompt_tokens, st->cached_tokens, pf, st->generated, dc,
+            st->stopped_ctx ? " (stopped: context full)" : "");
+}
+
+static bool starts_in_think(mp_chat_format f)
+{
+    return f == MP_CHAT_DEEPSEEK_R1 || f == MP_CHAT_DEEPSEEK_R1_0528;
+}
+
+/* ---- setup shared by run and chat ------------------------------------------- */
+
+static int open_model(const run_opts *o, mp_model **m, mp_session **s, mp_sampler **smp, mp_error *err)
+{
+    mp_model_opts mo;
+    mp_model_opts_default(&mo);
+    mo.threads = (int)o->threads;
+    mo.experts_per_token = o->experts;
+    mo.verify = o->verify;
+    mo.cpu_only = o->cpu_only;
+    mo.prefault = o->prefault;
+    int rc = mp_model_load(o->file, &mo, m, err);
+    if (rc)
+        return rc;
+    uint32_t maxpos = mp_model_desc_of(*m)->max_position_embeddings;
+    uint32_t ctx = o->ctx ? o->ctx : (DEFAULT_CTX < maxpos ? DEFAULT_CTX : maxpos);
+    if (ctx > maxpos)
+        return mp_fail(err, MP_ERR_USAGE, NULL, NULL, "--ctx %u is more than the model's %u positions", ctx, maxpos);
+    if ((rc = mp_session_new(*m, ctx, s, err)))
+        return rc;
+    return mp_sampler_new(&o->samp, mp_model_vocab(*m), smp, err);
+}
+
+static int encode_prompt(const mp_model *m, const run_opts *o, const mp_chat_msg *msgs, size_t n, mp_tokens *ids,
+                         mp_error *err)
+{
+    const mp_tokenizer *tok = mp_model_tokenizer(m);
+    int rc;
+    if (o->chat)
+        rc = mp_chat_encode(tok, mp_model_chat_format(m), msgs, n, true, ids, err);
+    else
+        rc = mp_tokenizer_encode(tok, o->prompt, strlen(o->prompt),
+                                 mp_tokenizer_add_bos(tok) && mp_tokenizer_bos(tok) >= 0 ? MP_TOK_ADD_BOS : 0, ids, err);
+    if (rc)
+        mp_error_prefix(err, "prompt");
+    return rc;
+}
+
+int mp_cmd_run(int argc, char **argv)
+{
+    run_opts o;
+    int prc = parse(argc, argv, false, &o);
+    if (prc >= 0)
+        return prc;
+    mp_error err = {0};
+    mp_model *m = NULL;
+    mp_session *s = NULL;
+    mp_sampler *smp = NULL;
+    mp_tokens ids = {0};
+    int rc = open_model(&o, &m, &s, &smp, &err);
+    if (!rc) {
+        mp_chat_msg msgs[2];
+        size_t n = 0;
+        if (o.system)
+            msgs[n++] = (mp_chat_msg){.role = MP_CHAT_SYSTEM, .content = o.system, .len = strlen(o.system)};
+        msgs[n++] = (mp_chat_msg){.role = MP_CHAT_USER, .content = o.prompt, .len = strlen(o.prompt)};
+        rc = encode_prompt(m, &o, msgs, n, &ids, &err);
+    }
+    if (!rc && ids.n > mp_session_ctx(s))
+        rc = mp_fail(&err, MP_ERR_INPUT, NULL, NULL, "the prompt has %zu tokens, more than --ctx %u", ids.n,
+                     mp_session_ctx(s));
+    if (!rc) {
+        printer p;
+        printer_init(&p, mp_model_tokenizer(m), o.chat && starts_in_think(mp_model_chat_format(m)));
+        mp_gen_stats st;
+        rc = mp_generate(s, smp, ids.ids, ids.n, o.max_new, true, on_token, &p, &st, &err);
+        if (!rc && p.failed) {
+            err = p.err;
+            rc = err.code ? err.code : MP_ERR_INPUT;
+        }
+        printer_finish(&p);
+        printer_free(&p);
+        if (!rc)
+            print_stats(&st, "");
+    }
+    if (!rc && (ferror(stdout) || fflush(stdout) != 0))
+        rc = mp_fail_errno(&err, "stdout", errno, "cannot write");
+    mp_tokens_free(&ids);
+    mp_sampler_free(smp);
+    mp_session_free(s);
+    mp_model_free(m);
+    return rc ? mp_cli_report(&err) : MP_OK;
+}
+
+/* ---- chat ------------------------------------------------------------------------ */
+
+typedef struct history {
+    mp_chat_msg *msgs;
+    char **owned; /* the texts the messages point to */
+    size_t n, cap;
+} history;
+
+static int history_add(history *h, mp_chat_role role, const char *text, size_t len, mp_error *err)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 16;
+        mp_chat_msg *m = realloc(h->msgs, cap * sizeof *m);
+        if (m)
+            h->msgs = m;
+        char **o = m ? realloc(h->owned, cap * sizeof *o) : NULL;
+        if (o)
+            h->owned = o;
+        if (!m || !o)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+        h->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
+    memcpy(copy, text, len);
+    copy[len] = 0;
+    h->owned[h->n] = copy;
+    h->msgs[h->n++] = (mp_chat_msg){.role = role, .content = copy, .len = len};
+    return MP_OK;
+}
+
+static void history_free(history *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        free(h->owned[i]);
+    free(h->owned);
+    free(h->msgs);
+}
+
+int mp_cmd_chat(int argc, char **argv)
+{
+    run_opts o;
+    int prc = parse(argc, argv, true, &o);
+    if (prc >= 0)
+        return prc;
+    o.chat = true;
+    mp_error err = {0};
+    mp_model *m = NULL;
+    mp_session *s = NULL;
+    mp_sampler *smp = NULL;
+    history h = {0};
+    int rc = open_model(&o, &m, &s, &smp, &err);
+    if (!rc && o.system)
+        rc = history_add(&h, MP_CHAT_SYSTEM, o.system, strlen(o.system), &err);
+    bool tty = isatty(fileno(stdin));
+    char *line = NULL;
+    size_t line_cap = 0;
+    unsigned turn = 0;
+    while (!rc) {
+        if (tty) {
+            fputs("> ", stderr);
+            fflush(stderr);
+        }
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0)
+            break; /* end of input */
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = 0;
+        if (got == 0)
+            continue;
+        if ((rc = history_add(&h, MP_CHAT_USER, line, (size_t)got, &err)))
+            break;
+        mp_tokens ids = {0};
+        rc = encode_prompt(m, &o, h.msgs, h.n, &ids, &err);
+        if (!rc) {
+            printer p;
+            printer_init(&p, mp_model_tokenizer(m), starts_in_think(mp_model_chat_format(m)));
+            mp_gen_stats st;
+            rc = mp_generate(s, smp, ids.ids, ids.n, o.max_new, true, on_token, &p, &st, &err);
+            if (!rc && p.failed) {
+                err = p.err;
+                rc = err.code ? err.code : MP_ERR_INPUT;
+            }
+            printer_finish(&p);
+            if (!rc)
+                rc = history_add(&h, MP_CHAT_ASSISTANT, p.text ? p.text : "", p.len, &err);
+            printer_free(&p);
+            if (!rc) {
+                char prefix[32];
+                snprintf(prefix, sizeof prefix, "turn %u: ", ++turn);
+                print_stats(&st, prefix);
+            }
+        }
+        mp_tokens_free(&ids);
+    }
+    free(line);
+    history_free(&h);
+    mp_sampler_free(smp);
+    mp_session_free(s);
+    mp_model_free(m);
+    return rc ? mp_cli_report(&err) : MP_OK;
+}

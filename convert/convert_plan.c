@@ -1,0 +1,339 @@
+/* convert_plan: the container's tensors, decided from the model description
+ * before any data is read, each with the job that will produce it. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert_internal.h"
+#include "mp_layout.h"
+#include "mp_num.h"
+
+static void expected_shape(const mp_model_desc *d, mp_role role, uint64_t *rows, uint64_t *cols)
+{
+    uint64_t H = d->hidden_size, nh = d->num_attention_heads, qk = mp_qk_head_dim(d);
+    uint64_t kvl = d->kv_lora_rank, rope = d->qk_rope_head_dim, nope = d->qk_nope_head_dim, v = d->v_head_dim;
+    uint64_t Im = d->moe_intermediate_size, Is = Im * d->n_shared_experts, V = d->vocab_size;
+    *rows = 1;
+    *cols = H;
+    switch (role) {
+    case MP_ROLE_TOKEN_EMBD: case MP_ROLE_LM_HEAD: case MP_ROLE_MTP_EMBED: case MP_ROLE_MTP_HEAD:
+        *rows = V; break;
+    case MP_ROLE_Q_PROJ: *rows = nh * qk; break;
+    case MP_ROLE_Q_A: *rows = d->q_lora_rank; break;
+    case MP_ROLE_Q_A_NORM: *cols = d->q_lora_rank; break;
+    case MP_ROLE_Q_B: *rows = nh * qk; *cols = d->q_lora_rank; break;
+    case MP_ROLE_KV_A_MQA: *rows = kvl + rope; break;
+    case MP_ROLE_KV_A_NORM: *cols = kvl; break;
+    case MP_ROLE_KV_B: *rows = nh * (nope + v); *cols = kvl; break;
+    case MP_ROLE_K_B: *rows = nh * kvl; *cols = nope; break;
+    case MP_ROLE_V_B: *rows = nh * v; *cols = kvl; break;
+    case MP_ROLE_ATTN_OUT: *rows = H; *cols = nh * v; break;
+    case MP_ROLE_FFN_GATE: case MP_ROLE_FFN_UP: *rows = d->intermediate_size; break;
+    case MP_ROLE_FFN_DOWN: *rows = H; *cols = d->intermediate_size; break;
+    case MP_ROLE_ROUTER: *rows = d->n_routed_experts; break;
+    case MP_ROLE_ROUTER_BIAS: *cols = d->n_routed_experts; break;
+    case MP_ROLE_EXP_GATE: case MP_ROLE_EXP_UP: *rows = Im; break;
+    case MP_ROLE_EXP_DOWN: *rows = H; *cols = Im; break;
+    case MP_ROLE_SHEXP_GATE: case MP_ROLE_SHEXP_UP: *rows = Is; break;
+    case MP_ROLE_SHEXP_DOWN: *rows = H; *cols = Is; break;
+    case MP_ROLE_MTP_EH_PROJ: *rows = H; *cols = 2 * H; break;
+    default: break; /* norms: [1, H] */
+    }
+}
+
+/* Container names (docs/FORMAT.md §4). */
+static const char *container_suffix(mp_role r)
+{
+    switch (r) {
+    case MP_ROLE_TOKEN_EMBD: return "token_embd";
+    case MP_ROLE_OUTPUT_NORM: return "output_norm";
+    case MP_ROLE_LM_HEAD: return "output";
+    case MP_ROLE_ATTN_NORM: return "attn_norm";
+    case MP_ROLE_FFN_NORM: return "ffn_norm";
+    case MP_ROLE_Q_PROJ: return "attn_q";
+    case MP_ROLE_Q_A: return "attn_q_a";
+    case MP_ROLE_Q_A_NORM: return "attn_q_a_norm";
+    case MP_ROLE_Q_B: return "attn_q_b";
+    case MP_ROLE_KV_A_MQA: return "attn_kv_a_mqa";
+    case MP_ROLE_KV_A_NORM: return "attn_kv_a_norm";
+    case MP_ROLE_ATTN_OUT: return "attn_output";
+    case MP_ROLE_FFN_GATE: return "ffn_gate";
+    case MP_ROLE_FFN_UP: return "ffn_up";
+    case MP_ROLE_FFN_DOWN: return "ffn_down";
+    case MP_ROLE_ROUTER: return "ffn_gate_inp";
+    case MP_ROLE_ROUTER_BIAS: return "exp_probs_b";
+    case MP_ROLE_EXP_GATE: return "ffn_gate_exps";
+    case MP_ROLE_EXP_UP: return "ffn_up_exps";
+    case MP_ROLE_EXP_DOWN: return "ffn_down_exps";
+    case MP_ROLE_SHEXP_GATE: return "ffn_gate_shexp";
+    case MP_ROLE_SHEXP_UP: return "ffn_up_shexp";
+    case MP_ROLE_SHEXP_DOWN: return "ffn_down_shexp";
+    case MP_ROLE_MTP_EMBED: return "nextn.embed_tokens";
+    case MP_ROLE_MTP_ENORM: return "nextn.enorm";
+    case MP_ROLE_MTP_HNORM: return "nextn.hnorm";
+    case MP_ROLE_MTP_EH_PROJ: return "nextn.eh_proj";
+    case MP_ROLE_MTP_HEAD_NORM: return "nextn.shared_head_norm";
+    case MP_ROLE_MTP_HEAD: return "nextn.shared_head_head";
+    case MP_ROLE_W_UK: return "attn_w_uk";
+    case MP_ROLE_W_UV: return "attn_w_uv";
+    default: return "unknown";
+    }
+}
+
+static int add_job(ctx *c, const mp_ctensor *spec, job_kind kind, uint32_t unit, const mp_src_tensor *src,
+                   mp_error *err)
+{
+    int rc = mp_container_plan_add(&c->plan, spec, err);
+    if (rc)
+        return rc;
+    if (c->n_jobs == c->cap_jobs) {
+        size_t cap = c->cap_jobs ? 2 * c->cap_jobs : 256;
+        job *j = realloc(c->jobs, cap * sizeof *j);
+        if (!j)
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory planning the conversion");
+        c->jobs = j;
+        c->cap_jobs = cap;
+    }
+    job *j = &c->jobs[c->n_jobs++];
+    memset(j, 0, sizeof *j);
+    j->kind = kind;
+    j->tensor = c->plan.n_tensors - 1;
+    j->unit = unit;
+    j->src = src;
+    j->first_zero_row = -1;
+    return MP_OK;
+}
+
+/* Finds and shape-checks the source tensor of (role, layer, expert). */
+static int need_src(ctx *c, mp_role role, int32_t layer, int32_t expert, const mp_src_tensor **out, mp_error *err)
+{
+    const mp_src_tensor *t = mp_source_find(c->src, role, layer, expert);
+    *out = t;
+    if (!t) {
+        char where[64] = "";
+        if (layer >= 0)
+            snprintf(where, sizeof where, " of layer %d%s", layer, "");
+        if (expert >= 0)
+            snprintf(where + strlen(where), sizeof where - strlen(where), ", expert %d", expert);
+        return mp_fail(err, MP_ERR_INPUT, c->src->path, NULL, "the checkpoint has no %s tensor%s", mp_role_name(role),
+                       where);
+    }
+    uint64_t rows, cols;
+    expected_shape(c->d, role, &rows, &cols);
+    if (t->rows != rows || t->cols != cols)
+        return mp_fail(err, MP_ERR_INPUT, c->src->path, t->name, "shape [%" PRIu64 ", %" PRIu64 "] does not match the model's [%" PRIu64 ", %" PRIu64 "]",
+                       t->rows, t->cols, rows, cols);
+    return MP_OK;
+}
+
+static void spec_init(mp_ctensor *s, char *name, size_t name_len, mp_role role, int32_t layer, int32_t expert)
+{
+    memset(s, 0, sizeof *s);
+    if (layer >= 0 && expert >= 0)
+        snprintf(name, name_len, "blk.%d.%s.%d", layer, container_suffix(role), expert);
+    else if (layer >= 0)
+        snprintf(name, name_len, "blk.%d.%s", layer, container_suffix(role));
+    else
+        snprintf(name, name_len, "%s", container_suffix(role));
+    s->name = name;
+    s->role = role;
+    s->layer = layer;
+    s->expert = expert;
+}
+
+/* A norm/router/bias (f32), embedding/head (bf16) or GPU matrix (int4/bf16). */
+static int plan_plain(ctx *c, mp_role role, int32_t layer, mp_section section, uint32_t unit, mp_error *err)
+{
+    const mp_src_tensor *t;
+    int rc = need_src(c, role, layer, -1, &t, err);
+    if (rc)
+        return rc;
+    char name[96];
+    mp_ctensor s;
+    spec_init(&s, name, sizeof name, role, layer, -1);
+    s.section = section;
+    bool one_d = t->rows == 1 && role != MP_ROLE_ROUTER;
+    s.ndim = one_d ? 1 : 2;
+    s.shape[0] = one_d ? t->cols : t->rows;
+    s.shape[1] = one_d ? 0 : t->cols;
+    s.layout = MP_LAYOUT_ROW_MAJOR;
+    job_kind kind;
+    bool is_matrix = !one_d && role != MP_ROLE_ROUTER;
+    bool keep_bf16 = role == MP_ROLE_TOKEN_EMBD || role == MP_ROLE_LM_HEAD || role == MP_ROLE_MTP_EMBED ||
+                     role == MP_ROLE_MTP_HEAD;
+    if (!is_matrix) {
+        s.quant = MP_QUANT_F32; /* norms, router and its bias: small, and precision matters for routing */
+        kind = JOB_F32;
+    } else if (keep_bf16 || c->o->gpu_quant == MP_QUANT_BF16) {
+        s.quant = MP_QUANT_BF16;
+        kind = JOB_BF16;
+    } else {
+        s.layout = MP_LAYOUT_GPU_INT4;
+        s.quant = c->o->gpu_quant;
+        s.group_width = MP_INT4_GROUP;
+        kind = JOB_INT4;
+    }
+    return add_job(c, &s, kind, unit, t, err);
+}
+
+static int plan_heads(ctx *c, int32_t layer, uint32_t unit, mp_error *err)
+{
+    const mp_model_desc *d = c->d;
+    const mp_src_tensor *kvb = mp_source_find(c->src, MP_ROLE_KV_B, layer, -1);
+    const mp_src_tensor *kb = NULL, *vb = NULL;
+    int rc;
+    if (kvb) {
+        if ((rc = need_src(c, MP_ROLE_KV_B, layer, -1, &kvb, err)))
+            return rc;
+        kb = vb = kvb;
+    } else if ((rc = need_src(c, MP_ROLE_K_B, layer, -1, &kb, err)) || (rc = need_src(c, MP_ROLE_V_B, layer, -1, &vb, err))) {
+        return mp_fail(err, MP_ERR_INPUT, c->src->path, NULL,
+                       "layer %d has neither kv_b_proj (attn_kv_b) nor both attn_k_b and attn_v_b", layer);
+    }
+    char name[96];
+    mp_ctensor s;
+    spec_init(&s, name, sizeof name, MP_ROLE_W_UK, layer, -1);
+    s.section = MP_SECTION_GPU;
+    s.layout = MP_LAYOUT_HEADS;
+    s.quant = MP_QUANT_BF16;
+    s.ndim = 3;
+    s.shape[0] = d->num_attention_heads;
+    s.shape[1] = d->kv_lora_rank;
+    s.shape[2] = d->qk_nope_head_dim;
+    if ((rc = add_job(c, &s, JOB_W_UK, unit, kb, err)))
+        return rc;
+    spec_init(&s, name, sizeof name, MP_ROLE_W_UV, layer, -1);
+    s.section = MP_SECTION_GPU;
+    s.layout = MP_LAYOUT_HEADS;
+    s.quant = MP_QUANT_BF16;
+    s.ndim = 3;
+    s.shape[0] = d->num_attention_heads;
+    s.shape[1] = d->v_head_dim;
+    s.shape[2] = d->kv_lora_rank;
+    return add_job(c, &s, JOB_W_UV, unit, vb, err);
+}
+
+static int plan_expert(ctx *c, mp_role role, int32_t layer, int32_t e, uint32_t unit, mp_error *err)
+{
+    const mp_src_tensor *t;
+    int rc = need_src(c, role, layer, e, &t, err);
+    if (rc)
+        return rc;
+    char name[96];
+    mp_ctensor s;
+    spec_init(&s, name, sizeof name, role, layer, e);
+    s.section = MP_SECTION_CPU;
+    s.ndim = 2;
+    s.shape[0] = t->rows;
+    s.shape[1] = t->cols;
+    bool i8 = c->o->cpu_quant == MP_QUANT_INT8;
+    uint32_t step = i8 ? 64 : 32;
+    /* down is cut along K into the NUMA slices; gate/up keep whole rows unless asked */
+    if (role == MP_ROLE_EXP_DOWN)
+        s.group_width = MP_EXPERT_SLICE_WIDTH;
+    else if (i8 && c->o->gate_up_group)
+        s.group_width = c->o->gate_up_group;
+    else
+        s.group_width = (uint32_t)mp_align_up(t->cols, step);
+    s.layout = i8 ? MP_LAYOUT_AMX_INT8 : MP_LAYOUT_AMX_BF16;
+    s.quant = i8 ? MP_QUANT_INT8 : MP_QUANT_BF16;
+    return add_job(c, &s, i8 ? JOB_AMX_INT8 : JOB_AMX_BF16, unit, t, err);
+}
+
+int mp_convert_build_plan(ctx *c, mp_error *err)
+{
+    const mp_model_desc *d = c->d;
+    int rc;
+    /* unit 0: the global tensors */
+    if ((rc = plan_plain(c, MP_ROLE_TOKEN_EMBD, -1, MP_SECTION_HOST, 0, err)) ||
+        (rc = plan_plain(c, MP_ROLE_OUTPUT_NORM, -1, MP_SECTION_GPU, 0, err)))
+        return rc;
+    if (mp_source_find(c->src, MP_ROLE_LM_HEAD, -1, -1) || !d->tie_word_embeddings) {
+        if ((rc = plan_plain(c, MP_ROLE_LM_HEAD, -1, MP_SECTION_GPU, 0, err)))
+            return rc;
+    } else {
+        /* tied: the head is the embedding, stored again where the GPU needs it */
+        const mp_src_tensor *t;
+        if ((rc = need_src(c, MP_ROLE_TOKEN_EMBD, -1, -1, &t, err)))
+            return rc;
+        char name[96];
+        mp_ctensor s;
+        spec_init(&s, name, sizeof name, MP_ROLE_LM_HEAD, -1, -1);
+        s.section = MP_SECTION_GPU;
+        s.layout = MP_LAYOUT_ROW_MAJOR;
+        s.quant = MP_QUANT_BF16;
+        s.ndim = 2;
+        s.shape[0] = t->rows;
+        s.shape[1] = t->cols;
+        if ((rc = add_job(c, &s, JOB_BF16, 0, t, err)))
+            return rc;
+    }
+    c->n_layers = d->num_hidden_layers + (c->o->keep_mtp ? d->num_nextn_predict_layers : 0);
+    /* GPU-side tensors of every layer first, then the experts: the plan keeps
+     * each section's tensors in the order they are added. */
+    for (uint32_t L = 0; L < c->n_layers; L++) {
+        int32_t l = (int32_t)L;
+        uint32_t unit = L + 1;
+        if (L >= d->num_hidden_layers) {
+            static const mp_role mtp[] = {MP_ROLE_MTP_ENORM, MP_ROLE_MTP_HNORM, MP_ROLE_MTP_EH_PROJ,
+                                          MP_ROLE_MTP_HEAD_NORM};
+            for (size_t i = 0; i < sizeof mtp / sizeof mtp[0]; i++)
+                if ((rc = plan_plain(c, mtp[i], l, MP_SECTION_GPU, unit, err)))
+                    return rc;
+            /* The MTP layer's embedding and head are copies of the main ones in
+             * the official checkpoints; kept only when present. */
+            if (mp_source_find(c->src, MP_ROLE_MTP_EMBED, l, -1) &&
+                (rc = plan_plain(c, MP_ROLE_MTP_EMBED, l, MP_SECTION_HOST, unit, err)))
+                return rc;
+            if (mp_source_find(c->src, MP_ROLE_MTP_HEAD, l, -1) &&
+                (rc = plan_plain(c, MP_ROLE_MTP_HEAD, l, MP_SECTION_GPU, unit, err)))
+                return rc;
+        }
+        if ((rc = plan_plain(c, MP_ROLE_ATTN_NORM, l, MP_SECTION_GPU, unit, err)))
+            return rc;
+        if (d->q_lora_rank) {
+            if ((rc = plan_plain(c, MP_ROLE_Q_A, l, MP_SECTION_GPU, unit, err)) ||
+                (rc = plan_plain(c, MP_ROLE_Q_A_NORM, l, MP_SECTION_GPU, unit, err)) ||
+                (rc = plan_plain(c, MP_ROLE_Q_B, l, MP_SECTION_GPU, unit, err)))
+                return rc;
+        } else if ((rc = plan_plain(c, MP_ROLE_Q_PROJ, l, MP_SECTION_GPU, unit, err))) {
+            return rc;
+        }
+        if ((rc = plan_plain(c, MP_ROLE_KV_A_MQA, l, MP_SECTION_GPU, unit, err)) ||
+            (rc = plan_plain(c, MP_ROLE_KV_A_NORM, l, MP_SECTION_GPU, unit, err)) ||
+            (rc = plan_heads(c, l, unit, err)) ||
+            (rc = plan_plain(c, MP_ROLE_ATTN_OUT, l, MP_SECTION_GPU, unit, err)) ||
+            (rc = plan_plain(c, MP_ROLE_FFN_NORM, l, MP_SECTION_GPU, unit, err)))
+            return rc;
+        /* MTP layers are MoE layers in DeepSeek-V3 */
+        bool moe = mp_layer_is_moe(d, L);
+        if (!moe) {
+            if ((rc = plan_plain(c, MP_ROLE_FFN_GATE, l, MP_SECTION_GPU, unit, err)) ||
+                (rc = plan_plain(c, MP_ROLE_FFN_UP, l, MP_SECTION_GPU, unit, err)) ||
+                (rc = plan_plain(c, MP_ROLE_FFN_DOWN, l, MP_SECTION_GPU, unit, err)))
+                return rc;
+            continue;
+        }
+        if ((rc = plan_plain(c, MP_ROLE_ROUTER, l, MP_SECTION_GPU, unit, err)))
+            return rc;
+        if (d->topk_method == MP_TOPK_NOAUX_TC && (rc = plan_plain(c, MP_ROLE_ROUTER_BIAS, l, MP_SECTION_GPU, unit, err)))
+            return rc;
+        if (d->n_shared_experts &&
+            ((rc = plan_plain(c, MP_ROLE_SHEXP_GATE, l, MP_SECTION_GPU, unit, err)) ||
+             (rc = plan_plain(c, MP_ROLE_SHEXP_UP, l, MP_SECTION_GPU, unit, err)) ||
+             (rc = plan_plain(c, MP_ROLE_SHEXP_DOWN, l, MP_SECTION_GPU, unit, err))))
+            return rc;
+    }
+    for (uint32_t L = 0; L < c->n_layers; L++) {
+        if (!mp_layer_is_moe(d, L))
+            continue;
+        for (uint32_t e = 0; e < d->n_routed_experts; e++)
+            if ((rc = plan_expert(c, MP_ROLE_EXP_GATE, (int32_t)L, (int32_t)e, L + 1, err)) ||
+                (rc = plan_expert(c, MP_ROLE_EXP_UP, (int32_t)L, (int32_t)e, L + 1, err)) ||
+                (rc = plan_expert(c, MP_ROLE_EXP_DOWN, (int32_t)L, (int32_t)e, L + 1, err)))
+                return rc;
+    }
+    c->n_units = c->n_layers + 1;
+    return mp_container_plan_layout(&c->plan, err);
+}

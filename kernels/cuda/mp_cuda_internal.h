@@ -1,0 +1,73 @@
+/* Internal to the kernels/cuda .cu files: the context layout, error helpers and
+ * small device utilities shared by the kernel files. */
+#ifndef MP_CUDA_INTERNAL_H
+#define MP_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "mp_cuda.h"
+
+struct mp_cuda_ctx {
+    int device;
+    int sm_count;
+    char name[256];
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    size_t blas_ws_bytes;
+    void *ws; /* scratch workspace */
+    size_t ws_bytes;
+    mp_cuda_gemm_path gemm_path;
+};
+
+/* Formats "cuda: WHAT: cudaErrorX (text)" into err; returns MP_ERR_INPUT. */
+int mp_cuda_fail(mp_error *err, cudaError_t e, const char *what);
+int mp_cuda_fail_blas(mp_error *err, cublasStatus_t s, const char *what);
+/* After a kernel launch: reports a launch error (bad configuration...). */
+int mp_cuda_launch_check(mp_error *err, const char *what);
+/* Checks device-pointer / stride arguments; MP_ERR_USAGE on failure. */
+int mp_cuda_bad_arg(mp_error *err, const char *what, const char *problem);
+
+#define MP_CUDA_TRY(call, what)                                                                    \
+    do {                                                                                           \
+        cudaError_t mp_cuda_e_ = (call);                                                           \
+        if (mp_cuda_e_ != cudaSuccess)                                                             \
+            return mp_cuda_fail(err, mp_cuda_e_, what);                                            \
+    } while (0)
+
+#define MP_BLAS_TRY(call, what)                                                                    \
+    do {                                                                                           \
+        cublasStatus_t mp_blas_s_ = (call);                                                        \
+        if (mp_blas_s_ != CUBLAS_STATUS_SUCCESS)                                                   \
+            return mp_cuda_fail_blas(err, mp_blas_s_, what);                                       \
+    } while (0)
+
+static inline bool mp_cuda_aligned(const void *p, size_t a)
+{
+    return ((uintptr_t)p % a) == 0;
+}
+
+/* Sets the cuBLAS stream and our workspace (cublasSetStream resets the
+ * workspace, and graph capture needs a user workspace). */
+int mp_cuda_blas_prepare(mp_cuda_ctx *ctx, mp_error *err);
+
+/* Row-major bf16 GEMM through cuBLAS: y[m][n] (+)= x[m][k] · Wᵀ, x bf16 with
+ * stride ldx, W bf16 [n][k] with stride ldw, y f32 with stride ldy. */
+int mp_cuda_blas_gemm_bf16(mp_cuda_ctx *ctx, const __nv_bfloat16 *w, size_t ldw, uint32_t n, uint32_t k,
+                           const __nv_bfloat16 *x, size_t ldx, uint32_t m, float *y, size_t ldy,
+                           bool accumulate, mp_error *err);
+
+/* 2-D f32 -> bf16 conversion: y[i*ldy + j] = bf16(x[i*ldx + j]) for j < cols,
+ * and zeros for cols <= j < cols_pad. */
+int mp_cuda_convert_rows(mp_cuda_ctx *ctx, const float *x, size_t ldx, __nv_bfloat16 *y, size_t ldy,
+                         uint32_t rows, uint32_t cols, uint32_t cols_pad, mp_error *err);
+
+/* Needed once per context for kernels using more than 48 KB of shared memory. */
+int mp_cuda_int4_init(mp_cuda_ctx *ctx, mp_error *err);
+int mp_cuda_mla_init(mp_cuda_ctx *ctx, mp_error *err);
+
+#endif

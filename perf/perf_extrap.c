@@ -1,0 +1,178 @@
+/* Derived figures: the achieved ratios against the measured limits, and the
+ * extrapolation of a cut-down container (fewer layers or experts than the
+ * model it stands for) to the real counts. */
+#include <stdio.h>
+#include <string.h>
+
+#include "mp_bench.h"
+
+/* ---- ratios -------------------------------------------------------------------- */
+
+static double ratio(double a, double b)
+{
+    return a > 0 && b > 0 ? a / b : 0;
+}
+
+void mp_bench_compute_ratios(mp_bench_result *r)
+{
+    mp_bench_ratios *q = &r->ratios;
+    memset(q, 0, sizeof *q);
+    const mp_bench_weights *w = &r->weights;
+    const mp_model_desc *d = &r->desc;
+    if (r->n_runs && r->runs[0].decode.tokens && r->runs[0].decode.seconds > 0 && w->layer_bytes) {
+        const mp_bench_phase *p = &r->runs[0].decode;
+        double T = p->tokens;
+        /* the experts a step actually ran: recorded per layer, or top_k when
+         * the back end recorded none */
+        uint64_t run_total = 0;
+        for (uint32_t L = 0; L < w->layers && p->stats.layer && L < p->stats.layers; L++)
+            run_total += p->stats.layer[L].experts_run;
+        q->experts_estimated = run_total == 0;
+        double experts = 0, rest = (double)w->head_bytes + 2.0 * d->hidden_size; /* + one bf16 embedding row */
+        for (uint32_t L = 0; L < w->layers; L++) {
+            for (int s = 0; s < 3; s++)
+                rest += (double)w->layer_bytes[L][s];
+            if (!mp_layer_is_moe(d, L) || !w->experts)
+                continue;
+            double per_expert = (double)w->expert_bytes[L] / w->experts;
+            double n = q->experts_estimated ? r->top_k
+                                            : (p->stats.layer && L < p->stats.layers ? p->stats.layer[L].experts_run / T : 0);
+            experts += n * per_expert;
+        }
+        if (r->hybrid) {
+            q->decode_cpu_bytes_per_token = experts;
+            q->decode_gpu_bytes_per_token = rest;
+        } else {
+            q->decode_cpu_bytes_per_token = experts + rest;
+        }
+        q->decode_cpu_bytes_per_second = q->decode_cpu_bytes_per_token * T / p->seconds;
+        q->decode_gpu_bytes_per_second = q->decode_gpu_bytes_per_token * T / p->seconds;
+    }
+    q->decode_cpu_vs_read = ratio(q->decode_cpu_bytes_per_second, r->limits.read_bytes_per_second);
+    q->decode_gpu_vs_d2d = ratio(q->decode_gpu_bytes_per_second, r->limits.d2d_bytes_per_second);
+    /* prefill: the longest prompt (the most tokens per expert) */
+    const mp_bench_run *best = NULL;
+    for (uint32_t i = 0; i < r->n_runs; i++)
+        if (!best || r->runs[i].prompt_tokens > best->prompt_tokens)
+            best = &r->runs[i];
+    if (best)
+        q->prefill_expert_ops_per_second = best->expert_ops_per_second;
+    /* the AMX int8 peak is the limit of int8 experts only */
+    if (r->experts_q8)
+        q->prefill_vs_amx = ratio(q->prefill_expert_ops_per_second, r->limits.amx_int8_ops_per_second);
+    if (r->gpu_load.active)
+        q->upload_bytes_per_second = ratio((double)r->gpu_load.upload_bytes, r->gpu_load.upload_seconds);
+    q->upload_vs_h2d = ratio(q->upload_bytes_per_second, r->limits.h2d_bytes_per_second);
+}
+
+/* ---- extrapolation -------------------------------------------------------------- */
+
+/* Per-token times of one phase; false (with why) when they cannot be had. */
+static bool phase_times(const mp_bench_result *r, const mp_bench_phase *p, const mp_bench_extrap *e,
+                        mp_bench_extrap_time *t, char *why, size_t why_n)
+{
+    memset(t, 0, sizeof *t);
+    if (!p->tokens || !(p->seconds > 0))
+        return snprintf(why, why_n, "no tokens in the phase"), false;
+    double walls[2] = {0, 0};
+    uint32_t counts[2] = {0, 0};
+    for (uint32_t L = 0; L < p->stats.layers && p->stats.layer; L++) {
+        int moe = mp_layer_is_moe(&r->desc, L) ? 1 : 0;
+        walls[moe] += p->stats.layer[L].wall_seconds;
+        counts[moe]++;
+    }
+    if (walls[0] + walls[1] <= 0)
+        return snprintf(why, why_n, "the %s back end recorded no per-layer times", r->hybrid ? "hybrid" : "cpu"), false;
+    if (e->dense > 0 && counts[0] == 0)
+        return snprintf(why, why_n, "the real model has dense layers, the container none to measure"), false;
+    if (e->layers > e->dense && counts[1] == 0)
+        return snprintf(why, why_n, "the real model has MoE layers, the container none to measure"), false;
+    double T = p->tokens;
+    t->t_dense = counts[0] ? walls[0] / counts[0] / T : 0;
+    t->t_moe = counts[1] ? walls[1] / counts[1] / T : 0;
+    t->t_fixed = (p->seconds - walls[0] - walls[1]) / T;
+    if (t->t_fixed < 0)
+        t->t_fixed = 0;
+    t->total = t->t_fixed + e->dense * t->t_dense + (e->layers - e->dense) * t->t_moe;
+    return true;
+}
+
+void mp_bench_extrapolate(mp_bench_result *r, const mp_bench_opts *o)
+{
+    mp_bench_extrap *e = &r->extrap;
+    memset(e, 0, sizeof *e);
+    const mp_model_desc *d = &r->desc;
+    const mp_bench_weights *w = &r->weights;
+    const mp_bench_known_width *kw = mp_bench_known_width_of(d->hidden_size);
+    e->m_layers = d->num_hidden_layers;
+    e->m_experts = d->n_routed_experts;
+    for (uint32_t L = 0; L < e->m_layers; L++)
+        e->m_dense += !mp_layer_is_moe(d, L);
+    /* each count: the flag, else the known width's, else the container's */
+    bool flags = o->real_layers >= 0 || o->real_dense >= 0 || o->real_experts >= 0;
+    if (kw)
+        snprintf(e->source, sizeof e->source, "%s (hidden %u)%s", kw->name, kw->hidden, flags ? " + flags" : "");
+    else
+        snprintf(e->source, sizeof e->source, "%s", flags ? "flags" : "the container");
+    e->layers = o->real_layers >= 0 ? (uint32_t)o->real_layers : kw ? kw->layers : e->m_layers;
+    e->dense = o->real_dense >= 0 ? (uint32_t)o->real_dense : kw ? kw->dense : e->m_dense;
+    if (e->dense > e->layers)
+        e->dense = e->layers;
+    e->experts = o->real_experts >= 0 ? (uint32_t)o->real_experts : kw ? kw->experts : e->m_experts;
+    e->scaled = e->layers != e->m_layers || e->dense != e->m_dense || e->experts != e->m_experts;
+    uint32_t n_moe = e->layers - e->dense;
+
+    /* times */
+    e->available = r->n_runs > 0;
+    if (!e->available)
+        snprintf(e->why_not, sizeof e->why_not, "nothing was measured");
+    for (uint32_t i = 0; i < r->n_runs && e->available; i++) {
+        e->available = phase_times(r, &r->runs[i].prefill, e, &e->prefill[i], e->why_not, sizeof e->why_not);
+        if (e->available && r->runs[i].decode.tokens)
+            e->available = phase_times(r, &r->runs[i].decode, e, &e->decode[i], e->why_not, sizeof e->why_not);
+    }
+
+    /* memory */
+    e->memory_available = w->layer_bytes != NULL;
+    if (!e->memory_available)
+        snprintf(e->memory_why_not, sizeof e->memory_why_not, "no tensor sizes");
+    uint32_t nd = 0, nm = 0;
+    for (uint32_t L = 0; L < w->layers && e->memory_available; L++) {
+        bool moe = mp_layer_is_moe(d, L);
+        for (int s = 0; s < 3; s++)
+            (moe ? e->mo : e->d)[s] += (double)w->layer_bytes[L][s];
+        if (moe)
+            e->x += (double)w->expert_bytes[L], nm++;
+        else
+            nd++;
+    }
+    if (e->memory_available && ((e->dense && !nd) || (n_moe && !nm))) {
+        e->memory_available = false;
+        snprintf(e->memory_why_not, sizeof e->memory_why_not, "the real model has %s layers, the container none",
+                 nd ? "MoE" : "dense");
+    }
+    for (int s = 0; s < 3; s++) {
+        e->g[s] = (double)w->global_bytes[s];
+        if (nd)
+            e->d[s] /= nd;
+        if (nm)
+            e->mo[s] /= nm;
+    }
+    if (nm)
+        e->x /= nm;
+    if (!e->memory_available)
+        return;
+    double escale = e->m_experts ? (double)e->experts / e->m_experts : 0;
+    for (int s = 0; s < 3; s++) {
+        double b = e->g[s] + e->dense * e->d[s] + n_moe * e->mo[s];
+        if (s == MP_SECTION_CPU) /* the routed experts live in the CPU section */
+            b += n_moe * e->x * escale;
+        e->section_bytes[s] = (uint64_t)(b + 0.5);
+    }
+    e->kv_cpu_bytes = (uint64_t)e->layers * r->ctx * (d->kv_lora_rank + d->qk_rope_head_dim) * sizeof(float);
+    e->ram_cpu_only = e->section_bytes[0] + e->section_bytes[1] + e->section_bytes[2] + e->kv_cpu_bytes;
+    e->ram_hybrid = e->section_bytes[MP_SECTION_HOST] + e->section_bytes[MP_SECTION_CPU];
+    if (r->hybrid && r->gpu_mem_measured && r->gpu_model_bytes > w->section_bytes[MP_SECTION_GPU])
+        e->gpu_overhead_bytes = r->gpu_model_bytes - w->section_bytes[MP_SECTION_GPU];
+    e->vram_hybrid = e->section_bytes[MP_SECTION_GPU] + e->gpu_overhead_bytes;
+}

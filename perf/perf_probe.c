@@ -1,0 +1,142 @@
+/* CPU probes: memory read bandwidth and the AMX int8 peak, on any number of
+ * threads; peak RSS; the clock. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kern_internal.h"
+#include "mp_kernels.h"
+#include "mp_perf.h"
+
+double mp_perf_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+uint64_t mp_perf_peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+size_t mp_perf_default_probe_bytes(void)
+{
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t want = (size_t)1 << 30;
+    if (l3 > 0 && (size_t)l3 * 4 > want)
+        want = (size_t)l3 * 4;
+    if (pages > 0 && page > 0) {
+        size_t cap = (size_t)pages * (size_t)page / 4;
+        if (want > cap)
+            want = cap;
+    }
+    return want;
+}
+
+/* The portable read loop: 8 independent 64-bit sums (no ISA assumed). */
+static uint64_t read_words(const void *p, size_t bytes)
+{
+    const uint64_t *w = p;
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= bytes / 8; i += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += w[i + j];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps, bool four_streams)
+{
+    if (threads < 1)
+        threads = 1;
+    const bool avx512 = mp_isa_available(MP_ISA_AVX512);
+    four_streams = four_streams && avx512;
+    const size_t per = bytes / (size_t)threads / 1024 * 1024;
+    if (per == 0)
+        return 0;
+    const uint8_t *base = buf;
+    double best = 0;
+    volatile uint64_t sink = 0;
+    for (int rep = 0; rep < (reps > 0 ? reps : 1); rep++) {
+        uint64_t sum = 0;
+        double t0 = mp_perf_now();
+        if (threads == 1) { /* no parallel region: its start-up would show on small buffers */
+            sum = four_streams ? mp_read_probe_streams_avx512(base, per)
+                  : avx512     ? mp_read_probe_avx512(base, per)
+                               : read_words(base, per);
+        } else {
+#pragma omp parallel num_threads(threads) reduction(+ : sum)
+            {
+                const uint8_t *mine = base + (size_t)omp_get_thread_num() * per;
+                sum += four_streams ? mp_read_probe_streams_avx512(mine, per)
+                       : avx512     ? mp_read_probe_avx512(mine, per)
+                                    : read_words(mine, per);
+            }
+        }
+        double dt = mp_perf_now() - t0;
+        sink += sum;
+        if (dt > 0 && (double)per * threads / dt > best)
+            best = (double)per * threads / dt;
+    }
+    (void)sink;
+    return best;
+}
+
+int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidth *out, mp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (threads < 1)
+        threads = 1;
+    size_t per = bytes / (size_t)threads / 1024 * 1024;
+    if (per == 0)
+        return mp_fail(err, MP_ERR_USAGE, NULL, NULL, "a read probe of %zu bytes is too small for %d threads", bytes,
+                       threads);
+    size_t total = per * (size_t)threads;
+    /* 2 MiB alignment: transparent huge pages, as the container's CPU section */
+    uint8_t *buf = aligned_alloc((size_t)2 << 20, (total + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1));
+    if (!buf)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory for a %.0f MiB read-bandwidth probe",
+                       total / 1048576.0);
+#pragma omp parallel num_threads(threads)
+    memset(buf + (size_t)omp_get_thread_num() * per, 1, per);
+    out->avx512 = mp_isa_available(MP_ISA_AVX512);
+    out->one_stream = mp_perf_read_pass(buf, total, threads, reps, false);
+    out->four_streams = out->avx512 ? mp_perf_read_pass(buf, total, threads, reps, true) : 0;
+    out->bytes_per_second = out->four_streams > out->one_stream ? out->four_streams : out->one_stream;
+    out->bytes = total;
+    out->threads = threads;
+    free(buf);
+    return MP_OK;
+}
+
+double mp_perf_amx_int8_peak(int threads, int reps)
+{
+    if (!mp_isa_available(MP_ISA_AMX))
+        return 0;
+    if (threads < 1)
+        threads = 1;
+    /* 2^20 rounds of 4 TDPBSSD: ~30 ms a thread at 2 GHz, long enough to
+     * dwarf waking the threads */
+    const uint64_t iters = (uint64_t)1 << 20;
+    double best = 0;
+#pragma omp parallel num_threads(threads)
+    mp_amx_peak_loop(1000); /* warm: tile state, thread start-up */
+    for (int rep = 0; rep < (reps > 0 ? reps : 1); rep++) {
+        double t0 = mp_perf_now();
+#pragma omp parallel num_threads(threads)
+        mp_amx_peak_loop(iters);
+        double dt = mp_perf_now() - t0;
+        /* each TDPBSSD: 16 x 16 x 64 multiply-adds, 2 ops each */
+        double ops = (double)iters * 4 * 16 * 16 * 64 * 2 * threads;
+        if (dt > 0 && ops / dt > best)
+            best = ops / dt;
+    }
+    return best;
+}

@@ -1,0 +1,245 @@
+/* Comparison with reference logits: per position max |difference|, KL
+ * divergence and top-1 agreement, and the length of the greedy continuation
+ * that matches. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_compare.h"
+#include "safetensors.h"
+
+void mp_compare_opts_default(mp_compare_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->greedy = true;
+    o->only_prompt = -1;
+}
+
+static uint32_t argmax_f(const float *v, uint32_t n)
+{
+    uint32_t b = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+/* log-sum-exp of a row, in double */
+static double lse(const float *v, uint32_t n)
+{
+    double mx = -INFINITY;
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] > mx)
+            mx = v[i];
+    double s = 0.0;
+    for (uint32_t i = 0; i < n; i++)
+        s += exp((double)v[i] - mx);
+    return mx + log(s);
+}
+
+void mp_logits_position_stats(const float *ref, const float *ours, uint32_t vocab, double *max_abs, double *kl,
+                              bool *top1_same)
+{
+    double mab = 0.0;
+    for (uint32_t i = 0; i < vocab; i++) {
+        double dlt = fabs((double)ours[i] - ref[i]);
+        if (dlt > mab || isnan(dlt))
+            mab = dlt;
+    }
+    double lr = lse(ref, vocab), lo = lse(ours, vocab), k = 0.0;
+    for (uint32_t i = 0; i < vocab; i++) {
+        double lp = (double)ref[i] - lr, lq = (double)ours[i] - lo;
+        double p = exp(lp);
+        if (p > 0.0)
+            k += p * (lp - lq);
+    }
+    *max_abs = mab;
+    *kl = k < 0.0 ? 0.0 : k; /* rounding can leave a tiny negative value */
+    *top1_same = argmax_f(ref, vocab) == argmax_f(ours, vocab);
+}
+
+void mp_compare_result_free(mp_compare_result *r)
+{
+    free(r->prompts);
+    memset(r, 0, sizeof *r);
+}
+
+/* One reference prompt's tensors, checked. */
+typedef struct ref_prompt {
+    const mp_st_tensor *ids, *logits, *greedy;
+    uint32_t T, G;
+} ref_prompt;
+
+static int find_prompt(const mp_safetensors *st, uint32_t i, uint32_t vocab, ref_prompt *p, bool *found,
+                       mp_error *err)
+{
+    char name[64];
+    memset(p, 0, sizeof *p);
+    snprintf(name, sizeof name, "prompt%u.ids", i);
+    p->ids = mp_st_find(st, name);
+    *found = p->ids != NULL;
+    if (!p->ids)
+        return MP_OK;
+    const char *path = mp_st_path(st);
+    if (p->ids->dtype != MP_ST_I32 || p->ids->ndim != 1 || p->ids->shape[0] == 0 || p->ids->shape[0] > (1u << 24))
+        return mp_fail(err, MP_ERR_INPUT, path, name, "expected a non-empty 1-D I32 tensor");
+    p->T = (uint32_t)p->ids->shape[0];
+    snprintf(name, sizeof name, "prompt%u.logits", i);
+    p->logits = mp_st_find(st, name);
+    if (!p->logits)
+        return mp_fail(err, MP_ERR_INPUT, path, name, "missing");
+    if (p->logits->dtype != MP_ST_F32 || p->logits->ndim != 2 || p->logits->shape[0] != p->T ||
+        p->logits->shape[1] != vocab)
+        return mp_fail(err, MP_ERR_INPUT, path, name, "expected F32 [%u, %u] (prompt tokens, the model's vocabulary)",
+                       p->T, vocab);
+    snprintf(name, sizeof name, "prompt%u.greedy", i);
+    p->greedy = mp_st_find(st, name);
+    if (p->greedy) {
+        if (p->greedy->dtype != MP_ST_I32 || p->greedy->ndim != 1 || p->greedy->shape[0] > (1u << 20))
+            return mp_fail(err, MP_ERR_INPUT, path, name, "expected a 1-D I32 tensor");
+        p->G = (uint32_t)p->greedy->shape[0];
+    }
+    return MP_OK;
+}
+
+static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_opts *o, uint32_t vocab,
+                          float *ours, float *ref_row, int32_t *ids, mp_compare_prompt *out, mp_error *err)
+{
+    memcpy(ids, rp->ids->data, (size_t)rp->T * sizeof *ids);
+    mp_session_truncate(s, 0);
+    int rc = mp_session_eval(s, ids, rp->T, NULL, ours, err);
+    if (rc)
+        return rc;
+    out->tokens = rp->T;
+    double kl_sum = 0.0;
+    const uint8_t *ref = rp->logits->data; /* not aligned in general: copied row by row */
+    for (uint32_t t = 0; t < rp->T; t++) {
+        memcpy(ref_row, ref + (size_t)t * vocab * sizeof(float), vocab * sizeof(float));
+        double mab, kl;
+        bool same;
+        mp_logits_position_stats(ref_row, ours + (size_t)t * vocab, vocab, &mab, &kl, &same);
+        if (mab > out->max_abs || isnan(mab))
+            out->max_abs = mab;
+        kl_sum += kl;
+        out->top1_agree += same;
+    }
+    out->mean_kl = kl_sum / rp->T;
+    if (!o->greedy || !rp->G)
+        return MP_OK;
+    out->greedy_len = rp->G;
+    const uint8_t *g = rp->greedy->data;
+    /* free-running: our own tokens, until the first difference */
+    bool same = true;
+    for (uint32_t j = 0; j < rp->G && same; j++) {
+        int32_t want;
+        memcpy(&want, g + (size_t)j * 4, 4);
+        int32_t got = (int32_t)argmax_f(mp_session_logits(s), vocab);
+        same = got == want;
+        out->greedy_match += same;
+        if (same && j + 1 < rp->G && (rc = mp_session_eval(s, &got, 1, NULL, NULL, err)))
+            return rc;
+    }
+    /* teacher-forced: the reference's tokens fed back, every position scored */
+    mp_session_truncate(s, rp->T - 1);
+    if ((rc = mp_session_eval(s, ids + rp->T - 1, 1, NULL, NULL, err)))
+        return rc;
+    for (uint32_t j = 0; j < rp->G; j++) {
+        int32_t want;
+        memcpy(&want, g + (size_t)j * 4, 4);
+        out->greedy_forced += (int32_t)argmax_f(mp_session_logits(s), vocab) == want;
+        if (j + 1 < rp->G && (want < 0 || (uint32_t)want >= vocab))
+            return mp_fail(err, MP_ERR_INPUT, rp->greedy->shard_path, rp->greedy->name, "token %d is not in [0, %u)", want, vocab);
+        if (j + 1 < rp->G && (rc = mp_session_eval(s, &want, 1, NULL, NULL, err)))
+            return rc;
+    }
+    return MP_OK;
+}
+
+int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opts *o, mp_compare_result *out,
+                         mp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    mp_compare_opts defaults;
+    if (!o) {
+        mp_compare_opts_default(&defaults);
+        o = &defaults;
+    }
+    uint32_t vocab = mp_model_vocab(m);
+    mp_safetensors *st = NULL;
+    int rc = mp_st_open(ref_path, &st, err);
+    if (rc)
+        return rc;
+    /* the prompts, and the longest context any of them needs */
+    uint32_t n = 0, ctx = 0, maxT = 0;
+    for (;; n++) {
+        ref_prompt rp;
+        bool found;
+        if ((rc = find_prompt(st, n, vocab, &rp, &found, err)))
+            goto done;
+        if (!found)
+            break;
+        uint32_t need = rp.T + (o->greedy ? rp.G : 0);
+        if (need > ctx)
+            ctx = need;
+        if (rp.T > maxT)
+            maxT = rp.T;
+    }
+    if (n == 0) {
+        rc = mp_fail(err, MP_ERR_INPUT, ref_path, NULL, "no prompt0.ids: not a reference file");
+        goto done;
+    }
+    if (o->only_prompt >= 0 && (uint32_t)o->only_prompt >= n) {
+        rc = mp_fail(err, MP_ERR_USAGE, ref_path, NULL, "there is no prompt %d (the file has %u)", o->only_prompt, n);
+        goto done;
+    }
+    uint32_t maxpos = mp_model_desc_of(m)->max_position_embeddings;
+    if (ctx > maxpos) {
+        rc = mp_fail(err, MP_ERR_INPUT, ref_path, NULL, "a prompt needs %u positions, more than the model's %u", ctx, maxpos);
+        goto done;
+    }
+    out->prompts = calloc(n, sizeof *out->prompts);
+    float *ours = malloc((size_t)maxT * vocab * sizeof(float));
+    float *ref_row = malloc((size_t)vocab * sizeof(float));
+    int32_t *ids = malloc((size_t)maxT * sizeof(int32_t));
+    mp_session *s = NULL;
+    if (!out->prompts || !ours || !ref_row || !ids)
+        rc = mp_fail(err, MP_ERR_INPUT, ref_path, NULL, "out of memory");
+    if (!rc)
+        rc = mp_session_new(m, ctx, &s, err);
+    double kl_total = 0.0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        if (o->only_prompt >= 0 && (uint32_t)o->only_prompt != i)
+            continue;
+        ref_prompt rp;
+        bool found;
+        if ((rc = find_prompt(st, i, vocab, &rp, &found, err)))
+            break;
+        mp_compare_prompt *p = &out->prompts[out->n_prompts++];
+        p->index = i;
+        if ((rc = compare_prompt(s, &rp, o, vocab, ours, ref_row, ids, p, err)))
+            break;
+        out->tokens += p->tokens;
+        out->top1_agree += p->top1_agree;
+        out->greedy_len += p->greedy_len;
+        out->greedy_match += p->greedy_match;
+        out->greedy_forced += p->greedy_forced;
+        if (p->max_abs > out->max_abs || isnan(p->max_abs))
+            out->max_abs = p->max_abs;
+        kl_total += p->mean_kl * p->tokens;
+    }
+    if (!rc && out->tokens) {
+        out->mean_kl = kl_total / out->tokens;
+        out->top1 = (double)out->top1_agree / out->tokens;
+    }
+    mp_session_free(s);
+    free(ours);
+    free(ref_row);
+    free(ids);
+done:
+    mp_st_close(st);
+    if (rc)
+        mp_compare_result_free(out);
+    return rc;
+}

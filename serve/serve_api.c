@@ -1,0 +1,498 @@
+/* serve_api: OpenAI request parsing and response shapes. Requests are
+ * checked strictly where a wrong value would silently change the answer
+ * (types, ranges, n, roles) and leniently elsewhere: unknown fields that
+ * clients commonly send (user, presence_penalty, ...) are ignored. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve_internal.h"
+
+void mp_api_error_set(mp_api_error *e, int status, const char *type, const char *code, const char *param,
+                      const char *fmt, ...)
+{
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+static bool bad(mp_api_error *e, const char *param, const char *fmt, const char *what)
+{
+    mp_api_error_set(e, 400, "invalid_request_error", NULL, param, fmt, what);
+    return false;
+}
+
+char *mp_api_error_json(const mp_api_error *e)
+{
+    json_t *inner = json_object();
+    json_object_set_new(inner, "message", json_string(e->message));
+    json_object_set_new(inner, "type", json_string(e->type ? e->type : "invalid_request_error"));
+    json_object_set_new(inner, "param", e->param[0] ? json_string(e->param) : json_null());
+    json_object_set_new(inner, "code", e->code ? json_string(e->code) : json_null());
+    json_t *root = json_object();
+    json_object_set_new(root, "error", inner);
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return s;
+}
+
+/* A field that is absent or null counts as not given. */
+static json_t *field(json_t *root, const char *key)
+{
+    json_t *v = json_object_get(root, key);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+static bool get_number(json_t *root, const char *key, double lo, double hi, bool lo_open, double *out, mp_api_error *e)
+{
+    json_t *v = field(root, key);
+    if (!v)
+        return true;
+    if (!json_is_number(v))
+        return bad(e, key, "'%s' must be a number", key);
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
+        mp_api_error_set(e, 400, "invalid_request_error", NULL, key, "'%s' must be in %s%g, %g]", key,
+                         lo_open ? "(" : "[", lo, hi);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+static bool get_bool(json_t *root, const char *key, bool *out, mp_api_error *e)
+{
+    json_t *v = field(root, key);
+    if (!v)
+        return true;
+    if (!json_is_boolean(v))
+        return bad(e, key, "'%s' must be a boolean", key);
+    *out = json_is_true(v);
+    return true;
+}
+
+/* An integer in [lo, hi]; *given says whether it was there. */
+static bool get_int(json_t *root, const char *key, json_int_t lo, json_int_t hi, json_int_t *out, bool *given,
+                    mp_api_error *e)
+{
+    json_t *v = field(root, key);
+    if (given)
+        *given = v != NULL;
+    if (!v)
+        return true;
+    if (!json_is_integer(v))
+        return bad(e, key, "'%s' must be an integer", key);
+    json_int_t i = json_integer_value(v);
+    if (i < lo || i > hi) {
+        mp_api_error_set(e, 400, "invalid_request_error", NULL, key, "'%s' must be between %lld and %lld", key,
+                         (long long)lo, (long long)hi);
+        return false;
+    }
+    *out = i;
+    return true;
+}
+
+static bool add_stop(mp_serve_req *req, json_t *v, mp_api_error *e)
+{
+    if (!json_is_string(v))
+        return bad(e, "stop", "'%s' must be a string or a list of strings", "stop");
+    size_t len = json_string_length(v);
+    if (len == 0 || len > MP_SERVE_MAX_STOP_LEN) {
+        mp_api_error_set(e, 400, "invalid_request_error", NULL, "stop", "a stop sequence must have 1 to %d bytes",
+                         MP_SERVE_MAX_STOP_LEN);
+        return false;
+    }
+    if (memchr(json_string_value(v), 0, len))
+        return bad(e, "stop", "a stop sequence must not contain %s", "NUL");
+    if (req->n_stops == MP_SERVE_MAX_STOPS) {
+        mp_api_error_set(e, 400, "invalid_request_error", NULL, "stop", "at most %d stop sequences",
+                         MP_SERVE_MAX_STOPS);
+        return false;
+    }
+    req->stops[req->n_stops] = strdup(json_string_value(v));
+    if (!req->stops[req->n_stops]) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    req->n_stops++;
+    return true;
+}
+
+/* The fields chat and completions share. */
+static bool parse_common(json_t *root, mp_serve_req *req, mp_api_error *e)
+{
+    json_t *model = field(root, "model");
+    if (model && !json_is_string(model))
+        return bad(e, "model", "'%s' must be a string", "model");
+
+    json_int_t n = 1;
+    if (!get_int(root, "n", INT32_MIN, INT32_MAX, &n, NULL, e))
+        return false;
+    if (n != 1)
+        return bad(e, "n", "only n = 1 is supported (%s)", "one choice per request");
+    json_int_t best_of = 1;
+    if (!get_int(root, "best_of", INT32_MIN, INT32_MAX, &best_of, NULL, e))
+        return false;
+    if (best_of != 1)
+        return bad(e, "best_of", "only best_of = 1 is supported (%s)", "one choice per request");
+
+    double temperature = 1.0, top_p = 1.0;
+    if (!get_number(root, "temperature", 0, 2, false, &temperature, e) ||
+        !get_number(root, "top_p", 0, 1, true, &top_p, e))
+        return false;
+    req->sampler.temperature = (float)temperature;
+    req->sampler.top_p = (float)top_p;
+    json_int_t top_k = 0;
+    if (!get_int(root, "top_k", 0, INT32_MAX, &top_k, NULL, e))
+        return false;
+    req->sampler.top_k = (uint32_t)top_k;
+
+    json_int_t seed = 0;
+    if (!get_int(root, "seed", INT64_MIN, INT64_MAX, &seed, &req->seed_set, e))
+        return false;
+    req->sampler.seed = (uint64_t)seed;
+
+    /* max_completion_tokens is the newer name in the chat API. */
+    json_int_t max_tokens = 0;
+    const char *mt_key = field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    bool mt_given = false;
+    if (!get_int(root, mt_key, INT64_MIN, INT64_MAX, &max_tokens, &mt_given, e))
+        return false;
+    if (mt_given && (max_tokens < 1 || max_tokens > UINT32_MAX))
+        return bad(e, mt_key, "'%s' must be a positive integer", mt_key);
+    req->max_tokens = (uint32_t)max_tokens;
+
+    json_t *stop = field(root, "stop");
+    if (stop) {
+        if (json_is_array(stop)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(stop, i, v) if (!add_stop(req, v, e)) return false;
+        } else if (!add_stop(req, stop, e)) {
+            return false;
+        }
+    }
+
+    if (!get_bool(root, "stream", &req->stream, e) || !get_bool(root, "ignore_eos", &req->ignore_eos, e))
+        return false;
+    json_t *so = field(root, "stream_options");
+    if (so) {
+        if (!json_is_object(so))
+            return bad(e, "stream_options", "'%s' must be an object", "stream_options");
+        if (!get_bool(so, "include_usage", &req->include_usage, e))
+            return false;
+    }
+    json_t *lp = field(root, "logprobs");
+    if (lp && !json_is_false(lp) && !(json_is_integer(lp) && json_integer_value(lp) == 0))
+        return bad(e, "logprobs", "%s are not supported", "logprobs");
+    return true;
+}
+
+/* A message's content: a string, or a list of {"type": "text", "text": ...} parts. */
+static bool message_text(json_t *c, size_t idx, bool null_ok, char **out, size_t *out_len, mp_api_error *e)
+{
+    char param[64];
+    snprintf(param, sizeof param, "messages[%zu].content", idx);
+    mp_sbuf b = {0};
+    bool ok = true;
+    if (!c || json_is_null(c)) {
+        if (!null_ok)
+            ok = bad(e, param, "'%s' is required", param);
+    } else if (json_is_string(c)) {
+        ok = mp_sbuf_add(&b, json_string_value(c), json_string_length(c));
+    } else if (json_is_array(c)) {
+        size_t i;
+        json_t *part;
+        json_array_foreach(c, i, part)
+        {
+            json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
+            if (!json_is_string(type) || strcmp(json_string_value(type), "text") || !json_is_string(text)) {
+                ok = bad(e, param, "'%s': only text parts ({\"type\": \"text\", \"text\": ...}) are supported", param);
+                break;
+            }
+            ok = mp_sbuf_add(&b, json_string_value(text), json_string_length(text));
+        }
+    } else {
+        ok = bad(e, param, "'%s' must be a string or a list of text parts", param);
+    }
+    if (ok && !mp_sbuf_add(&b, "", 0)) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        ok = false;
+    }
+    if (!ok) {
+        mp_sbuf_free(&b);
+        return false;
+    }
+    *out = b.p;
+    *out_len = b.n;
+    return true;
+}
+
+static bool parse_messages(json_t *root, mp_serve_req *req, mp_api_error *e)
+{
+    json_t *msgs = field(root, "messages");
+    if (!msgs)
+        return bad(e, "messages", "'%s' is required", "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return bad(e, "messages", "'%s' must be a non-empty list", "messages");
+    if (json_array_size(msgs) > MP_SERVE_MAX_MESSAGES)
+        return bad(e, "messages", "too many messages (%s)", "at most 4096");
+    req->msgs = calloc(json_array_size(msgs), sizeof *req->msgs);
+    if (!req->msgs) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        char param[64];
+        snprintf(param, sizeof param, "messages[%zu].role", i);
+        if (!json_is_object(m))
+            return bad(e, param, "'%s': a message must be an object", param);
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role))
+            return bad(e, param, "'%s' must be a string", param);
+        const char *r = json_string_value(role);
+        mp_chat_role cr;
+        if (!strcmp(r, "system") || !strcmp(r, "developer"))
+            cr = MP_CHAT_SYSTEM;
+        else if (!strcmp(r, "user"))
+            cr = MP_CHAT_USER;
+        else if (!strcmp(r, "assistant"))
+            cr = MP_CHAT_ASSISTANT;
+        else {
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, param,
+                             "'%s': unsupported role '%.40s' (system, developer, user, assistant)", param, r);
+            return false;
+        }
+        char *text;
+        size_t len;
+        if (!message_text(json_object_get(m, "content"), i, cr == MP_CHAT_ASSISTANT, &text, &len, e))
+            return false;
+        req->msgs[i] = (mp_chat_msg){.role = cr, .content = text, .len = len};
+        req->n_msgs = i + 1;
+    }
+    json_t *tools = field(root, "tools");
+    if (tools && !(json_is_array(tools) && json_array_size(tools) == 0))
+        return bad(e, "tools", "%s are not supported", "tools");
+    return true;
+}
+
+static bool parse_prompt(json_t *root, mp_serve_req *req, mp_api_error *e)
+{
+    json_t *p = field(root, "prompt");
+    if (p && json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+        p = json_array_get(p, 0);
+    if (!p)
+        return bad(e, "prompt", "'%s' is required", "prompt");
+    if (!json_is_string(p))
+        return bad(e, "prompt", "'%s' must be a string (or a list of one string)", "prompt");
+    req->prompt_len = json_string_length(p);
+    req->prompt = malloc(req->prompt_len + 1);
+    if (!req->prompt) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    memcpy(req->prompt, json_string_value(p), req->prompt_len + 1);
+    json_t *echo = field(root, "echo");
+    if (echo && !json_is_false(echo))
+        return bad(e, "echo", "'%s' is not supported", "echo");
+    json_t *suffix = field(root, "suffix");
+    if (suffix && !(json_is_string(suffix) && json_string_length(suffix) == 0))
+        return bad(e, "suffix", "'%s' is not supported", "suffix");
+    return true;
+}
+
+bool mp_api_parse(mp_req_kind kind, const char *body, size_t len, mp_serve_req *req, mp_api_error *e)
+{
+    *req = (mp_serve_req){.kind = kind};
+    mp_sampler_opts_default(&req->sampler);
+    req->sampler.temperature = 1.0f; /* OpenAI's default */
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!root) {
+        mp_api_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,
+                         "the body is not valid JSON (line %d, column %d: %s)", je.line, je.column, je.text);
+        return false;
+    }
+    bool ok;
+    if (!json_is_object(root))
+        ok = bad(e, NULL, "the body must be a JSON %s", "object");
+    else
+        ok = parse_common(root, req, e) &&
+             (kind == MP_REQ_CHAT ? parse_messages(root, req, e) : parse_prompt(root, req, e));
+    json_decref(root);
+    if (!ok)
+        mp_api_req_free(req);
+    return ok;
+}
+
+void mp_api_req_free(mp_serve_req *req)
+{
+    for (size_t i = 0; i < req->n_stops; i++)
+        free(req->stops[i]);
+    for (size_t i = 0; i < req->n_msgs; i++)
+        free((char *)req->msgs[i].content);
+    free(req->msgs);
+    free(req->prompt);
+    *req = (mp_serve_req){0};
+}
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+static json_t *text_json(const char *s, size_t n)
+{
+    json_t *v = json_stringn(s ? s : "", s ? n : 0);
+    /* The generated text is valid UTF-8 by construction (the detokenizer
+     * replaces broken bytes); this is only a guard. */
+    return v ? v : json_string("\xef\xbf\xbd");
+}
+
+static json_t *envelope(const mp_server *s, const mp_job *j, const char *object)
+{
+    json_t *root = json_object();
+    json_object_set_new(root, "id", json_string(j->id));
+    json_object_set_new(root, "object", json_string(object));
+    json_object_set_new(root, "created", json_integer((json_int_t)j->created));
+    json_object_set_new(root, "model", json_string(s->model_name));
+    return root;
+}
+
+static json_t *usage_json(const mp_job *j)
+{
+    json_t *u = json_object();
+    json_object_set_new(u, "prompt_tokens", json_integer((json_int_t)j->prompt.n));
+    json_object_set_new(u, "completion_tokens", json_integer(j->completion_tokens));
+    json_object_set_new(u, "total_tokens", json_integer((json_int_t)j->prompt.n + j->completion_tokens));
+    json_t *d = json_object();
+    json_object_set_new(d, "cached_tokens", json_integer(j->cached_tokens));
+    json_object_set_new(u, "prompt_tokens_details", d);
+    return u;
+}
+
+static char *dump(json_t *root)
+{
+    char *out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}
+
+char *mp_api_response_json(const mp_server *s, const mp_job *j)
+{
+    bool chat = j->kind == MP_REQ_CHAT;
+    json_t *root = envelope(s, j, chat ? "chat.completion" : "text_completion");
+    json_t *choice = json_object();
+    json_object_set_new(choice, "index", json_integer(0));
+    if (chat) {
+        json_t *msg = json_object();
+        json_object_set_new(msg, "role", json_string("assistant"));
+        json_object_set_new(msg, "content", text_json(j->content.p, j->content.n));
+        if (j->reasoning.n)
+            json_object_set_new(msg, "reasoning_content", text_json(j->reasoning.p, j->reasoning.n));
+        json_object_set_new(choice, "message", msg);
+    } else {
+        json_object_set_new(choice, "text", text_json(j->content.p, j->content.n));
+    }
+    json_object_set_new(choice, "logprobs", json_null());
+    json_object_set_new(choice, "finish_reason", json_string(j->finish_reason ? j->finish_reason : "stop"));
+    json_t *choices = json_array();
+    json_array_append_new(choices, choice);
+    json_object_set_new(root, "choices", choices);
+    json_object_set_new(root, "usage", usage_json(j));
+    return dump(root);
+}
+
+static bool add_event(mp_sbuf *out, json_t *root)
+{
+    char *s = dump(root);
+    if (!s)
+        return false;
+    bool ok = mp_sbuf_addz(out, "data: ") && mp_sbuf_addz(out, s) && mp_sbuf_addz(out, "\n\n");
+    free(s);
+    return ok;
+}
+
+bool mp_api_chunk(mp_sbuf *out, const mp_server *s, const mp_job *j, bool role, const char *reasoning,
+                  size_t reasoning_len, const char *content, size_t content_len, const char *finish)
+{
+    bool chat = j->kind == MP_REQ_CHAT;
+    json_t *root = envelope(s, j, chat ? "chat.completion.chunk" : "text_completion");
+    json_t *choice = json_object();
+    json_object_set_new(choice, "index", json_integer(0));
+    if (chat) {
+        json_t *delta = json_object();
+        if (role) {
+            json_object_set_new(delta, "role", json_string("assistant"));
+            json_object_set_new(delta, "content", json_string(""));
+        }
+        if (reasoning)
+            json_object_set_new(delta, "reasoning_content", text_json(reasoning, reasoning_len));
+        if (content)
+            json_object_set_new(delta, "content", text_json(content, content_len));
+        json_object_set_new(choice, "delta", delta);
+    } else {
+        json_object_set_new(choice, "text", text_json(content, content ? content_len : 0));
+    }
+    json_object_set_new(choice, "logprobs", json_null());
+    json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
+    json_t *choices = json_array();
+    json_array_append_new(choices, choice);
+    json_object_set_new(root, "choices", choices);
+    return add_event(out, root);
+}
+
+bool mp_api_usage_chunk(mp_sbuf *out, const mp_server *s, const mp_job *j)
+{
+    json_t *root = envelope(s, j, j->kind == MP_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
+    json_object_set_new(root, "choices", json_array());
+    json_object_set_new(root, "usage", usage_json(j));
+    return add_event(out, root);
+}
+
+char *mp_api_models_json(const mp_server *s)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "id", json_string(s->model_name));
+    json_object_set_new(m, "object", json_string("model"));
+    json_object_set_new(m, "created", json_integer((json_int_t)s->started));
+    json_object_set_new(m, "owned_by", json_string("moepack"));
+    json_t *data = json_array();
+    json_array_append_new(data, m);
+    json_t *root = json_object();
+    json_object_set_new(root, "object", json_string("list"));
+    json_object_set_new(root, "data", data);
+    return dump(root);
+}
+
+char *mp_api_health_json(mp_server *s)
+{
+    json_t *root = json_object();
+    pthread_mutex_lock(&s->mu);
+    json_object_set_new(root, "status", json_string(s->stopping ? "stopping" : "ok"));
+    json_object_set_new(root, "model", json_string(s->model_name));
+    json_object_set_new(root, "backend", json_string(mp_model_backend_name(s->model)));
+    json_object_set_new(root, "chat_format", json_string(mp_chat_format_name(s->chat)));
+    json_object_set_new(root, "ctx", json_integer(s->o.ctx));
+    json_object_set_new(root, "slots", json_integer(s->o.slots));
+    json_object_set_new(root, "slots_busy", json_integer(s->n_active));
+    json_object_set_new(root, "queued", json_integer(s->n_queued));
+    json_object_set_new(root, "queue_limit", json_integer(s->o.queue));
+    json_object_set_new(root, "requests", json_integer((json_int_t)s->n_requests));
+    json_object_set_new(root, "finished", json_integer((json_int_t)s->n_finished));
+    json_object_set_new(root, "cancelled", json_integer((json_int_t)s->n_cancelled));
+    json_object_set_new(root, "failed", json_integer((json_int_t)s->n_failed));
+    json_object_set_new(root, "rejected_busy", json_integer((json_int_t)s->n_rejected));
+    json_object_set_new(root, "prompt_tokens_evaluated", json_integer((json_int_t)s->prompt_evaluated));
+    json_object_set_new(root, "prompt_tokens_cached", json_integer((json_int_t)s->prompt_cached));
+    json_object_set_new(root, "tokens_generated", json_integer((json_int_t)s->generated));
+    pthread_mutex_unlock(&s->mu);
+    return dump(root);
+}

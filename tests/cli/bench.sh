@@ -1,0 +1,151 @@
+# moepack bench on a tiny synth model: the JSON report has its fields, times
+# are positive, the time split of every phase sums to at most its measured
+# wall time (per layer: the CPU parts to at most the layer's wall), decode
+# runs exactly top_k experts per MoE layer and token, the derived figures
+# follow their documented formulas (recomputed here from the JSON), the SVG
+# is well-formed XML, and bad flags are usage errors.
+. "$(dirname "$0")/../lib.sh"
+T=$(tmpdir cli_bench)
+X="$T/tiny.moepack"
+"$MP" synth --like tiny -q -o "$T/src" && ok || fail "synth tiny"
+"$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
+
+# a small read-bandwidth buffer: the limits are measured, quickly
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 16,32 --gen 4 --threads 2 --json --probe-mb 32 -q --svg "$T/r.svg" \
+    --real-layers 10 --real-dense 2 --real-experts 64
+printf '%s' "$out" > "$T/r.json"
+expect_in "$out" '"bench_version": 1'
+expect_in "$out" '"prompts": \['
+[ -s "$T/r.svg" ] && ok || fail "no SVG written"
+[ ! -e "$T/r.svg.partial" ] && ok || fail "SVG .partial left behind"
+
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$T/r.json" "$T/r.svg" <<'EOF' && ok || fail "JSON/SVG checks (see above)"
+import json, sys, xml.dom.minidom
+r = json.load(open(sys.argv[1]))
+bad = []
+def check(cond, what):
+    if not cond:
+        bad.append(what)
+for k in ("file", "backend", "threads", "model", "container", "settings", "load", "memory", "runs", "limits",
+          "ratios", "extrapolation"):
+    check(k in r, "missing field " + k)
+m = r["model"]
+check(r["settings"]["prompts"] == [16, 32] and r["settings"]["gen"] == 4, "settings")
+ld = r["load"]
+for k in ("load_seconds", "session_seconds", "first_prefill_seconds", "first_token_seconds"):
+    check(ld[k] > 0, "load." + k + " not positive")
+check(ld["first_token_seconds"] >= ld["load_seconds"] + ld["first_prefill_seconds"] - 1e-6,
+      "first token before load + first prefill")
+check(r["memory"]["peak_rss_bytes"] > 0, "peak RSS")
+parts = ("attention", "router", "routed_experts", "shared_expert", "dense_mlp", "gpu_attention", "gpu_router",
+         "gpu_shared", "gpu_dense", "transfer", "cpu_idle", "gpu_idle")
+cpu_parts = ("attention", "router", "routed_experts", "shared_expert", "dense_mlp", "transfer", "cpu_idle")
+eps = 1e-9
+check(len(r["runs"]) == 2, "two runs")
+for run in r["runs"]:
+    for name in ("prefill", "decode"):
+        p = run[name]
+        want = run["prompt_tokens"] if name == "prefill" else 4
+        check(p["tokens"] == want, "%s tokens %d" % (name, p["tokens"]))
+        check(p["seconds"] > 0 and p["tokens_per_second"] > 0, name + " times")
+        s = p["split"]
+        check(len(s["layers"]) == m["num_hidden_layers"], "one split entry per layer")
+        walls = 0
+        for l in s["layers"]:
+            check(set(l["parts"]) == set(parts), "parts of layer %d" % l["layer"])
+            cpu = sum(l["parts"][k] for k in cpu_parts)
+            check(l["wall_seconds"] > 0, "layer %d wall" % l["layer"])
+            check(cpu <= l["wall_seconds"] + eps, "layer %d: parts %.9f > wall %.9f" % (l["layer"], cpu, l["wall_seconds"]))
+            check(l["parts"]["routed_experts"] > 0 if l["moe"] else l["parts"]["dense_mlp"] > 0, "layer %d main part" % l["layer"])
+            if name == "decode" and l["moe"]:
+                check(l["experts_run"] == want * m["experts_per_token"], "decode experts_run %d" % l["experts_run"])
+            walls += l["wall_seconds"]
+        total = walls + s["embed_seconds"] + s["head_seconds"]
+        check(total <= s["eval_seconds"] + eps, "%s: split %.9f > eval %.9f" % (name, total, s["eval_seconds"]))
+        check(s["eval_seconds"] <= p["seconds"] + eps, name + ": eval time above the phase's wall time")
+lim = r["limits"]
+check(lim is not None and lim["read_bytes_per_second"] > 0, "read bandwidth")
+# ratios recomputed from the container sizes and the recorded expert counts
+c = r["container"]
+dec = r["runs"][0]["decode"]
+T = dec["tokens"]
+E = m["n_routed_experts"]
+rest = c["head_bytes"] + 2 * m["hidden_size"] + sum(l["host"] + l["gpu"] + l["cpu"] for l in c["layer_bytes"])
+ex = sum(lb["experts"] / E * l["experts_run"] / T for lb, l in zip(c["layer_bytes"], dec["split"]["layers"]) if l["moe"])
+q = r["ratios"]
+check(abs(q["decode_cpu_bytes_per_token"] - (rest + ex)) <= 1e-6 * (rest + ex), "decode bytes per token")
+check(abs(q["decode_cpu_bytes_per_second"] - (rest + ex) * T / dec["seconds"]) <= 1e-4 * q["decode_cpu_bytes_per_second"],
+      "decode bytes per second")
+check(abs(q["decode_cpu_vs_read_bandwidth"] - q["decode_cpu_bytes_per_second"] / lim["read_bytes_per_second"]) < 1e-4 * q["decode_cpu_vs_read_bandwidth"],
+      "decode vs read")
+if lim["amx_int8_ops_per_second"]:
+    check(q["prefill_vs_amx_peak"] > 0, "AMX ratio")
+# extrapolation: the formula with the JSON's own numbers
+e = r["extrapolation"]
+check(e["real"] == {"layers": 10, "dense": 2, "experts": 64} and e["scaled"], "real counts from the flags")
+check(e["time"]["available"], "time extrapolation available")
+for run, x in zip(r["runs"], e["time"]["runs"]):
+    for name in ("prefill", "decode"):
+        t = x[name]
+        want = t["t_fixed"] + 2 * t["t_dense"] + 8 * t["t_moe"]
+        check(abs(t["seconds_per_token"] - want) <= 1e-9 + 1e-5 * want, "extrapolated " + name)
+        p = run[name]
+        dense = [l["wall_seconds"] for l in p["split"]["layers"] if not l["moe"]]
+        check(abs(t["t_dense"] - sum(dense) / len(dense) / p["tokens"]) <= 1e-9 + 1e-5 * t["t_dense"], "t_dense")
+mem = e["memory"]
+per = mem["per_layer"]
+for s in ("host", "gpu", "cpu"):
+    want = per["G"][s] + 2 * per["D"][s] + 8 * per["M"][s] + (8 * per["X"] * 64 / E if s == "cpu" else 0)
+    check(abs(mem["section_bytes"][s] - want) <= 8, "section %s bytes %d vs %d" % (s, mem["section_bytes"][s], want))
+check(mem["ram_cpu_only_bytes"] == sum(mem["section_bytes"].values()) + mem["kv_cpu_bytes"], "RAM cpu-only")
+# the SVG parses as XML, is an <svg> and holds the charts' bars and labels
+doc = xml.dom.minidom.parse(sys.argv[2])
+svg = doc.documentElement
+check(svg.tagName == "svg" and svg.getAttribute("xmlns") == "http://www.w3.org/2000/svg", "svg root")
+check(len(doc.getElementsByTagName("rect")) > 10, "bars")
+texts = " ".join(t.firstChild.data for t in doc.getElementsByTagName("text") if t.firstChild)
+for want in ("Decode after a 16-token prompt", "Prefill of a 32-token prompt", "routed_experts", "ms",
+             "memory read bandwidth", "At the real size: 10 layers (2 dense), 64 experts"):
+    check(want in texts, "SVG lacks '%s'" % want)
+check("href" not in open(sys.argv[2]).read(), "SVG links to something")
+for b in bad:
+    print("FAIL:", b)
+sys.exit(1 if bad else 0)
+EOF
+else
+    echo "note: python3 not found, skipping the JSON/SVG checks"
+fi
+
+# text report, no limits: the ratios' limits are absent
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 2 --no-limits -q
+expect_in "$out" "prompt +8: prefill +[0-9.]+ tok/s"
+expect_in "$out" "where the time goes"
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q --json-file "$T/j.json"
+expect_in "$out" "where the time goes"
+expect_in "$(cat "$T/j.json")" '"bench_version": 1'
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 0 --no-limits --json -q
+expect_in "$out" '"limits": null'
+expect_in "$out" '"decode": null'
+
+# bad flags: usage errors (exit 1), no crash
+expect_exit 1 "$MP" bench
+expect_in "$err" "missing FILE"
+expect_exit 1 "$MP" bench "$X" --prompt 0
+expect_exit 1 "$MP" bench "$X" --prompt 16,,32
+expect_in "$err" "--prompt"
+expect_exit 1 "$MP" bench "$X" --prompt abc
+expect_exit 1 "$MP" bench "$X" --gen -1
+expect_exit 1 "$MP" bench "$X" --repeat 0
+expect_exit 1 "$MP" bench "$X" --threads 0
+expect_exit 1 "$MP" bench "$X" --real-layers 4 --real-dense 5
+expect_exit 1 "$MP" bench "$X" --frobnicate
+expect_in "$err" "unknown option '--frobnicate'"
+expect_exit 1 "$MP" bench "$X" --svg
+expect_in "$err" "--svg needs a value"
+# bad input: exit 2 with the file named
+expect_exit 2 "$MP" bench "$T/missing.moepack" --prompt 4 --gen 1 --no-limits -q
+expect_in "$err" "missing.moepack"
+expect_exit 2 "$MP" bench "$X" --prompt 4 --gen 1 --no-limits -q --svg "$T/no/such/dir/r.svg"
+expect_in "$err" "r.svg"
+finish

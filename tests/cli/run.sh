@@ -1,0 +1,86 @@
+# `moepack run`, `chat` and `compare` on containers of the tiny-v3 fixture: output, statistics,
+# sampling determinism, history reuse, thresholds (exit 3) and bad input (exit 1 / 2, never a crash).
+. "$(dirname "$0")/../lib.sh"
+need_fixtures
+D=$(tmpdir cli_run)
+REF="$FIX/tiny-v3.reference.safetensors"
+X="$D/exact.moepack"
+Q="$D/int8.moepack"
+"$MP" convert "$FIX/tiny-v3" -o "$X" --cpu-quant bf16 --gpu-quant bf16 --quiet && ok || fail "convert exact"
+"$MP" convert "$FIX/tiny-v3" -o "$Q" --quiet && ok || fail "convert int8"
+
+# run: greedy text on stdout, statistics on stderr, same text twice
+expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 1
+first="$out"
+[ -n "$first" ] && ok || fail "run printed nothing"
+expect_in "$err" "prompt tokens: [0-9]+ \(0 cached\), prefill [0-9.]+ tok/s, generated 12, decode [0-9.]+ tok/s"
+expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 2
+[ "$out" = "$first" ] && ok || fail "greedy text differs between runs"
+# sampling: the same seed gives the same text, another seed other text
+expect_exit 0 "$MP" run "$Q" -p "Hello" -n 24 --temp 1 --seed 5
+s5="$out"
+expect_exit 0 "$MP" run "$Q" -p "Hello" -n 24 --temp 1 --seed 5
+[ "$out" = "$s5" ] && ok || fail "same seed, different text"
+expect_exit 0 "$MP" run "$Q" -p "Hello" -n 24 --temp 1 --seed 6
+[ "$out" != "$s5" ] && ok || fail "seeds 5 and 6 gave the same text"
+expect_exit 0 "$MP" run "$Q" -p "Hello" -n 8 --temp 0.7 --top-p 0.9 --top-k 40 --experts-per-token 3 --verify
+expect_exit 0 "$MP" run "$X" -p "Explain MLA." --chat --system "Be brief." -n 4
+expect_in "$err" "generated [0-9]+"
+# the output is valid UTF-8 (the streaming detokenizer never cuts a character)
+printf '%s' "$s5" | iconv -f UTF-8 -t UTF-8 > /dev/null && ok || fail "run output is not valid UTF-8"
+
+# chat: piped lines are turns; the second turn reuses the first turn's cache
+printf 'hello there\n\nand once more\n' > "$D/turns.txt"
+expect_exit 0 "$MP" chat "$X" -n 6 < "$D/turns.txt"
+expect_in "$err" "turn 1: prompt tokens: [0-9]+ \(0 cached\)"
+expect_in "$err" "turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached\)"
+if printf '%s' "$err" | grep -q "turn 3"; then fail "an empty line became a turn"; else ok; fi
+expect_exit 0 "$MP" chat "$X" -n 4 < /dev/null
+
+# compare: exact mode matches the oracle; thresholds exit 3 when violated
+expect_exit 0 "$MP" compare "$X" "$REF" --no-greedy --max-abs 5e-3 --min-top1 1 --max-kl 1e-6
+expect_in "$out" "^all +751 "
+expect_exit 0 "$MP" compare "$X" "$REF" --prompt 2 --min-greedy 32 --json
+expect_in "$out" '"greedy_match": 32'
+expect_in "$out" '"pass": true'
+expect_exit 3 "$MP" compare "$Q" "$REF" --no-greedy --min-top1 0.999
+expect_in "$err" "top-1 agreement 0\.[0-9]+ is below --min-top1 0.999"
+expect_exit 3 "$MP" compare "$Q" "$REF" --no-greedy --max-abs 1e-3 --json
+expect_in "$out" '"pass": false'
+expect_exit 3 "$MP" compare "$X" "$REF" --experts-per-token 3 --no-greedy --max-kl 1e-6
+expect_in "$err" "mean KL .* is above --max-kl"
+
+# the container's tokenizer (the ids transformers gives for prompt 5 of the reference)
+expect_exit 0 "$MP" tokenize "$X" --chat "Explain MLA in one sentence."
+expect_in "$out" '^0 1276 1010 82 350 264 524 46 35 308 1232 422 326 295 313 16 1277$'
+
+# bad input: clear errors, no crash
+expect_exit 2 "$MP" run "$X" -p "a prompt that is longer than the context" --ctx 4
+expect_in "$err" "more than --ctx 4"
+expect_exit 1 "$MP" run "$X" -p x --temp -1
+expect_in "$err" "--temp must be"
+expect_exit 1 "$MP" run "$X" -p x --top-p 2
+expect_in "$err" "--top-p must be"
+expect_exit 1 "$MP" run "$X" -p x --top-p 0
+expect_exit 1 "$MP" run "$X" -p x -n -3
+expect_exit 1 "$MP" run "$X" -p x --experts-per-token 17
+expect_in "$err" "16 routed experts"
+expect_exit 1 "$MP" run "$X" -p x --ctx 999999
+expect_exit 1 "$MP" run "$X"
+expect_in "$err" "missing -p TEXT"
+expect_exit 1 "$MP" run "$X" -p x --bogus
+expect_exit 2 "$MP" run "$X" -p "$(printf 'ab\377cd')"
+expect_in "$err" "prompt: text is not valid UTF-8 at byte 2"
+head -c 1000000 "$X" > "$D/truncated.moepack"
+expect_exit 2 "$MP" run "$D/truncated.moepack" -p x
+expect_in "$err" "truncated"
+expect_exit 2 "$MP" run "$D/missing.moepack" -p x
+expect_exit 2 "$MP" compare "$X" "$D/missing.safetensors"
+expect_exit 2 "$MP" compare "$X" "$FIX/tiny-v3/model-00005-of-00005.safetensors"
+expect_in "$err" "not a reference file"
+expect_exit 1 "$MP" compare "$X" "$REF" --min-top1 2
+expect_exit 1 "$MP" compare "$X"
+printf 'abc\377\n' | "$MP" chat "$X" -n 2 > /dev/null 2> "$D/chat_err.txt"
+[ $? -eq 2 ] && ok || fail "chat with invalid UTF-8 did not exit 2"
+expect_in "$(cat "$D/chat_err.txt")" "not valid UTF-8"
+finish

@@ -1,0 +1,306 @@
+/* The session instrumentation (mp_session_stats) and the bench's derived
+ * figures: recording is off by default, changes no result, and adds up
+ * (parts within the layer's wall, layers within the eval); the extrapolation
+ * and the ratios follow their formulas on hand-made inputs; the probes
+ * return sane figures; JSON and SVG come out of a made-up result. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "convert.h"
+#include "mp_bench.h"
+#include "mp_file.h"
+#include "mp_kernels.h"
+#include "mp_perf.h"
+#include "mp_runner.h"
+#include "mp_test.h"
+#include "synth.h"
+
+static bool near(double a, double b, double tol)
+{
+    return fabs(a - b) <= tol * (fabs(b) > 1 ? fabs(b) : 1);
+}
+
+static void make_model(const char *dir, char *path, size_t n)
+{
+    mp_synth_options so;
+    mp_synth_options_init(&so);
+    so.preset = MP_SYNTH_TINY;
+    mp_synth_result sr;
+    mp_error err = {0};
+    const char *src = mp_test_path(dir, "src");
+    REQUIRE(mkdir(src, 0755) == 0);
+    REQUIRE(mp_synth_run(&so, src, &sr, &err) == MP_OK);
+    snprintf(path, n, "%s", mp_test_path(dir, "tiny.moepack"));
+    mp_convert_opts co;
+    mp_convert_opts_default(&co);
+    mp_convert_summary sum;
+    REQUIRE(mp_convert(src, path, &co, &sum, &err) == MP_OK);
+}
+
+static void test_session_stats(const char *path)
+{
+    mp_error err = {0};
+    mp_model_opts mo;
+    mp_model_opts_default(&mo);
+    mo.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
+    mo.threads = 2;
+    mp_model *m = NULL;
+    REQUIRE(mp_model_load(path, &mo, &m, &err) == MP_OK);
+    const mp_model_desc *d = mp_model_desc_of(m);
+    uint32_t V = mp_model_vocab(m), L = d->num_hidden_layers, k = mp_model_experts_per_token(m);
+    mp_session *a = NULL, *b = NULL;
+    REQUIRE(mp_session_new(m, 64, &a, &err) == MP_OK && mp_session_new(m, 64, &b, &err) == MP_OK);
+    CHECK(mp_session_stats(a) == NULL); /* off by default */
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++)
+        ids[i] = (int32_t)((i * 37 + 11) % V);
+    REQUIRE(mp_session_stats_enable(b, true, &err) == MP_OK);
+    const mp_run_stats *st = mp_session_stats(b);
+    REQUIRE(st && st->layers == L && st->tokens == 0 && st->eval_seconds == 0);
+
+    /* the same logits with the recording on and off */
+    float *la = malloc(V * sizeof *la), *lb = malloc(V * sizeof *lb);
+    REQUIRE(la && lb);
+    REQUIRE(mp_session_eval(a, ids, 20, la, NULL, &err) == MP_OK);
+    REQUIRE(mp_session_eval(b, ids, 20, lb, NULL, &err) == MP_OK);
+    CHECK(memcmp(la, lb, V * sizeof *la) == 0);
+    CHECK(mp_session_stats(a) == NULL);
+
+    CHECK(st->evals == 1 && st->tokens == 20 && st->batches == 1);
+    double walls = 0;
+    for (uint32_t l = 0; l < L; l++) {
+        const mp_layer_stats *ls = &st->layer[l];
+        double cpu = 0;
+        for (int p = 0; p < MP_PART_COUNT; p++) {
+            CHECK(ls->part[p] >= 0);
+            if (mp_part_is_gpu_side((mp_part)p))
+                CHECKF(ls->part[p] == 0, "layer %u: GPU part %s on the CPU path", l, mp_part_name((mp_part)p));
+            else
+                cpu += ls->part[p];
+        }
+        CHECKF(ls->wall_seconds > 0 && cpu <= ls->wall_seconds, "layer %u: parts %g, wall %g", l, cpu, ls->wall_seconds);
+        CHECK(ls->part[MP_PART_ATTENTION] > 0);
+        if (mp_layer_is_moe(d, l)) {
+            CHECK(ls->part[MP_PART_ROUTED_EXPERTS] > 0 && ls->part[MP_PART_ROUTER] > 0 && ls->part[MP_PART_DENSE_MLP] == 0);
+            /* 20 tokens route to at least top_k and at most min(E, 20 top_k) distinct experts */
+            CHECKF(ls->experts_run >= k && ls->experts_run <= d->n_routed_experts && ls->experts_run <= 20u * k,
+                   "layer %u ran %llu experts", l, (unsigned long long)ls->experts_run);
+        } else {
+            CHECK(ls->part[MP_PART_DENSE_MLP] > 0 && ls->part[MP_PART_ROUTED_EXPERTS] == 0 && ls->experts_run == 0);
+        }
+        walls += ls->wall_seconds;
+    }
+    CHECK(walls + st->embed_seconds + st->head_seconds <= st->eval_seconds);
+    CHECK(st->head_seconds > 0);
+
+    /* one decode step: exactly top_k experts per MoE layer; accumulates */
+    int32_t one = ids[3];
+    REQUIRE(mp_session_eval(b, &one, 1, NULL, NULL, &err) == MP_OK);
+    CHECK(st->evals == 2 && st->tokens == 21 && st->batches == 2);
+    mp_session_stats_clear(b);
+    CHECK(st->tokens == 0 && st->eval_seconds == 0 && st->layer[L - 1].wall_seconds == 0);
+    REQUIRE(mp_session_eval(b, &one, 1, NULL, NULL, &err) == MP_OK);
+    for (uint32_t l = 0; l < L; l++)
+        if (mp_layer_is_moe(d, l))
+            CHECK(st->layer[l].experts_run == k);
+    /* off again: nothing more is recorded, and nothing crashes */
+    REQUIRE(mp_session_stats_enable(b, false, &err) == MP_OK);
+    CHECK(mp_session_stats(b) == NULL);
+    REQUIRE(mp_session_eval(b, &one, 1, NULL, NULL, &err) == MP_OK);
+    CHECK(strcmp(mp_part_name(MP_PART_ROUTED_EXPERTS), "routed_experts") == 0);
+    CHECK(strcmp(mp_part_name((mp_part)99), "unknown") == 0);
+    free(la);
+    free(lb);
+    mp_session_free(a);
+    mp_session_free(b);
+    mp_model_free(m);
+}
+
+/* A made-up result: 2 layers (1 dense, 1 MoE) of V3 width, 8 experts. */
+static void fake_result(mp_bench_result *r, mp_layer_stats *lp, mp_layer_stats *ld, uint64_t (*lb)[3], uint64_t *eb)
+{
+    memset(r, 0, sizeof *r);
+    r->file = strdup("a <weird> & \"name\".moepack");
+    snprintf(r->backend, sizeof r->backend, "cpu (amx)");
+    r->threads = 4;
+    r->desc.hidden_size = 7168;
+    r->desc.num_hidden_layers = 2;
+    r->desc.first_k_dense_replace = 1;
+    r->desc.moe_layer_freq = 1;
+    r->desc.n_routed_experts = 8;
+    r->desc.moe_intermediate_size = 2048;
+    r->desc.kv_lora_rank = 512;
+    r->desc.qk_rope_head_dim = 64;
+    r->top_k = 8;
+    r->experts_q8 = true;
+    r->ctx = 100;
+    r->gen = 10;
+    r->repeat = 1;
+    r->n_runs = 1;
+    mp_bench_run *ru = &r->runs[0];
+    ru->prompt_tokens = 90;
+    /* prefill: 90 tokens in 9 s: dense 1.8 s, MoE 5.4 s (experts 4.5 s) */
+    ru->prefill.tokens = 90;
+    ru->prefill.seconds = 9.0;
+    ru->prefill.stats.layers = 2;
+    ru->prefill.stats.layer = lp;
+    lp[0].wall_seconds = 1.8;
+    lp[0].part[MP_PART_DENSE_MLP] = 1.0;
+    lp[1].wall_seconds = 5.4;
+    lp[1].part[MP_PART_ROUTED_EXPERTS] = 4.5;
+    lp[1].experts_run = 8;
+    /* decode: 10 tokens in 2 s: dense 0.3 s, MoE 0.5 s, 80 experts run */
+    ru->decode.tokens = 10;
+    ru->decode.seconds = 2.0;
+    ru->decode.stats.layers = 2;
+    ru->decode.stats.layer = ld;
+    ld[0].wall_seconds = 0.3;
+    ld[1].wall_seconds = 0.5;
+    ld[1].experts_run = 80;
+    ru->expert_ops_per_second = 2.0 * 3 * 7168 * 2048 * 90 * 8 / 4.5;
+    /* bytes: globals host 1000, gpu 500; layer 0: gpu 300, host 10; layer 1: gpu 200; experts 8000 */
+    mp_bench_weights *w = &r->weights;
+    w->layers = 2;
+    w->experts = 8;
+    w->layer_bytes = lb;
+    w->expert_bytes = eb;
+    w->global_bytes[MP_SECTION_HOST] = 1000;
+    w->global_bytes[MP_SECTION_GPU] = 500;
+    w->head_bytes = 400;
+    w->section_bytes[MP_SECTION_GPU] = 1000;
+    lb[0][MP_SECTION_GPU] = 300;
+    lb[0][MP_SECTION_HOST] = 10;
+    lb[1][MP_SECTION_GPU] = 200;
+    eb[1] = 8000;
+    r->limits.measured = true;
+    r->limits.read_bytes_per_second = 1e4;
+    r->limits.amx_int8_ops_per_second = 1e13;
+}
+
+static void test_derived(const char *dir)
+{
+    mp_bench_result r;
+    mp_layer_stats lp[2] = {0}, ld[2] = {0};
+    uint64_t lb[2][3] = {{0}}, eb[2] = {0};
+    fake_result(&r, lp, ld, lb, eb);
+    mp_bench_opts o;
+    mp_bench_opts_default(&o);
+
+    const mp_bench_known_width *kw = mp_bench_known_width_of(7168);
+    REQUIRE(kw && kw->layers == 61 && kw->dense == 3 && kw->experts == 256);
+    CHECK(mp_bench_known_width_of(5120)->layers == 60 && mp_bench_known_width_of(2048)->layers == 27);
+    CHECK(mp_bench_known_width_of(2048)->dense == 1 && mp_bench_known_width_of(256) == NULL);
+
+    mp_bench_compute_ratios(&r);
+    /* decode: 80 experts over 10 tokens = 8 a token of 1000 bytes each, plus
+     * 10 + 300 + 200 bytes of layers, 400 of head, one 7168 x bf16 row */
+    double per_token = 8 * 1000.0 + 510 + 400 + 2 * 7168;
+    CHECKF(near(r.ratios.decode_cpu_bytes_per_token, per_token, 1e-12), "%g", r.ratios.decode_cpu_bytes_per_token);
+    CHECK(near(r.ratios.decode_cpu_bytes_per_second, per_token * 10 / 2.0, 1e-12));
+    CHECK(near(r.ratios.decode_cpu_vs_read, per_token * 5 / 1e4, 1e-12));
+    CHECK(!r.ratios.experts_estimated && r.ratios.decode_gpu_bytes_per_token == 0);
+    CHECK(near(r.ratios.prefill_vs_amx, r.runs[0].expert_ops_per_second / 1e13, 1e-12));
+    CHECK(r.ratios.upload_vs_h2d == 0);
+
+    mp_bench_extrapolate(&r, &o);
+    const mp_bench_extrap *e = &r.extrap;
+    CHECK(e->layers == 61 && e->dense == 3 && e->experts == 256 && e->scaled);
+    CHECK(e->m_layers == 2 && e->m_dense == 1 && e->m_experts == 8);
+    REQUIRE(e->available && e->memory_available);
+    /* decode: t_dense 0.03, t_moe 0.05, t_fixed (2 - 0.8) / 10 = 0.12 */
+    CHECK(near(e->decode[0].t_dense, 0.03, 1e-12) && near(e->decode[0].t_moe, 0.05, 1e-12));
+    CHECK(near(e->decode[0].t_fixed, 0.12, 1e-12));
+    CHECK(near(e->decode[0].total, 0.12 + 3 * 0.03 + 58 * 0.05, 1e-12));
+    /* prefill: 0.02, 0.06, (9 - 7.2) / 90 = 0.02 */
+    CHECK(near(e->prefill[0].total, 0.02 + 3 * 0.02 + 58 * 0.06, 1e-12));
+    /* bytes: host 1000 + 3 * 10; gpu 500 + 3 * 300 + 58 * 200; cpu 58 * 8000 * 256 / 8 */
+    CHECK(e->section_bytes[MP_SECTION_HOST] == 1030);
+    CHECK(e->section_bytes[MP_SECTION_GPU] == 500 + 900 + 11600);
+    CHECK(e->section_bytes[MP_SECTION_CPU] == 58ull * 8000 * 32);
+    CHECK(e->kv_cpu_bytes == 61ull * 100 * 576 * 4);
+    CHECK(e->ram_cpu_only == 1030 + 13000 + 58ull * 8000 * 32 + e->kv_cpu_bytes);
+    CHECK(e->ram_hybrid == 1030 + 58ull * 8000 * 32);
+
+    /* the flags win over the known width */
+    o.real_layers = 4;
+    o.real_dense = 0;
+    mp_bench_extrapolate(&r, &o);
+    CHECK(e->layers == 4 && e->dense == 0 && e->experts == 256 && !strcmp(e->source, "DeepSeek-V3/R1 (hidden 7168) + flags"));
+    CHECK(near(e->decode[0].total, 0.12 + 4 * 0.05, 1e-12));
+    /* a real model with dense layers but a container without any: no times */
+    mp_bench_opts_default(&o);
+    r.desc.first_k_dense_replace = 0;
+    mp_bench_extrapolate(&r, &o);
+    CHECK(!e->available && strstr(e->why_not, "dense"));
+    CHECK(!e->memory_available);
+    r.desc.first_k_dense_replace = 1;
+    /* no per-layer times (a back end that records none) */
+    lp[0].wall_seconds = lp[1].wall_seconds = 0;
+    mp_bench_extrapolate(&r, &o);
+    CHECK(!e->available && strstr(e->why_not, "no per-layer times"));
+    CHECK(e->memory_available);
+    lp[0].wall_seconds = 1.8;
+    lp[1].wall_seconds = 5.4;
+    mp_bench_extrapolate(&r, &o);
+
+    /* JSON */
+    json_t *j = mp_bench_to_json(&r);
+    REQUIRE(j);
+    CHECK(json_integer_value(json_object_get(j, "bench_version")) == 1);
+    json_t *runs = json_object_get(j, "runs");
+    CHECK(json_array_size(runs) == 1);
+    json_t *dec = json_object_get(json_array_get(runs, 0), "decode");
+    CHECK(near(json_real_value(json_object_get(dec, "tokens_per_second")), 5.0, 1e-12));
+    json_t *split = json_object_get(dec, "split");
+    CHECK(near(json_real_value(json_object_get(split, "other_seconds")), 2.0 - 0.8, 1e-12));
+    CHECK(json_is_null(json_object_get(json_object_get(j, "load"), "gpu")));
+    CHECK(json_is_null(json_object_get(json_object_get(j, "ratios"), "upload_vs_h2d")));
+    json_decref(j);
+
+    /* SVG: escaped, complete, committed */
+    const char *svg = mp_test_path(dir, "fake.svg");
+    mp_error err = {0};
+    REQUIRE(mp_bench_write_svg(&r, svg, &err) == MP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(mp_read_small_file(svg, 1 << 20, &text, &len, &err) == MP_OK);
+    CHECK(!strncmp(text, "<?xml", 5) && strstr(text, "</svg>\n") && strstr(text, "a &lt;weird&gt; &amp; &quot;name&quot;"));
+    CHECK(!strstr(text, "<weird>"));
+    CHECK(strstr(text, "At the real size: 61 layers (3 dense), 256 experts") != NULL);
+    free(text);
+    CHECK(mp_bench_write_svg(&r, mp_test_path(dir, "no/such/dir.svg"), &err) == MP_ERR_INPUT);
+    free(r.file);
+}
+
+static void test_probes(void)
+{
+    mp_error err = {0};
+    mp_perf_bandwidth bw;
+    REQUIRE(mp_perf_read_bandwidth(2, (size_t)16 << 20, 2, &bw, &err) == MP_OK);
+    CHECK(bw.bytes_per_second > 1e8 && bw.bytes > 0 && bw.bytes <= (size_t)16 << 20 && bw.threads == 2);
+    CHECK(bw.one_stream > 0 && (bw.avx512 ? bw.four_streams > 0 : bw.four_streams == 0));
+    CHECK(bw.bytes_per_second == (bw.four_streams > bw.one_stream ? bw.four_streams : bw.one_stream));
+    CHECK(mp_perf_read_bandwidth(4, 100, 1, &bw, &err) == MP_ERR_USAGE);
+    double amx = mp_perf_amx_int8_peak(1, 1);
+    CHECK(mp_isa_available(MP_ISA_AMX) ? amx > 1e11 : amx == 0);
+    CHECK(mp_perf_default_probe_bytes() >= ((size_t)1 << 28));
+    CHECK(mp_perf_peak_rss() > 0);
+    mp_perf_gpu *g = (mp_perf_gpu *)1;
+    CHECK(mp_perf_gpu_open(&g, &err) == MP_OK);
+    if (!MP_HAVE_CUDA)
+        CHECK(g == NULL);
+    mp_perf_gpu_close(g);
+}
+
+int main(void)
+{
+    const char *dir = mp_test_tmpdir("test_bench");
+    char path[4096];
+    make_model(dir, path, sizeof path);
+    test_session_stats(path);
+    test_derived(dir);
+    test_probes();
+    return mp_test_finish();
+}

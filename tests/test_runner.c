@@ -1,0 +1,366 @@
+/* The runner's contract apart from accuracy: loading leaves the CPU section
+ * untouched, sessions give the same logits whatever the batching and thread
+ * count, the sampler is deterministic per seed, and bad input is refused
+ * with a clear error instead of a crash. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert.h"
+#include "mp_runner.h"
+#include "mp_test.h"
+#include "safetensors.h"
+
+/* Resident bytes of this process's mapping of `path` (/proc/self/smaps). */
+static long long mapping_rss(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    bool in = false;
+    long long kb = 0;
+    char *real = realpath(path, NULL);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
+            char *slash = strchr(line, '/');
+            if (slash)
+                slash[strcspn(slash, "\n")] = 0;
+            in = slash && real && !strcmp(slash, real);
+            continue;
+        }
+        long long v;
+        if (in && sscanf(line, "Rss: %lld kB", &v) == 1)
+            kb += v;
+    }
+    fclose(f);
+    free(real);
+    return kb * 1024;
+}
+
+static int32_t *read_ids(const char *ref, const char *name, size_t *n)
+{
+    mp_error err = {0};
+    mp_safetensors *st = NULL;
+    REQUIRE(mp_st_open(ref, &st, &err) == MP_OK);
+    const mp_st_tensor *t = mp_st_find(st, name);
+    REQUIRE(t && t->dtype == MP_ST_I32);
+    *n = t->shape[0];
+    int32_t *ids = malloc(*n * sizeof *ids);
+    memcpy(ids, t->data, *n * sizeof *ids);
+    mp_st_close(st);
+    return ids;
+}
+
+static mp_model *load(const char *path, int threads, uint32_t experts, bool verify, int *rc, mp_error *err)
+{
+    mp_model_opts o;
+    mp_model_opts_default(&o);
+    o.cpu_only = true; /* the CPU path: on a GPU machine the default is hybrid */
+    o.threads = threads;
+    o.experts_per_token = experts;
+    o.verify = verify;
+    mp_model *m = NULL;
+    *rc = mp_model_load(path, &o, &m, err);
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0.0;
+    for (size_t i = 0; i < n; i++)
+        d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+static void test_rss_after_load(const char *path)
+{
+    mp_error err = {0};
+    int rc;
+    mp_model *m = load(path, 0, 0, false, &rc, &err);
+    REQUIRE(rc == MP_OK);
+    long long size = (long long)mp_model_container(m)->file.size;
+    long long rss = mapping_rss(path);
+    printf("  after load: %lld of %lld bytes of the container resident\n", rss, size);
+    CHECKF(rss >= 0 && rss * 8 < size, "%lld of %lld bytes resident right after load", rss, size);
+    /* running the model does touch the weights: the measure has teeth */
+    mp_session *s = NULL;
+    REQUIRE(mp_session_new(m, 16, &s, &err) == MP_OK);
+    int32_t ids[4] = {0, 54, 283, 223};
+    REQUIRE(mp_session_eval(s, ids, 4, NULL, NULL, &err) == MP_OK);
+    long long after = mapping_rss(path);
+    printf("  after 4 tokens: %lld bytes resident\n", after);
+    CHECK(after > rss);
+    mp_session_free(s);
+    mp_model_free(m);
+}
+
+static void test_batching_and_threads(const char *path, const char *ref)
+{
+    mp_error err = {0};
+    int rc;
+    size_t n;
+    int32_t *ids = read_ids(ref, "prompt4.ids", &n); /* 493 tokens: two batches at once */
+    mp_model *m2 = load(path, 2, 0, false, &rc, &err);
+    REQUIRE(rc == MP_OK);
+    mp_model *m1 = load(path, 1, 0, false, &rc, &err);
+    REQUIRE(rc == MP_OK);
+    uint32_t V = mp_model_vocab(m2);
+    float *all = malloc(n * V * sizeof *all), *piece = malloc(n * V * sizeof *piece), *last = malloc(V * sizeof *last);
+    mp_session *s = NULL, *s1 = NULL;
+    REQUIRE(mp_session_new(m2, 600, &s, &err) == MP_OK);
+    REQUIRE(mp_session_eval(s, ids, n, last, all, &err) == MP_OK);
+    CHECK(mp_session_len(s) == n);
+    CHECK(memcmp(last, all + (n - 1) * V, V * sizeof *last) == 0);
+    /* the same tokens in pieces of 1, 7, 300 and the rest */
+    mp_session_truncate(s, 0);
+    size_t cuts[] = {1, 7, 300, n - 308}, at = 0;
+    for (size_t i = 0; i < 4; i++) {
+        REQUIRE(mp_session_eval(s, ids + at, cuts[i], NULL, piece + at * V, &err) == MP_OK);
+        at += cuts[i];
+    }
+    double d = max_diff(all, piece, n * V);
+    printf("  batched vs in pieces: max |diff| %.2e\n", d);
+    CHECKF(d <= 1e-4, "%.3e", d);
+    /* a kept prefix: truncate and continue gives the same as from scratch */
+    mp_session_truncate(s, 100);
+    REQUIRE(mp_session_eval(s, ids + 100, 50, NULL, piece, &err) == MP_OK);
+    d = max_diff(all + 100 * V, piece, 50 * V);
+    CHECKF(d <= 1e-4, "after truncate: %.3e", d);
+    CHECK(mp_session_common_prefix(s, ids, n) == 150);
+    /* one thread gives the same bits as two (fixed reduction order) */
+    REQUIRE(mp_session_new(m1, 600, &s1, &err) == MP_OK);
+    REQUIRE(mp_session_eval(s1, ids, 64, NULL, piece, &err) == MP_OK);
+    CHECKF(memcmp(piece, all, 64 * V * sizeof(float)) == 0, "1 thread vs 2: %.3e", max_diff(piece, all, 64 * V));
+
+    /* errors leave the session as it was */
+    uint32_t len = mp_session_len(s);
+    int32_t bad[2] = {5, (int32_t)V};
+    CHECK(mp_session_eval(s, bad, 2, NULL, NULL, &err) == MP_ERR_INPUT && strstr(err.msg, "is not in [0,"));
+    bad[1] = -1;
+    CHECK(mp_session_eval(s, bad, 2, NULL, NULL, &err) == MP_ERR_INPUT);
+    CHECK(mp_session_eval(s, ids, 600, NULL, NULL, &err) == MP_ERR_INPUT && strstr(err.msg, "do not fit the context"));
+    CHECK(mp_session_len(s) == len);
+    mp_session *big = NULL;
+    CHECK(mp_session_new(m1, 1u << 30, &big, &err) == MP_ERR_USAGE && !big);
+    CHECK(mp_session_new(m1, 0, &big, &err) == MP_ERR_USAGE && !big);
+
+    mp_session_free(s);
+    mp_session_free(s1);
+    mp_model_free(m1);
+    mp_model_free(m2);
+    free(all);
+    free(piece);
+    free(last);
+    free(ids);
+}
+
+static void test_sampler(void)
+{
+    mp_error err = {0};
+    enum { V = 1000, N = 200 };
+    float *logits = malloc(V * sizeof *logits);
+    uint64_t x = 12345;
+    for (int i = 0; i < V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        logits[i] = (float)((x >> 40) % 1000) / 100.0f; /* 0..10 */
+    }
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    mp_sampler_opts o;
+    mp_sampler_opts_default(&o);
+    mp_sampler *g = NULL;
+    REQUIRE(mp_sampler_new(&o, V, &g, &err) == MP_OK);
+    CHECK(mp_sampler_sample(g, logits) == best);
+    mp_sampler_free(g);
+
+    o.temperature = 1.0f;
+    o.top_p = 0.9f;
+    o.top_k = 50;
+    o.seed = 7;
+    mp_sampler *a = NULL, *b = NULL, *c = NULL;
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    REQUIRE(mp_sampler_new(&o, V, &b, &err) == MP_OK);
+    o.seed = 8;
+    REQUIRE(mp_sampler_new(&o, V, &c, &err) == MP_OK);
+    int same_ab = 0, same_ac = 0, distinct = 0;
+    int seen[V] = {0};
+    for (int i = 0; i < N; i++) {
+        int32_t ta = mp_sampler_sample(a, logits), tb = mp_sampler_sample(b, logits), tc = mp_sampler_sample(c, logits);
+        same_ab += ta == tb;
+        same_ac += ta == tc;
+        CHECK(ta >= 0 && ta < V);
+        distinct += !seen[ta]++;
+    }
+    CHECK(same_ab == N);
+    CHECKF(same_ac < N, "a different seed gave the same %d tokens", N);
+    CHECKF(distinct > 1, "temperature 1 always picked the same token");
+    mp_sampler_free(a);
+    mp_sampler_free(b);
+    mp_sampler_free(c);
+
+    /* top-k 1 and a tiny top-p both reduce to greedy */
+    o.top_k = 1;
+    o.top_p = 1.0f;
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    o.top_k = 0;
+    o.top_p = 1e-6f;
+    REQUIRE(mp_sampler_new(&o, V, &b, &err) == MP_OK);
+    for (int i = 0; i < 20; i++) {
+        CHECK(mp_sampler_sample(a, logits) == best);
+        CHECK(mp_sampler_sample(b, logits) == best);
+    }
+    mp_sampler_free(a);
+    mp_sampler_free(b);
+
+    /* absurd options are usage errors */
+    mp_sampler_opts bad;
+    mp_sampler_opts_default(&bad);
+    bad.temperature = -1.0f;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE && !a);
+    bad.temperature = NAN;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE);
+    mp_sampler_opts_default(&bad);
+    bad.top_p = 2.0f;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE);
+    bad.top_p = 0.0f;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE);
+    free(logits);
+}
+
+typedef struct collect {
+    int32_t ids[64];
+    int n;
+} collect;
+
+static bool keep_token(int32_t id, void *user)
+{
+    collect *c = user;
+    if (c->n < 64)
+        c->ids[c->n++] = id;
+    return true;
+}
+
+static void generate(mp_model *m, uint64_t seed, collect *out)
+{
+    mp_error err = {0};
+    mp_session *s = NULL;
+    mp_sampler *smp = NULL;
+    mp_sampler_opts o;
+    mp_sampler_opts_default(&o);
+    o.temperature = 1.0f;
+    o.seed = seed;
+    REQUIRE(mp_session_new(m, 64, &s, &err) == MP_OK);
+    REQUIRE(mp_sampler_new(&o, mp_model_vocab(m), &smp, &err) == MP_OK);
+    int32_t prompt[3] = {0, 54, 283};
+    memset(out, 0, sizeof *out);
+    mp_gen_stats st;
+    REQUIRE(mp_generate(s, smp, prompt, 3, 24, false, keep_token, out, &st, &err) == MP_OK);
+    CHECK(st.generated == 24 && out->n == 24 && st.prompt_tokens == 3);
+    /* the conversation goes on from the cache: only the new token is evaluated */
+    int32_t more[28];
+    memcpy(more, mp_session_tokens(s), mp_session_len(s) * sizeof *more);
+    uint32_t len = mp_session_len(s);
+    more[len] = out->ids[23];
+    collect again = {0};
+    REQUIRE(mp_generate(s, smp, more, len + 1, 2, false, keep_token, &again, &st, &err) == MP_OK);
+    CHECK(st.cached_tokens == len && st.prompt_tokens == 1);
+    /* a prompt longer than the context is refused before anything runs */
+    int32_t lots[80] = {0};
+    CHECK(mp_generate(s, smp, lots, 80, 2, false, NULL, NULL, &st, &err) == MP_ERR_INPUT);
+    mp_sampler_free(smp);
+    mp_session_free(s);
+}
+
+static void test_generate_determinism(const char *path)
+{
+    mp_error err = {0};
+    int rc;
+    mp_model *m = load(path, 0, 0, false, &rc, &err);
+    REQUIRE(rc == MP_OK);
+    collect a, b, c;
+    generate(m, 42, &a);
+    generate(m, 42, &b);
+    generate(m, 43, &c);
+    CHECK(memcmp(a.ids, b.ids, sizeof a.ids) == 0);
+    CHECKF(memcmp(a.ids, c.ids, sizeof a.ids) != 0, "seeds 42 and 43 gave the same 24 tokens");
+    mp_model_free(m);
+}
+
+static void copy_file(const char *from, const char *to, long long keep)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    REQUIRE(in && out);
+    char buf[65536];
+    size_t n;
+    long long done = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0 && (keep < 0 || done < keep)) {
+        if (keep >= 0 && done + (long long)n > keep)
+            n = (size_t)(keep - done);
+        REQUIRE(fwrite(buf, 1, n, out) == n);
+        done += (long long)n;
+    }
+    fclose(in);
+    fclose(out);
+}
+
+static void test_bad_containers(const char *dir, const char *path)
+{
+    mp_error err = {0};
+    int rc;
+    /* truncated */
+    const char *trunc = mp_test_path(dir, "truncated.moepack");
+    copy_file(path, trunc, 1 << 20);
+    mp_model *m = load(trunc, 0, 0, false, &rc, &err);
+    CHECKF(rc == MP_ERR_INPUT && !m && strstr(err.msg, "truncated"), "%d %s", rc, err.msg);
+    /* one flipped byte in an expert: loads (checksums are not read at load), --verify refuses */
+    const char *bad = mp_test_path(dir, "corrupt.moepack");
+    copy_file(path, bad, -1);
+    m = load(bad, 0, 0, false, &rc, &err);
+    REQUIRE(rc == MP_OK);
+    const mp_ctensor *t = mp_container_find(mp_model_container(m), MP_ROLE_EXP_DOWN, 2, 3);
+    REQUIRE(t);
+    uint64_t off = t->data_offset + 100;
+    char name[96];
+    snprintf(name, sizeof name, "%s", t->name);
+    mp_model_free(m);
+    FILE *f = fopen(bad, "r+b");
+    REQUIRE(f && fseek(f, (long)off, SEEK_SET) == 0);
+    int byte = fgetc(f);
+    REQUIRE(fseek(f, (long)off, SEEK_SET) == 0 && fputc(byte ^ 0x5a, f) != EOF);
+    fclose(f);
+    m = load(bad, 0, 0, true, &rc, &err);
+    CHECKF(rc == MP_ERR_CHECK && !m && strstr(err.msg, name), "%d %s", rc, err.msg);
+    m = load(path, 0, 0, true, &rc, &err);
+    CHECKF(rc == MP_OK, "%s", err.msg);
+    mp_model_free(m);
+    /* more experts per token than the model has */
+    m = load(path, 0, 17, false, &rc, &err);
+    CHECK(rc == MP_ERR_USAGE && !m && strstr(err.msg, "16 routed experts"));
+}
+
+int main(void)
+{
+    const char *fix = mp_test_fixtures();
+    const char *dir = mp_test_tmpdir("runner");
+    const char *ref = mp_test_path(fix, "tiny-v3.reference.safetensors");
+    char path[4096];
+    snprintf(path, sizeof path, "%s", mp_test_path(dir, "int8.moepack"));
+    mp_convert_opts co;
+    mp_convert_opts_default(&co);
+    co.gpu_quant = MP_QUANT_BF16;
+    mp_convert_summary sum;
+    mp_error err = {0};
+    REQUIRE(mp_convert(mp_test_path(fix, "tiny-v3"), path, &co, &sum, &err) == MP_OK);
+
+    test_rss_after_load(path);
+    test_batching_and_threads(path, ref);
+    test_sampler();
+    test_generate_determinism(path);
+    test_bad_containers(dir, path);
+    return mp_test_finish();
+}
