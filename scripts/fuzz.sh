@@ -4,6 +4,7 @@
 # what earlier runs found (build-fuzz/corpus/NAME), with fuzz/dict/NAME.dict when there is one.
 # Fails when any harness crashes, leaks, hangs (-timeout) or runs out of memory, printing the
 # report and the input that reproduces it (kept in build-fuzz/findings/). docs/FUZZING.md.
+# Exits 77 without fuzzing when clang or its libFuzzer runtime or OpenMP is missing.
 #
 # usage: scripts/fuzz.sh [SECONDS] [NAME...]      (NAMEs: e.g. gguf tok_json; default: all)
 # env:   MOEPACK_FUZZ_JOBS  harnesses run at once (default: the number of cores, at most 2)
@@ -19,10 +20,31 @@ fixtures=${MOEPACK_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
 cores=$(nproc 2>/dev/null || echo 2)
 jobs=${MOEPACK_FUZZ_JOBS:-$((cores < 2 ? cores : 2))}
 cc=${CC:-clang}
+# Exit 77 (scripts/test.sh: skip) when the toolchain cannot build a harness: clang, its libFuzzer
+# and sanitizer runtimes (libclang-rt-N-dev on Debian 12 / Ubuntu 24.04, libclang-common-N-dev on
+# older releases) and its OpenMP (libomp-N-dev). A one-line probe is quicker and clearer than
+# CMake's failure halfway through the build.
 if ! command -v "$cc" >/dev/null; then
-    echo "fuzz: $cc not found (scripts/deps.sh installs clang)" >&2
-    exit 1
+    echo "fuzz: $cc not found (scripts/deps.sh --test installs clang); not fuzzing" >&2
+    exit 77
 fi
+probe=$(mktemp -d "${TMPDIR:-/tmp}/moepack-fuzz-probe.XXXXXX")
+printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' >"$probe/p.c"
+if ! "$cc" -fsanitize=fuzzer,address,undefined "$probe/p.c" -o "$probe/p" >"$probe/log" 2>&1; then
+    echo "fuzz: $cc cannot link a libFuzzer harness (its fuzzer/sanitizer runtime is missing:" \
+        "scripts/deps.sh --test installs it); not fuzzing. $cc said:" >&2
+    head -5 "$probe/log" >&2
+    rm -rf "$probe"
+    exit 77
+fi
+printf '%s\n' '#include <omp.h>' 'int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }' >"$probe/omp.c"
+if ! "$cc" -fopenmp "$probe/omp.c" -o "$probe/omp" >"$probe/log" 2>&1; then
+    echo "fuzz: $cc has no OpenMP (libomp-dev; scripts/deps.sh --test installs it); not fuzzing" >&2
+    rm -rf "$probe"
+    exit 77
+fi
+rm -rf "$probe"
 
 dir=build-fuzz
 CC=$cc cmake -S . -B $dir -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEPACK_FUZZ=ON -DMOEPACK_WITH_CUDA=OFF \
