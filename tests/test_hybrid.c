@@ -102,17 +102,23 @@ static double max_abs_diff(const float *a, const float *b, size_t n, double *sca
     return d;
 }
 
-static mp_model *load(const char *path, bool cpu_only)
+static mp_model *load_k(const char *path, bool cpu_only, uint32_t experts_per_token)
 {
     mp_error err = {0};
     mp_model_opts mo;
     mp_model_opts_default(&mo);
     mo.cpu_only = cpu_only;
+    mo.experts_per_token = experts_per_token;
     mp_model *m = NULL;
     int rc = mp_model_load(path, &mo, &m, &err);
     CHECKF(rc == MP_OK, "load %s: %s", cpu_only ? "cpu-only" : "hybrid", err.msg);
     REQUIRE(m);
     return m;
+}
+
+static mp_model *load(const char *path, bool cpu_only)
+{
+    return load_k(path, cpu_only, 0);
 }
 
 static void compare_oracle(mp_model *m, const char *ref, mp_compare_result *r)
@@ -203,6 +209,27 @@ int main(void)
     printf("  decode steps within 3%% of the logit scale: %d/%d\n", close, same);
     CHECKF(close >= same - 1, "only %d of %d decode steps agree within 3%% of the logit scale", close, same);
 
+    {
+        /* --experts-per-token on the hybrid path: the GPU router picks fewer
+         * experts exactly as the CPU path does (same logits to bf16
+         * precision), and the result differs from the model's own top-k */
+        const uint32_t k = mp_model_experts_per_token(mc) / 2;
+        mp_model *mck = load_k(out, true, k), *mhk = load_k(out, false, k);
+        CHECK(mp_model_experts_per_token(mhk) == k);
+        run_out rck, rhk;
+        run(mck, ids, T, &rck);
+        run(mhk, ids, T, &rhk);
+        double sk, dk = max_abs_diff(rhk.logits, rck.logits, T * V, &sk);
+        double dfull = max_abs_diff(rhk.logits, rh.logits, T * V, NULL);
+        printf("  %u experts per token: max |hybrid - cpu| logits %.3e (scale %.2f); vs %u experts %.3e\n", k, dk, sk,
+               mp_model_experts_per_token(mc), dfull);
+        CHECKF(dk <= 0.03 * sk, "with %u experts per token, logits differ by %.3e (scale %.3e)", k, dk, sk);
+        CHECK(dfull > 0.03 * sk);
+        run_free(&rck);
+        run_free(&rhk);
+        mp_model_free(mck);
+        mp_model_free(mhk);
+    }
     {
         /* graphs vs eager on the same model: a second GPU side without graphs */
         mp_gpu_model *saved = mh->gpu, *eager = NULL;
