@@ -186,9 +186,12 @@ topk_model() {
             >"$L/$name-compare-k$k.txt" 2>&1
         echo "-- compare k=$k: exit $?"; cat "$L/$name-compare-k$k.txt"
     done
-    for k in "$kfull" 6 4; do
+    # twice each, interleaved, so that a drift of the machine shows as spread
+    local run=0
+    for k in "$kfull" 6 4 "$kfull" 6 4; do
+        run=$((run + 1))
         need 50 "$name: bench --experts-per-token $k" || break
-        bench_run "$name-k$k" 90 "$f" --prompt 512 --gen 64 --experts-per-token "$k" --no-limits
+        bench_run "$name-k$k-$run" 90 "$f" --prompt 512 --gen 64 --experts-per-token "$k" --no-limits
     done
     rm -f "$ref"
 }

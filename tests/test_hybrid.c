@@ -221,10 +221,22 @@ int main(void)
         run(mhk, ids, T, &rhk);
         double sk, dk = max_abs_diff(rhk.logits, rck.logits, T * V, &sk);
         double dfull = max_abs_diff(rhk.logits, rh.logits, T * V, NULL);
-        printf("  %u experts per token: max |hybrid - cpu| logits %.3e (scale %.2f); vs %u experts %.3e\n", k, dk, sk,
-               mp_model_experts_per_token(mc), dfull);
-        CHECKF(dk <= 0.03 * sk, "with %u experts per token, logits differ by %.3e (scale %.3e)", k, dk, sk);
-        CHECK(dfull > 0.03 * sk);
+        /* per position, as for decode above: a router near-tie that the GPU's
+         * bf16 router input breaks the other way moves one position's logits
+         * by a whole expert; fewer experts per token make such a tie at the
+         * boundary of the selection likelier to matter (seen on the device:
+         * one position in 46 at 2 experts) */
+        size_t close = 0, far_full = 0;
+        for (size_t t = 0; t < T; t++) {
+            double st, dt = max_abs_diff(rhk.logits + t * V, rck.logits + t * V, V, &st);
+            close += dt <= 0.03 * st;
+            far_full += max_abs_diff(rhk.logits + t * V, rh.logits + t * V, V, &st) > 0.03 * st;
+        }
+        printf("  %u experts per token: max |hybrid - cpu| logits %.3e (scale %.2f), %zu/%zu positions within 3%%; "
+               "vs %u experts: %.3e, %zu positions differ\n",
+               k, dk, sk, close, T, mp_model_experts_per_token(mc), dfull, far_full);
+        CHECKF(close + 2 >= T, "with %u experts per token, only %zu of %zu positions agree within 3%%", k, close, T);
+        CHECKF(far_full >= T / 2, "%u experts per token change only %zu of %zu positions", k, far_full, T);
         run_free(&rck);
         run_free(&rhk);
         mp_model_free(mck);
