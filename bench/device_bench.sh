@@ -9,6 +9,11 @@
 #                                        converted (peak RSS must not grow), the 3-layer
 #                                        one benched (its extrapolation to 27 layers), then
 #                                        the real 27 layers (source ~31 GB, container ~16 GB)
+#   bench/device_bench.sh OUTDIR topk    DeepSeek-V3 width, 2 layers: the cost of fewer routed
+#                                        experts per token on the hybrid path: a reference of
+#                                        the model's own 8-expert outputs (`moepack reference`),
+#                                        `compare --experts-per-token 7|6|4` against it (KL,
+#                                        top-1, greedy) and `bench --experts-per-token 8|6|4`
 #   bench/device_bench.sh OUTDIR tiny    the v2lite steps on the tiny preset, small prompts,
 #                                        page cache kept: a smoke test of this script on any
 #                                        machine (MOEPACK_BIN=path skips the build)
@@ -28,9 +33,9 @@
 # bench/device_run.sh; runs as root (drop_caches). The "hybrid" runs are
 # hybrid when the GPU is usable ("hybrid": true in their JSON).
 set -uo pipefail
-out=${1:?usage: bench/device_bench.sh OUTDIR v3|v2lite}
-part=${2:?usage: bench/device_bench.sh OUTDIR v3|v2lite}
-case $part in v3 | v2lite | tiny) ;; *) echo "unknown part '$part' (v3, v2lite or tiny)"; exit 1 ;; esac
+out=${1:?usage: bench/device_bench.sh OUTDIR v3|v2lite|topk|tiny}
+part=${2:?usage: bench/device_bench.sh OUTDIR v3|v2lite|topk|tiny}
+case $part in v3 | v2lite | topk | tiny) ;; *) echo "unknown part '$part' (v3, v2lite, topk or tiny)"; exit 1 ;; esac
 # prompt lengths and decode steps of the full and the quick bench runs
 full=(--prompt 512,2048 --gen 64)
 quick=(--prompt 512 --gen 16)
@@ -166,7 +171,41 @@ bench_model() {
     return 0
 }
 
-if [ "$part" = v3 ]; then
+# topk_model NAME: fewer experts per token against the model's own top-k
+topk_model() {
+    local name=$1 f=$W/$1.moepack ref=$W/$1.ref.safetensors k
+    local kfull
+    kfull=$($M inspect "$f" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["num_experts_per_tok"])')
+    need 60 "$name: reference of its own $kfull-expert outputs" || return 0
+    timeout $(( $(left) - 10 )) $M reference "$f" -o "$ref" --prompts 4 --len 256 --greedy 16 --seed 1 \
+        >"$L/$name-reference.txt" 2>&1
+    echo "-- reference: exit $?"; cat "$L/$name-reference.txt"
+    for k in "$kfull" 7 6 4; do
+        need 40 "$name: compare --experts-per-token $k" || break
+        timeout $(( $(left) - 10 )) $M compare "$f" "$ref" --experts-per-token "$k" \
+            >"$L/$name-compare-k$k.txt" 2>&1
+        echo "-- compare k=$k: exit $?"; cat "$L/$name-compare-k$k.txt"
+    done
+    # twice each, interleaved, so that a drift of the machine shows as spread
+    local run=0
+    for k in "$kfull" 6 4 "$kfull" 6 4; do
+        run=$((run + 1))
+        need 50 "$name: bench --experts-per-token $k" || break
+        bench_run "$name-k$k-$run" 90 "$f" --prompt 512 --gen 64 --experts-per-token "$k" --no-limits
+    done
+    rm -f "$ref"
+}
+
+if [ "$part" = topk ]; then
+    if need 150 "V3 width, 2 layers (1 dense + 1 MoE), BF16: synth + convert"; then
+        # TOPK_LIKE=tiny: a smoke test of this part on any machine
+        synth_model v3l2 --like "${TOPK_LIKE:-deepseek-v3}" --layers 2 --dense 1 --dtype bf16 &&
+            convert_model v3l2
+        rm -rf "$W/v3l2-src"
+        [ -f "$W/v3l2.moepack" ] && topk_model v3l2
+        rm -f "$W/v3l2.moepack"
+    fi
+elif [ "$part" = v3 ]; then
     # ~28 GB of source and ~16 GB of container at once: the disk holds ~60 GB
     if need 150 "V3 width, 2 layers (1 dense + 1 MoE), BF16: synth + convert"; then
         synth_model v3l2 --like deepseek-v3 --layers 2 --dense 1 --dtype bf16 &&

@@ -39,6 +39,7 @@ int mp_cmd_convert(int argc, char **argv);
 int mp_cmd_detokenize(int argc, char **argv);
 int mp_cmd_inspect(int argc, char **argv);
 int mp_cmd_inspect_source(int argc, char **argv);
+int mp_cmd_reference(int argc, char **argv);
 int mp_cmd_run(int argc, char **argv);
 int mp_cmd_serve(int argc, char **argv);
 int mp_cmd_synth(int argc, char **argv);

@@ -18,6 +18,7 @@ static const mp_command commands[] = {
     {"detokenize", mp_cmd_detokenize, "print the text of token ids"},
     {"inspect", mp_cmd_inspect, "show what is in a container (tables or --json)"},
     {"inspect-source", mp_cmd_inspect_source, "show a checkpoint as the converter sees it"},
+    {"reference", mp_cmd_reference, "write a container's own outputs as a reference file for compare"},
     {"run", mp_cmd_run, "generate text from a prompt"},
     {"serve", mp_cmd_serve, "serve a container over HTTP (OpenAI-compatible API and a chat page)"},
     {"synth", mp_cmd_synth, "write a random DeepSeek-shaped checkpoint (official HF layout)"},

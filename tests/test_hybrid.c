@@ -102,17 +102,23 @@ static double max_abs_diff(const float *a, const float *b, size_t n, double *sca
     return d;
 }
 
-static mp_model *load(const char *path, bool cpu_only)
+static mp_model *load_k(const char *path, bool cpu_only, uint32_t experts_per_token)
 {
     mp_error err = {0};
     mp_model_opts mo;
     mp_model_opts_default(&mo);
     mo.cpu_only = cpu_only;
+    mo.experts_per_token = experts_per_token;
     mp_model *m = NULL;
     int rc = mp_model_load(path, &mo, &m, &err);
     CHECKF(rc == MP_OK, "load %s: %s", cpu_only ? "cpu-only" : "hybrid", err.msg);
     REQUIRE(m);
     return m;
+}
+
+static mp_model *load(const char *path, bool cpu_only)
+{
+    return load_k(path, cpu_only, 0);
 }
 
 static void compare_oracle(mp_model *m, const char *ref, mp_compare_result *r)
@@ -203,6 +209,39 @@ int main(void)
     printf("  decode steps within 3%% of the logit scale: %d/%d\n", close, same);
     CHECKF(close >= same - 1, "only %d of %d decode steps agree within 3%% of the logit scale", close, same);
 
+    {
+        /* --experts-per-token on the hybrid path: the GPU router picks fewer
+         * experts exactly as the CPU path does (same logits to bf16
+         * precision), and the result differs from the model's own top-k */
+        const uint32_t k = mp_model_experts_per_token(mc) / 2;
+        mp_model *mck = load_k(out, true, k), *mhk = load_k(out, false, k);
+        CHECK(mp_model_experts_per_token(mhk) == k);
+        run_out rck, rhk;
+        run(mck, ids, T, &rck);
+        run(mhk, ids, T, &rhk);
+        double sk, dk = max_abs_diff(rhk.logits, rck.logits, T * V, &sk);
+        double dfull = max_abs_diff(rhk.logits, rh.logits, T * V, NULL);
+        /* per position, as for decode above: a router near-tie that the GPU's
+         * bf16 router input breaks the other way moves one position's logits
+         * by a whole expert; fewer experts per token make such a tie at the
+         * boundary of the selection likelier to matter (seen on the device:
+         * one position in 46 at 2 experts) */
+        size_t close = 0, far_full = 0;
+        for (size_t t = 0; t < T; t++) {
+            double st, dt = max_abs_diff(rhk.logits + t * V, rck.logits + t * V, V, &st);
+            close += dt <= 0.03 * st;
+            far_full += max_abs_diff(rhk.logits + t * V, rh.logits + t * V, V, &st) > 0.03 * st;
+        }
+        printf("  %u experts per token: max |hybrid - cpu| logits %.3e (scale %.2f), %zu/%zu positions within 3%%; "
+               "vs %u experts: %.3e, %zu positions differ\n",
+               k, dk, sk, close, T, mp_model_experts_per_token(mc), dfull, far_full);
+        CHECKF(close + 2 >= T, "with %u experts per token, only %zu of %zu positions agree within 3%%", k, close, T);
+        CHECKF(far_full >= T / 2, "%u experts per token change only %zu of %zu positions", k, far_full, T);
+        run_free(&rck);
+        run_free(&rhk);
+        mp_model_free(mck);
+        mp_model_free(mhk);
+    }
     {
         /* graphs vs eager on the same model: a second GPU side without graphs */
         mp_gpu_model *saved = mh->gpu, *eager = NULL;

@@ -79,4 +79,22 @@ for i in 1 2 3 4 5; do
     "$MP" convert "$FIX/tiny-v3" -o "$D/k.moepack" --quiet --threads 2 --resume
     cmp -s "$D/k.moepack" "$D/ref.moepack" && ok || fail "resumed container differs from the uninterrupted one (try $i)"
 done
+
+# the multi-token-prediction layer: dropped by default, kept (its own roles, one more layer of
+# attention and MoE tensors) with --keep-mtp; the runner does not use it, so the text is the same
+expect_exit 0 "$MP" synth --like tiny --dtype fp8 --mtp -q -o "$D/mtp-src"
+expect_exit 0 "$MP" convert "$D/mtp-src" -o "$D/mtp-drop.moepack" --quiet
+expect_exit 0 "$MP" convert "$D/mtp-src" -o "$D/mtp-keep.moepack" --quiet --keep-mtp
+expect_exit 0 "$MP" inspect "$D/mtp-keep.moepack"
+expect_in "$out" '^  mtp_eh_proj +1 '
+expect_in "$out" '^  attn_norm +4 '
+expect_in "$out" '--keep-mtp'
+expect_exit 0 "$MP" inspect "$D/mtp-drop.moepack"
+if printf '%s' "$out" | grep -q mtp_; then fail "MTP tensors without --keep-mtp"; else ok; fi
+expect_in "$out" '^  attn_norm +3 '
+expect_exit 0 "$MP" verify "$D/mtp-keep.moepack"
+expect_exit 0 "$MP" run "$D/mtp-drop.moepack" -p "hello" -n 8 --temp 0 --cpu-only
+drop_text=$out
+expect_exit 0 "$MP" run "$D/mtp-keep.moepack" -p "hello" -n 8 --temp 0 --cpu-only
+[ "$out" = "$drop_text" ] && ok || fail "--keep-mtp changed the generated text"
 finish

@@ -50,6 +50,22 @@ expect_in "$out" '"pass": false'
 expect_exit 3 "$MP" compare "$X" "$REF" --experts-per-token 3 --no-greedy --max-kl 1e-6
 expect_in "$err" "mean KL .* is above --max-kl"
 
+# reference: a container's own outputs, which compare then matches exactly; fewer experts per
+# token against it costs a KL that compare measures; the same seed gives the same file
+expect_exit 0 "$MP" reference "$Q" -o "$D/own.safetensors" --prompts 2 --len 24 --greedy 6 --seed 7 --cpu-only
+expect_exit 0 "$MP" compare "$Q" "$D/own.safetensors" --cpu-only --max-abs 0 --min-top1 1 --min-greedy 6
+expect_in "$out" "^all +48 "
+expect_exit 3 "$MP" compare "$Q" "$D/own.safetensors" --cpu-only --experts-per-token 3 --max-kl 1e-9
+expect_in "$err" "mean KL .* is above --max-kl"
+cp "$D/own.safetensors" "$D/first.safetensors"
+expect_exit 0 "$MP" reference "$Q" -o "$D/own.safetensors" --prompts 2 --len 24 --greedy 6 --seed 7 --cpu-only
+cmp -s "$D/own.safetensors" "$D/first.safetensors" && ok || fail "reference: same seed, different file"
+expect_exit 1 "$MP" reference "$Q" -o "$D/long.safetensors" --len 100000000 --cpu-only
+expect_exit 1 "$MP" reference "$Q" -o "$D/long.safetensors" --len 1000000 --cpu-only
+expect_in "$err" "more than the model's"
+[ ! -e "$D/long.safetensors" ] && [ ! -e "$D/long.safetensors.partial" ] && ok || fail "reference left a file behind"
+expect_exit 1 "$MP" reference "$Q"
+
 # the container's tokenizer (the ids transformers gives for prompt 5 of the reference)
 expect_exit 0 "$MP" tokenize "$X" --chat "Explain MLA in one sentence."
 expect_in "$out" '^0 1276 1010 82 350 264 524 46 35 308 1232 422 326 295 313 16 1277$'

@@ -1,0 +1,38 @@
+# DeepSeek-R1's chat format, end to end: a checkpoint whose tokenizer_config carries R1's chat
+# template is converted with the R1 format; `run --chat` then opens the reply inside the
+# reasoning block (the template ends with "<think>\n"), which is shown apart: between
+# [thinking] markers when stdout is not a terminal. V3's format and plain prompts are not.
+. "$(dirname "$0")/../lib.sh"
+command -v python3 >/dev/null || { echo "SKIP: python3 not found"; exit 77; }
+D=$(tmpdir cli_r1_chat)
+expect_exit 0 "$MP" synth --like tiny -q -o "$D/src"
+expect_exit 0 "$MP" synth --like deepseek-r1 --layers 2 --dry-run -q -o "$D/r1"
+expect_exit 0 python3 - "$D/src/tokenizer_config.json" "$D/r1/tokenizer_config.json" <<'PY'
+import json, sys
+tiny, r1 = (json.load(open(p)) for p in sys.argv[1:3])
+tiny["chat_template"] = r1["chat_template"]
+json.dump(tiny, open(sys.argv[1], "w"), ensure_ascii=False)
+PY
+expect_exit 0 "$MP" convert "$D/src" -o "$D/r1.moepack" --quiet
+expect_exit 0 "$MP" inspect "$D/r1.moepack"
+expect_in "$out" 'chat format deepseek-r1'
+# the chat prompt ends with the opened reasoning block: the ids of "<think>\n"
+expect_exit 0 "$MP" tokenize "$D/r1.moepack" --chat "hi"
+chat_ids=$out
+expect_exit 0 "$MP" tokenize "$D/r1.moepack" $'<think>\n' --special
+case " $chat_ids" in *" $out") ok ;; *) fail "R1 chat prompt '$chat_ids' does not end with '$out'" ;; esac
+[ "$(printf '%s' "$out" | wc -w)" -eq 2 ] && ok || fail "'<think>\\n' is not two tokens (special <think>, newline): '$out'"
+expect_exit 0 "$MP" run "$D/r1.moepack" --chat -p "hi" -n 4 --temp 0 --cpu-only
+first=$(printf '%s\n' "$out" | head -1)
+[ "$first" = "[thinking]" ] && ok || fail "R1 chat reply does not open with [thinking]: '$first'"
+expect_exit 0 "$MP" run "$D/r1.moepack" -p "hi" -n 4 --temp 0 --cpu-only
+if printf '%s' "$out" | grep -q '\[thinking\]'; then fail "plain prompt shown as reasoning"; else ok; fi
+
+# the same checkpoint with V3's template: no reasoning block
+expect_exit 0 "$MP" synth --like tiny -q -o "$D/v3" --force
+expect_exit 0 "$MP" convert "$D/v3" -o "$D/v3.moepack" --quiet
+expect_exit 0 "$MP" inspect "$D/v3.moepack"
+expect_in "$out" 'chat format deepseek-v3'
+expect_exit 0 "$MP" run "$D/v3.moepack" --chat -p "hi" -n 4 --temp 0 --cpu-only
+if printf '%s' "$out" | grep -q '\[thinking\]'; then fail "V3 chat reply shown as reasoning"; else ok; fi
+finish
