@@ -97,9 +97,9 @@ if [ "${DEVICE_TESTS:-0}" = 1 ] && [ -z "${MOEPACK_BIN:-}" ]; then
     fx=${MOEPACK_FIXTURES:-$PWD/.devfix}
     cmake -S . -B build-dev -DMOEPACK_FIXTURES="$fx" >>"$L/build.log" 2>&1
     if cmake --build build-dev -j16 >>"$L/build.log" 2>&1; then
-        (cd build-dev && timeout 240 ctest -R "cuda|hybrid|bench|runner_exact" --output-on-failure >"$L/device-tests.log" 2>&1)
+        (cd build-dev && timeout 240 ctest -R "cuda|hybrid|bench|runner_exact" -V >"$L/device-tests.log" 2>&1)
         grep -E "Test +#|tests passed|FAILED|CHECK failed" "$L/device-tests.log"
-        grep -E "backends|max \|hybrid|greedy decode|graphs vs eager|layer [0-9]+ \(|too large|checks passed" "$L/device-tests.log" | head -20
+        grep -E "backends|max \|hybrid|greedy decode|experts per token|graphs vs eager|layer [0-9]+ \(|too large|checks passed" "$L/device-tests.log" | head -20
     else
         echo "test build failed"; grep -E "error" "$L/build.log" | head -10
     fi
