@@ -36,49 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "amx_tiles.h"
 #include "kern_internal.h"
-
-typedef struct __attribute__((packed, aligned(64))) tile_config {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-/* tile numbers (macros: the tile intrinsics paste them into the asm text) */
-#define T_A0 0
-#define T_A1 1
-#define T_B0 2
-#define T_B1 3
-#define T_C00 4
-#define T_C01 5
-#define T_C10 6
-#define T_C11 7
-
-/* A and C tiles have mr0 (first 16-row half) or mr1 (second half, may be 0:
- * then those tiles stay unconfigured and unused) rows. */
-static void load_tile_config(int mr0, int mr1)
-{
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    const int rows[8] = {mr0, mr1, 16, 16, mr0, mr0, mr1, mr1};
-    for (int t = 0; t < 8; t++) {
-        c.rows[t] = (uint8_t)rows[t];
-        c.colsb[t] = rows[t] ? 64 : 0;
-    }
-    /* not _tile_loadconfig: GCC 12's version declares only 8 bytes of the
-     * config as read, so the stores of rows/colsb could be dropped as dead */
-    __asm__ volatile("ldtilecfg %0" ::"m"(c));
-}
-
-static inline __mmask16 column_mask(uint32_t c0, uint32_t n0, uint32_t n1)
-{
-    uint32_t lo = n0 > c0 ? n0 - c0 : 0;
-    uint32_t hi = n1 - c0 >= 16 ? 16 : n1 - c0;
-    return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-}
 
 /* Activation rows per block of the m loop: weights are read once per MC rows. */
 #define MC 256
