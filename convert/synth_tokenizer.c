@@ -25,6 +25,7 @@
 #include <xxhash.h>
 
 #include "mp_file.h"
+#include "mp_rand.h"
 #include "synth_internal.h"
 
 #define BAR "\uff5c" /* the fullwidth vertical line of DeepSeek's special tokens */
@@ -380,14 +381,6 @@ static int corpus_words(const mp_synth_model *m, const uint32_t symbol_of_byte[2
     return MP_OK;
 }
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* Records merge (a, b), creating the joined token unless it already exists.
  * Returns the joined token's index through *joined. */
 static bool bpe_merge(bpe *b, uint32_t x, uint32_t y, uint32_t *joined)
@@ -435,7 +428,7 @@ static int learn_from_corpus(bpe *b, word *words, size_t nwords, mp_error *err)
         for (size_t i = 0; i < nwords; i++)
             for (uint32_t j = 0; j + 1 < words[i].len; j++) {
                 uint64_t key = (uint64_t)words[i].sym[j] << 32 | words[i].sym[j + 1];
-                size_t h = (size_t)mix64(key) & (cap - 1);
+                size_t h = (size_t)mp_splitmix64(key) & (cap - 1);
                 while (counts[h] && keys[h] != key)
                     h = (h + 1) & (cap - 1);
                 if (!counts[h]) {
@@ -486,7 +479,7 @@ static int synthetic_merges(bpe *b, mp_error *err)
 {
     uint64_t counter = 0, misses = 0;
     while (b->n < b->target) {
-        uint64_t h = mix64(0x5EED0F70CE115ull + counter++);
+        uint64_t h = mp_splitmix64(0x5EED0F70CE115ull + counter++);
         uint32_t pool_a = b->n < 8192 ? b->n : 8192;
         uint32_t pool_b = b->n < 1024 ? b->n : 1024;
         uint32_t x = (uint32_t)((h & 0xffffffffu) % pool_a), y = (uint32_t)((h >> 32) % pool_b);

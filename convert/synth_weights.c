@@ -1,7 +1,7 @@
 /* Random weights for `moepack synth`.
  *
  * Counter-based: element e of a tensor takes its randomness from
- * splitmix64(key + e/4) (16 bits per element, four elements per draw), where
+ * mp_splitmix64(key + e/4) (16 bits per element, four elements per draw), where
  * the key hashes the tensor's name under the seed. Any element can be computed
  * on its own, so the output is the same whatever the job split or thread
  * count, and a tensor keeps its values when other options (layer count,
@@ -17,15 +17,8 @@
 #include <xxhash.h>
 
 #include "mp_num.h"
+#include "mp_rand.h"
 #include "synth_internal.h"
-
-static inline uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
 
 uint64_t mp_synth_tensor_key(uint64_t seed, const char *name)
 {
@@ -91,13 +84,13 @@ void mp_synth_normal_table(float *table)
 
 static float col_factor(uint64_t key, uint32_t c)
 {
-    uint64_t h = splitmix64(key ^ 0xC0111A5Eull ^ ((uint64_t)c << 20));
+    uint64_t h = mp_splitmix64(key ^ 0xC0111A5Eull ^ ((uint64_t)c << 20));
     return (h & 1023) < 10 ? (float)(3 + (h >> 10) % 6) : 1.0f;
 }
 
 static float row_factor(uint64_t key, uint32_t r)
 {
-    uint64_t h = splitmix64(key ^ 0x0A0B5A11ull ^ ((uint64_t)r << 24));
+    uint64_t h = mp_splitmix64(key ^ 0x0A0B5A11ull ^ ((uint64_t)r << 24));
     return (h & 1023) < 5 ? (float)(2 + (h >> 10) % 3) : 1.0f;
 }
 
@@ -115,7 +108,7 @@ void mp_synth_col_factors(const mp_synth_values *v, float *colf)
 
 static inline float one_value(const mp_synth_values *v, const float *normal, uint64_t e)
 {
-    uint64_t bits = splitmix64(v->key + (e >> 2));
+    uint64_t bits = mp_splitmix64(v->key + (e >> 2));
     return normal[(bits >> (16 * (e & 3))) & 0xffff];
 }
 
@@ -131,7 +124,7 @@ void mp_synth_row_f32(const mp_synth_values *v, const float *normal, const float
     for (; c < cols && ((first + c) & 3); c++)
         out[c] = offset + s * colf[c] * one_value(v, normal, first + c);
     for (; c + 4 <= cols; c += 4) {
-        uint64_t bits = splitmix64(v->key + ((first + c) >> 2));
+        uint64_t bits = mp_splitmix64(v->key + ((first + c) >> 2));
         out[c + 0] = offset + s * colf[c + 0] * normal[bits & 0xffff];
         out[c + 1] = offset + s * colf[c + 1] * normal[(bits >> 16) & 0xffff];
         out[c + 2] = offset + s * colf[c + 2] * normal[(bits >> 32) & 0xffff];

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mp_compare.h"
+#include "mp_rand.h"
 #include "safetensors.h"
 #include "safetensors_write.h"
 #include "tokenizer.h"
@@ -255,14 +256,6 @@ void mp_reference_opts_default(mp_reference_opts *o)
     o->seed = 1;
 }
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* The ids of prompt i: given, or random (a BOS first when the model adds one). */
 static void reference_prompt_ids(const mp_model *m, const mp_reference_opts *o, uint32_t i, uint64_t *rng,
                                  int32_t *ids, uint32_t *n)
@@ -277,7 +270,7 @@ static void reference_prompt_ids(const mp_model *m, const mp_reference_opts *o, 
     if (tok && mp_tokenizer_add_bos(tok) && mp_tokenizer_bos(tok) >= 0 && (uint32_t)mp_tokenizer_bos(tok) < vocab)
         ids[t++] = mp_tokenizer_bos(tok);
     for (; t < o->len; t++)
-        ids[t] = (int32_t)(splitmix64(rng) % vocab);
+        ids[t] = (int32_t)(mp_splitmix64_next(rng) % vocab);
     *n = o->len;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_rand.h"
 #include "mp_runner.h"
 
 typedef struct mp_cand {
@@ -26,14 +27,6 @@ void mp_sampler_opts_default(mp_sampler_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->top_p = 1.0f;
-}
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 static uint64_t rotl(uint64_t x, int k)
@@ -82,7 +75,7 @@ int mp_sampler_new(const mp_sampler_opts *o, uint32_t vocab, mp_sampler **out, m
     }
     uint64_t x = o->seed;
     for (int i = 0; i < 4; i++)
-        s->st[i] = splitmix64(&x);
+        s->st[i] = mp_splitmix64_next(&x);
     *out = s;
     return MP_OK;
 }

@@ -5,16 +5,15 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "mp_rand.h"
+
 typedef struct mp_rng {
     uint64_t s;
 } mp_rng;
 
 static inline uint64_t mp_rng_u64(mp_rng *r)
 {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return mp_splitmix64_next(&r->s);
 }
 
 /* uniform in [0, 1) */
