@@ -51,19 +51,15 @@ void mp_logits_position_stats(const float *ref, const float *ours, uint32_t voca
 
 /* Writing a reference file of a model's own outputs, in the format above, so
  * that another conversion or setting of the same model (fewer experts per
- * token, int8 against bf16, hybrid against CPU) can be compared with it. Each
- * prompt is either given as token ids or drawn at random: a first token of
- * BOS when the tokenizer adds one, then ids uniform over the vocabulary
- * (splitmix64 seeded by `seed`, so a seed gives the same ids on
- * every machine). */
+ * token, int8 against bf16, hybrid against CPU) can be compared with it. The
+ * prompts are random: a first token of BOS when the tokenizer adds one, then
+ * ids uniform over the vocabulary (splitmix64 seeded by `seed`, so a seed
+ * gives the same ids on every machine). */
 typedef struct mp_reference_opts {
-    uint32_t n_prompts;     /* prompts to write (random ones after the given ones) */
-    uint32_t len;           /* tokens per random prompt */
+    uint32_t n_prompts;     /* prompts to write */
+    uint32_t len;           /* tokens per prompt */
     uint32_t greedy;        /* greedy tokens after each prompt (0: no prompt{i}.greedy) */
-    uint64_t seed;          /* for the random prompts */
-    const int32_t *const *given; /* given[i]: ids of prompt i, for i < n_given */
-    const uint32_t *given_len;
-    uint32_t n_given;
+    uint64_t seed;          /* of the prompts' ids */
     const char *metadata_json; /* optional "__metadata__" entry "moepack" (e.g. the command line) */
 } mp_reference_opts;
 

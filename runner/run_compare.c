@@ -256,41 +256,24 @@ void mp_reference_opts_default(mp_reference_opts *o)
     o->seed = 1;
 }
 
-/* The ids of prompt i: given, or random (a BOS first when the model adds one). */
-static void reference_prompt_ids(const mp_model *m, const mp_reference_opts *o, uint32_t i, uint64_t *rng,
-                                 int32_t *ids, uint32_t *n)
+/* The next prompt's o->len ids: a BOS first when the model adds one, then random. */
+static void reference_prompt_ids(const mp_model *m, const mp_reference_opts *o, uint64_t *rng, int32_t *ids)
 {
-    if (i < o->n_given) {
-        *n = o->given_len[i];
-        memcpy(ids, o->given[i], (size_t)*n * sizeof *ids);
-        return;
-    }
     uint32_t vocab = mp_model_vocab(m), t = 0;
     const mp_tokenizer *tok = mp_model_tokenizer(m);
     if (tok && mp_tokenizer_add_bos(tok) && mp_tokenizer_bos(tok) >= 0 && (uint32_t)mp_tokenizer_bos(tok) < vocab)
         ids[t++] = mp_tokenizer_bos(tok);
     for (; t < o->len; t++)
         ids[t] = (int32_t)(mp_splitmix64_next(rng) % vocab);
-    *n = o->len;
 }
 
 int mp_reference_write(mp_model *m, const mp_reference_opts *o, const char *out_path, mp_error *err)
 {
-    if (o->n_prompts == 0 || o->n_prompts < o->n_given)
-        return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "%u prompts asked for, %u given", o->n_prompts, o->n_given);
-    uint32_t vocab = mp_model_vocab(m), maxT = 0;
-    for (uint32_t i = 0; i < o->n_prompts; i++) {
-        uint32_t T = i < o->n_given ? o->given_len[i] : o->len;
-        if (T == 0)
-            return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "prompt %u has no tokens", i);
-        for (uint32_t t = 0; i < o->n_given && t < T; t++)
-            if (o->given[i][t] < 0 || (uint32_t)o->given[i][t] >= vocab)
-                return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "prompt %u: token %d is not in [0, %u)", i,
-                               o->given[i][t], vocab);
-        if (T > maxT)
-            maxT = T;
-    }
-    uint64_t ctx = (uint64_t)maxT + o->greedy;
+    if (o->n_prompts == 0 || o->len == 0)
+        return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "%u prompts of %u tokens: nothing to write", o->n_prompts,
+                       o->len);
+    const uint32_t vocab = mp_model_vocab(m), T = o->len;
+    uint64_t ctx = (uint64_t)T + o->greedy;
     uint32_t maxpos = mp_model_desc_of(m)->max_position_embeddings;
     if (ctx > maxpos)
         return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "a prompt needs %llu positions, more than the model's %u",
@@ -304,9 +287,9 @@ int mp_reference_write(mp_model *m, const mp_reference_opts *o, const char *out_
         rc = mp_st_writer_set_metadata(w, "moepack", o->metadata_json, err);
     for (uint32_t i = 0; i < o->n_prompts && !rc; i++) {
         char name[64];
-        uint64_t T = i < o->n_given ? o->given_len[i] : o->len, shape[2] = {T, vocab}, g = o->greedy;
+        uint64_t len = T, shape[2] = {T, vocab}, g = o->greedy;
         snprintf(name, sizeof name, "prompt%u.ids", i);
-        rc = mp_st_writer_add(w, name, MP_STW_I32, &T, 1, NULL, err);
+        rc = mp_st_writer_add(w, name, MP_STW_I32, &len, 1, NULL, err);
         snprintf(name, sizeof name, "prompt%u.logits", i);
         if (!rc)
             rc = mp_st_writer_add(w, name, MP_STW_F32, shape, 2, NULL, err);
@@ -316,20 +299,19 @@ int mp_reference_write(mp_model *m, const mp_reference_opts *o, const char *out_
     }
     if (!rc)
         rc = mp_st_writer_begin(w, err);
-    float *logits = malloc((size_t)maxT * vocab * sizeof(float));
-    int32_t *ids = malloc((size_t)maxT * sizeof(int32_t));
+    float *logits = malloc((size_t)T * vocab * sizeof(float));
+    int32_t *ids = malloc((size_t)T * sizeof(int32_t));
     int32_t *greedy = malloc(((size_t)o->greedy + 1) * sizeof(int32_t));
     mp_session *s = NULL;
     if (!rc && (!logits || !ids || !greedy))
-        rc = mp_fail(err, MP_ERR_INPUT, out_path, NULL, "out of memory for %u x %u logits", maxT, vocab);
+        rc = mp_fail(err, MP_ERR_INPUT, out_path, NULL, "out of memory for %u x %u logits", T, vocab);
     if (!rc)
         rc = mp_session_new(m, (uint32_t)ctx, &s, err);
     uint64_t rng = o->seed;
     /* tensors were added in file order: ids, logits, [greedy] per prompt */
     size_t index = 0;
     for (uint32_t i = 0; i < o->n_prompts && !rc; i++) {
-        uint32_t T;
-        reference_prompt_ids(m, o, i, &rng, ids, &T);
+        reference_prompt_ids(m, o, &rng, ids);
         mp_session_truncate(s, 0);
         if ((rc = mp_session_eval(s, ids, T, NULL, logits, err)))
             break;
