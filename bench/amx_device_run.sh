@@ -14,12 +14,7 @@ budget=${2:-280}
 mkdir -p "$out"
 t0=$(date +%s)
 left() { echo $(( t0 + budget - $(date +%s) )); }
-deps=$PWD/.devdeps
-mkdir -p "$deps/stubpc"
-printf 'Name: gnutls\nDescription: stub for the device build\nVersion: 3.8.0\nLibs:\nCflags:\n' >"$deps/stubpc/gnutls.pc"
-export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
-export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+. "$(dirname "$0")/device_env.sh"
 { date -u; lscpu | grep -E "^Model name|^CPU\(s\)|^Thread|^Core|^NUMA node\(s\)|^L1d|^L2|^L3"; } 2>&1 | tee "$out/env.log"
 if ! cmake -S . -B build-dev -DMOEPACK_WITH_CUDA=OFF -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed >"$out/build.log" 2>&1 ||
    ! cmake --build build-dev -j16 --target test_kernels bench_kernels bench_amx >>"$out/build.log" 2>&1; then

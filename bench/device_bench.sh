@@ -72,14 +72,7 @@ have_time=0
 if [ -n "${MOEPACK_BIN:-}" ]; then
     M=$MOEPACK_BIN
 else
-    deps=$PWD/.devdeps
-    mkdir -p "$deps/stubpc"
-    # libmicrohttpd.pc names gnutls as a private requirement nothing here links:
-    # a stub satisfies pkg-config, --as-needed keeps it off the binary
-    printf 'Name: gnutls\nDescription: stub for the device build\nVersion: 3.8.0\nLibs:\nCflags:\n' >"$deps/stubpc/gnutls.pc"
-    export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
-    export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
-    export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+    . "$(dirname "$0")/device_env.sh"
     # CUDA's lazy module loading (the default): eager loading adds ~2 s to every context
     unset CUDA_MODULE_LOADING
     # RelWithDebInfo: the Release (-O3) build stops on -Wmaybe-uninitialized in formats/gguf.c

@@ -7,15 +7,7 @@ set -uo pipefail
 out=${1:?usage: bench/device_run.sh OUTDIR [--quick]}
 shift
 mkdir -p "$out"
-deps=$PWD/.devdeps
-# only the carried .pc files: libmicrohttpd.pc names gnutls as a private
-# requirement, which no code here links against: a stub satisfies pkg-config
-# and --as-needed keeps unused libraries off the executables.
-mkdir -p "$deps/stubpc"
-printf 'Name: gnutls\nDescription: stub for the device build\nVersion: 3.8.0\nLibs:\nCflags:\n' >"$deps/stubpc/gnutls.pc"
-export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
-export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+. "$(dirname "$0")/device_env.sh"
 # load every kernel at start-up, so no module load happens inside a graph capture
 export CUDA_MODULE_LOADING=EAGER
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \

@@ -15,12 +15,7 @@ budget=${3:-480}
 mkdir -p "$out"
 t0=$(date +%s)
 left() { echo $(( t0 + budget - $(date +%s) )); }
-deps=$PWD/.devdeps
-mkdir -p "$deps/stubpc"
-printf 'Name: gnutls\nDescription: stub for the device build\nVersion: 3.8.0\nLibs:\nCflags:\n' >"$deps/stubpc/gnutls.pc"
-export PKG_CONFIG_SYSROOT_DIR=$deps PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/stubpc
-export CPATH=$deps/usr/include LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+. "$(dirname "$0")/device_env.sh"
 # CUDA's default lazy module loading: the runner runs one eager step before
 # it captures a graph, so no module loads inside a capture (test_cuda_kernels
 # gets EAGER as its own script does)
