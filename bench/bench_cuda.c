@@ -210,55 +210,128 @@ static void wset_free(wset *s)
         mp_cuda_free(ctx, (void *)s->w[i].data);
 }
 
-/* µs per call of the int4 product (path -1 = GEMV), rotating over the copies */
-static double time_int4(wset *s, const float *dx, uint32_t m, float *dy, int path, int wk, int calls)
+/* µs per call of the int4 product (path -1 = GEMV; b: a second weight
+ * sharing the launch, or NULL), rotating over the copies */
+static double time_int4(wset *s, wset *b, const float *dx, uint32_t m, float *dy, int path, const mp_cuda_gemv_cfg *cfg,
+                        int calls)
 {
     mp_cuda_graph *g;
-    OK(mp_cuda_linear_int4_variant(ctx, &s->w[0], dx, s->w[0].k, m, dy, s->w[0].n, false, path, wk, &err));
-    OK(mp_cuda_graph_begin(ctx, &err));
-    for (int i = 0; i < calls; i++)
-        OK(mp_cuda_linear_int4_variant(ctx, &s->w[i % s->count], dx, s->w[0].k, m, dy, s->w[0].n, false, path, wk,
-                                       &err));
+    float *dy1 = dy + (size_t)m * s->w[0].n;
+    for (int i = -1; i < calls; i++) { /* i = -1: outside the graph, first-call work */
+        if (i == 0)
+            OK(mp_cuda_graph_begin(ctx, &err));
+        const int c = i < 0 ? 0 : i % s->count;
+        if (b)
+            OK(mp_cuda_linear_int4_pair_variant(ctx, &s->w[c], dy, s->w[0].n, &b->w[c % b->count], dy1, b->w[0].n,
+                                                dx, s->w[0].k, m, false, cfg, &err));
+        else
+            OK(mp_cuda_linear_int4_variant(ctx, &s->w[c], dx, s->w[0].k, m, dy, s->w[0].n, false, path, cfg, &err));
+    }
     OK(mp_cuda_graph_end(ctx, &g, &err));
     float ms = time_graph(g, quick ? 5 : 11);
     mp_cuda_graph_destroy(g);
     return ms * 1e3 / calls;
 }
 
+/* µs per D2D copy of `bytes`, rotating over copies of >= 256 MiB in all:
+ * the same-size reference for a GEMV that reads `bytes` of weights */
+static double time_copy(size_t bytes)
+{
+    int count = (int)(((size_t)256 << 20) / bytes) + 1;
+    if (count > 64)
+        count = 64;
+    void *src[64], *dst[64];
+    for (int i = 0; i < count; i++) {
+        src[i] = dalloc(bytes);
+        dst[i] = dalloc(bytes);
+        OK(mp_cuda_memset_async(ctx, src[i], 0x3c, bytes, &err));
+    }
+    const int calls = count * (count < 8 ? 8 : 2);
+    mp_cuda_graph *g;
+    OK(mp_cuda_graph_begin(ctx, &err));
+    for (int i = 0; i < calls; i++)
+        OK(mp_cuda_copy_async(ctx, dst[i % count], src[i % count], bytes, &err));
+    OK(mp_cuda_graph_end(ctx, &g, &err));
+    float ms = time_graph(g, quick ? 5 : 11);
+    mp_cuda_graph_destroy(g);
+    for (int i = 0; i < count; i++) {
+        mp_cuda_free(ctx, src[i]);
+        mp_cuda_free(ctx, dst[i]);
+    }
+    return ms * 1e3 / calls;
+}
+
+static void gemv_row(const char *name, uint32_t n, uint32_t k, wset *s, wset *b, double d2d, const float *dx,
+                     float *dy)
+{
+    const size_t bytes = s->bytes + (b ? b->bytes : 0);
+    const int count = b && b->count < s->count ? b->count : s->count;
+    const int calls = count * (count < 8 ? 8 : 2);
+    const mp_cuda_gemv_cfg no_pdl = {0, 0, 0, 0}, with_pdl = {0, 0, 0, 1};
+    const double t0 = time_int4(s, b, dx, 1, dy, -1, &no_pdl, calls);
+    const double t1 = time_int4(s, b, dx, 1, dy, -1, &with_pdl, calls);
+    const double tc = time_copy(bytes);
+    double t2 = 0; /* the same products as two launches (pairs only) */
+    if (b)
+        t2 = time_int4(s, NULL, dx, 1, dy, -1, &with_pdl, calls) + time_int4(b, NULL, dx, 1, dy, -1, &with_pdl, calls);
+    const double gbs = bytes / (t1 * 1e-6) / 1e9;
+    printf("%-15s %6u %6u %8.2f | %7.2f %7.2f | %7.0f %6.0f%% | %7.2f %6.0f%%\n", name, n, k, bytes / 1e6, t0, t1, gbs,
+           100.0 * gbs / d2d, tc, 100.0 * tc / t1);
+    if (b)
+        printf("%-15s (as two launches with PDL: %.2f us)\n", "", t2);
+}
+
 static void bench_gemv(double d2d)
 {
-    printf("\nint4 GEMV (gpu_int4, sym), M = 1, weights rotated over >= 256 MiB of copies, graph replay:\n");
-    printf("%-14s %6s %6s %9s | %-28s | %9s %8s %7s\n", "shape", "N", "K", "MB", "us for wk=1 / 2 / 4 / 8", "us (auto)",
-           "GB/s", "of D2D");
+    printf("\nint4 GEMV (gpu_int4, sym), M = 1, launch shape from the heuristic, weights rotated over >= 256 MiB of "
+           "copies, graph replay;\nPDL = programmatic dependent launch (each GEMV's weight loads overlap the end of the "
+           "one before);\ncopy = a D2D cudaMemcpy of the same byte count in the same kind of graph (its time as a %% "
+           "of the GEMV's):\n");
+    printf("%-15s %6s %6s %8s | %-15s | %-14s | %-14s\n", "shape", "N", "K", "MB", "us: plain / PDL", "GB/s  of D2D",
+           "copy us  of GEMV");
     float *dx = drand_f32(16384 * 32, -1, 1);
-    float *dy = dalloc((size_t)24576 * 32 * 4);
+    float *dy = dalloc((size_t)32768 * 32 * 4);
     for (size_t i = 0; i < NSHAPES; i++) {
         wset s;
         wset_make(&s, shapes[i].n, shapes[i].k, false);
-        const int calls = s.count * (s.count < 8 ? 8 : 2);
-        double t[4];
-        for (int v = 0; v < 4; v++)
-            t[v] = time_int4(&s, dx, 1, dy, -1, 1 << v, calls);
-        double ta = time_int4(&s, dx, 1, dy, -1, 0, calls);
-        double gbs = s.bytes / (ta * 1e-6) / 1e9;
-        printf("%-14s %6u %6u %9.2f | %6.1f %6.1f %6.1f %6.1f | %9.2f %8.0f %6.0f%%\n", shapes[i].name, shapes[i].n,
-               shapes[i].k, s.bytes / 1e6, t[0], t[1], t[2], t[3], ta, gbs, 100.0 * gbs / d2d);
+        gemv_row(shapes[i].name, shapes[i].n, shapes[i].k, &s, NULL, d2d, dx, dy);
         if (!quick && (i == 1 || i == 3)) {
             const uint32_t ms[] = {2, 4, 8, 16, 32};
+            const int calls = s.count * (s.count < 8 ? 8 : 2);
             printf("    %s at M =", shapes[i].name);
             for (size_t j = 0; j < 5; j++)
-                printf(" %u: %.1f us;", ms[j], time_int4(&s, dx, ms[j], dy, -1, 0, calls));
+                printf(" %u: %.1f us;", ms[j], time_int4(&s, NULL, dx, ms[j], dy, -1, NULL, calls));
             printf("\n");
         }
         if (i == 3) { /* asym costs the same bytes plus the mins */
             wset a;
             wset_make(&a, shapes[i].n, shapes[i].k, true);
-            double tasym = time_int4(&a, dx, 1, dy, -1, 0, calls);
+            const int calls = a.count * (a.count < 8 ? 8 : 2);
+            double tasym = time_int4(&a, NULL, dx, 1, dy, -1, NULL, calls);
             printf("    %s int4_asym M=1: %.2f us = %.0f GB/s\n", shapes[i].name, tasym,
                    a.bytes / (tasym * 1e-6) / 1e9);
             wset_free(&a);
         }
         wset_free(&s);
+    }
+    /* the pairs the runner launches together */
+    const struct { const char *name; uint32_t n0, n1, k; } pairs[] = {
+        {"q_a | kv_a", 1536, 576, 7168}, {"shexp gate|up", 2048, 2048, 7168}};
+    for (size_t i = 0; i < 2; i++) {
+        wset a, b;
+        wset_make(&a, pairs[i].n0, pairs[i].k, false);
+        wset_make(&b, pairs[i].n1, pairs[i].k, false);
+        gemv_row(pairs[i].name, pairs[i].n0 + pairs[i].n1, pairs[i].k, &a, &b, d2d, dx, dy);
+        if (!quick && i == 0) {
+            const uint32_t ms[] = {2, 4, 8, 16, 32};
+            const int count = a.count < b.count ? a.count : b.count, calls = count * (count < 8 ? 8 : 2);
+            printf("    %s at M =", pairs[i].name);
+            for (size_t j = 0; j < 5; j++)
+                printf(" %u: %.1f us;", ms[j], time_int4(&a, &b, dx, ms[j], dy, -1, NULL, calls));
+            printf("\n");
+        }
+        wset_free(&a);
+        wset_free(&b);
     }
     mp_cuda_free(ctx, dx);
     mp_cuda_free(ctx, dy);
@@ -277,7 +350,7 @@ static void bench_gemm(void)
         const uint32_t ms[] = {512, 2048};
         for (int j = 0; j < 2; j++) {
             for (int path = 0; path <= 1; path++) {
-                double us = time_int4(&s, dx, ms[j], dy, path, 0, 2);
+                double us = time_int4(&s, NULL, dx, ms[j], dy, path, NULL, 2);
                 printf(" %8.1f", 2.0 * ms[j] * shapes[i].n * shapes[i].k / (us * 1e-6) / 1e12);
             }
             printf(" |");
@@ -405,8 +478,7 @@ static void bench_layer(void)
     for (uint32_t rep = 0; rep < 2 * layers; rep++) {
         const uint32_t l = rep % layers;
         OK(mp_cuda_rmsnorm(ctx, res, hid, xn, hid, 1, hid, norm, MP_CUDA_F32, 1e-6f, &err));
-        OK(mp_cuda_linear_int4(ctx, &qa[l], xn, hid, 1, qa_o, ql, false, &err));
-        OK(mp_cuda_linear_int4(ctx, &kva[l], xn, hid, 1, kv, L + rope, false, &err));
+        OK(mp_cuda_linear_int4_pair(ctx, &qa[l], qa_o, ql, &kva[l], kv, L + rope, xn, hid, 1, false, &err));
         OK(mp_cuda_rmsnorm(ctx, qa_o, ql, qa_o, ql, 1, ql, norm, MP_CUDA_F32, 1e-6f, &err));
         OK(mp_cuda_rmsnorm(ctx, kv, L, kv, L, 1, L, norm, MP_CUDA_F32, 1e-6f, &err));
         OK(mp_cuda_linear_int4(ctx, &qb[l], qa_o, ql, 1, q, H * (nope + rope), false, &err));
@@ -424,8 +496,7 @@ static void bench_layer(void)
         OK(mp_cuda_router(ctx, &rp, logits, E, bias, 1, ids, wts, &err));
         OK(mp_cuda_copy_async(ctx, hbuf, xn, hid * 4, &err));
         OK(mp_cuda_copy_async(ctx, (char *)hbuf + hid * 4, ids, 32, &err));
-        OK(mp_cuda_linear_int4(ctx, &sg[l], xn, hid, 1, gate, I, false, &err));
-        OK(mp_cuda_linear_int4(ctx, &su[l], xn, hid, 1, up, I, false, &err));
+        OK(mp_cuda_linear_int4_pair(ctx, &sg[l], gate, I, &su[l], up, I, xn, hid, 1, false, &err));
         OK(mp_cuda_silu_mul(ctx, gate, I, up, I, act, I, 1, I, &err));
         OK(mp_cuda_linear_int4(ctx, &sd[l], act, I, 1, res, hid, true, &err));
     }

@@ -486,6 +486,17 @@ static int lin(mp_gpu_session *s, const gpu_lin *w, const float *x, size_t ldx, 
     }
 }
 
+/* y0 = x . W0^T and y1 = x . W1^T: one GEMV launch when both are int4
+ * (q_a and kv_a, gate and up read the same normed hidden state). */
+static int lin_pair(mp_gpu_session *s, const gpu_lin *w0, float *y0, size_t ldy0, const gpu_lin *w1, float *y1,
+                    size_t ldy1, const float *x, size_t ldx, uint32_t M, mp_error *err)
+{
+    if (w0->kind == MP_LIN_INT4 && w1->kind == MP_LIN_INT4)
+        return mp_cuda_linear_int4_pair(s->g->ctx, &w0->i4, y0, ldy0, &w1->i4, y1, ldy1, x, ldx, M, false, err);
+    int rc = lin(s, w0, x, ldx, M, y0, ldy0, false, err);
+    return rc ? rc : lin(s, w1, x, ldx, M, y1, ldy1, false, err);
+}
+
 /* Records the start of (layer, part) on the GPU timeline when the batch
  * records stats; the events are made once, on the first such batch. */
 static int mark(mp_gpu_session *s, int32_t layer, int32_t part, mp_error *err)
@@ -568,16 +579,16 @@ static int enq_attention(mp_gpu_session *s, uint32_t L, uint32_t M, mp_error *er
         return rc;
     if (gl->q_a_norm) {
         uint32_t r = d->q_lora_rank;
-        if ((rc = lin(s, &gl->q_a, s->d_xn, H, M, s->d_qa, r, false, err)) ||
+        if ((rc = lin_pair(s, &gl->q_a, s->d_qa, r, &gl->kv_a, s->d_kv, row, s->d_xn, H, M, err)) ||
             (rc = mp_cuda_rmsnorm(cx, s->d_qa, r, s->d_qa, r, M, r, gl->q_a_norm, MP_CUDA_F32, eps, err)) ||
             (rc = lin(s, &gl->q_b, s->d_qa, r, M, s->d_q, ldq, false, err)))
             return rc;
-    } else if ((rc = lin(s, &gl->q_proj, s->d_xn, H, M, s->d_q, ldq, false, err))) {
+    } else if ((rc = lin(s, &gl->q_proj, s->d_xn, H, M, s->d_q, ldq, false, err)) ||
+               (rc = lin(s, &gl->kv_a, s->d_xn, H, M, s->d_kv, row, false, err))) {
         return rc;
     }
-    if ((rc = lin(s, &gl->kv_a, s->d_xn, H, M, s->d_kv, row, false, err)) ||
-        /* cache row = [RMSNorm(c_kv) | rope(k_pe)] */
-        (rc = mp_cuda_rmsnorm(cx, s->d_kv, row, s->d_kv, row, M, kvl, gl->kv_a_norm, MP_CUDA_F32, eps, err)) ||
+    /* cache row = [RMSNorm(c_kv) | rope(k_pe)] */
+    if ((rc = mp_cuda_rmsnorm(cx, s->d_kv, row, s->d_kv, row, M, kvl, gl->kv_a_norm, MP_CUDA_F32, eps, err)) ||
         (rc = mp_cuda_rope(cx, s->d_kv + kvl, M, 1, row, 0, rope, s->d_cos, s->d_sin, s->d_pos, err)) ||
         (rc = mp_cuda_kv_append(cx, cache, kvl, rope, s->d_kv, row, s->d_kv + kvl, row, M, s->d_pos, err)) ||
         /* q_lat = W_UK[h] q_nope; q_pe roped in place */
@@ -603,7 +614,7 @@ static int enq_swiglu(mp_gpu_session *s, const gpu_lin *gate, const gpu_lin *up,
 {
     const uint32_t H = s->m->d->hidden_size, I = gate->n, ld = s->Imax;
     int rc;
-    if ((rc = lin(s, gate, s->d_xn, H, M, s->d_g, ld, false, err)) || (rc = lin(s, up, s->d_xn, H, M, s->d_u, ld, false, err)) ||
+    if ((rc = lin_pair(s, gate, s->d_g, ld, up, s->d_u, ld, s->d_xn, H, M, err)) ||
         (rc = mp_cuda_silu_mul(s->g->ctx, s->d_g, ld, s->d_u, ld, s->d_g, ld, M, I, err)))
         return rc;
     return lin(s, down, s->d_g, ld, M, s->d_x, H, true, err);

@@ -215,6 +215,14 @@ int mp_cuda_linear_int4(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x,
     return MP_OK;
 }
 
+int mp_cuda_linear_int4_pair(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0, size_t ldy0, const mp_cuda_int4 *w1,
+                             float *y1, size_t ldy1, const float *x, size_t ldx, uint32_t m, bool accumulate,
+                             mp_error *err)
+{
+    int rc = mp_cuda_linear_int4(ctx, w0, x, ldx, m, y0, ldy0, accumulate, err);
+    return rc ? rc : mp_cuda_linear_int4(ctx, w1, x, ldx, m, y1, ldy1, accumulate, err);
+}
+
 static void rowmajor(const void *w, bool bf16, uint32_t n, uint32_t k, const float *x, size_t ldx, uint32_t m,
                      float *y, size_t ldy, bool accumulate)
 {

@@ -207,8 +207,9 @@ static double *ref_linear_i4(const i4w *w, const float *x, size_t ldx, uint32_t 
     return ref;
 }
 
-/* path: -1 GEMV, 0 cuBLAS, 1 fused; wk for the GEMV */
-static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path, int wk, bool accumulate)
+/* path: -1 GEMV, 0 cuBLAS, 1 fused; cfg (NULL = heuristic) for the GEMV */
+static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path, const mp_cuda_gemv_cfg *cfg,
+                        bool accumulate)
 {
     i4w w;
     i4_make(&w, n, k, asym);
@@ -222,7 +223,7 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
     if (!accumulate)
         dpoison(dy, (size_t)m * ldy * sizeof *y);
     mp_cuda_int4 wd = {dw, n, k, asym};
-    OK(mp_cuda_linear_int4_variant(ctx, &wd, dx, ldx, m, dy, ldy, accumulate, path, wk, &err));
+    OK(mp_cuda_linear_int4_variant(ctx, &wd, dx, ldx, m, dy, ldy, accumulate, path, cfg, &err));
     dget(y, dy, (size_t)m * ldy * sizeof *y);
     /* the GEMV rounds x to bf16 and multiplies exact weights; the GEMM paths
      * also round the dequantized weights to bf16 */
@@ -235,8 +236,9 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
                 exact[(size_t)i * n + r] += y0[i * ldy + r];
             }
     char what[160];
-    snprintf(what, sizeof what, "int4 %s n=%u k=%u m=%u path=%d wk=%d acc=%d", asym ? "asym" : "sym", n, k, m, path,
-             wk, accumulate);
+    snprintf(what, sizeof what, "int4 %s n=%u k=%u m=%u path=%d gemv=%d/%d/%d/%d acc=%d", asym ? "asym" : "sym", n, k,
+             m, path, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0,
+             cfg ? cfg->pdl : -1, accumulate);
     check_close(what, y, ldy, ref, n, m, n, 2e-5);
     strncat(what, " (vs exact)", sizeof what - strlen(what) - 1);
     check_close(what, y, ldy, exact, n, m, n, 1e-2);
@@ -259,28 +261,131 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
     free(w.blob);
 }
 
+
+/* Two weights of one x in one GEMV launch (q_a | kv_a, gate | up): each
+ * output matches its own reference, and a split-K launch gives the same bits
+ * twice (partial sums are added in a fixed order). */
+static void run_i4_pair_case(uint32_t n0, uint32_t n1, uint32_t k, bool asym, uint32_t m, const mp_cuda_gemv_cfg *cfg,
+                             bool accumulate)
+{
+    i4w w0, w1;
+    i4_make(&w0, n0, k, asym);
+    i4_make(&w1, n1, k, asym);
+    const size_t ldx = (k + 3) / 4 * 4, ld0 = n0 + 5, ld1 = n1 + 1;
+    float *x = rand_f32((size_t)m * ldx, -1.0f, 1.0f);
+    float *y0 = rand_f32((size_t)m * ld0, -1.0f, 1.0f), *y1 = rand_f32((size_t)m * ld1, -1.0f, 1.0f);
+    float *g0 = xmalloc((size_t)m * ld0 * sizeof *g0), *g1 = xmalloc((size_t)m * ld1 * sizeof *g1);
+    float *again = xmalloc((size_t)m * ld0 * sizeof *again);
+    void *dw0 = dput(w0.blob, w0.bytes), *dw1 = dput(w1.blob, w1.bytes);
+    float *dx = dput(x, (size_t)m * ldx * sizeof *x);
+    float *dy0 = dput(y0, (size_t)m * ld0 * sizeof *y0), *dy1 = dput(y1, (size_t)m * ld1 * sizeof *y1);
+    mp_cuda_int4 a = {dw0, n0, k, asym}, b = {dw1, n1, k, asym};
+    OK(mp_cuda_linear_int4_pair_variant(ctx, &a, dy0, ld0, &b, dy1, ld1, dx, ldx, m, accumulate, cfg, &err));
+    dget(g0, dy0, (size_t)m * ld0 * sizeof *g0);
+    dget(g1, dy1, (size_t)m * ld1 * sizeof *g1);
+    double *r0 = ref_linear_i4(&w0, x, ldx, m, true, false), *r1 = ref_linear_i4(&w1, x, ldx, m, true, false);
+    if (accumulate) {
+        for (uint32_t i = 0; i < m; i++)
+            for (uint32_t r = 0; r < n0; r++)
+                r0[(size_t)i * n0 + r] += y0[i * ld0 + r];
+        for (uint32_t i = 0; i < m; i++)
+            for (uint32_t r = 0; r < n1; r++)
+                r1[(size_t)i * n1 + r] += y1[i * ld1 + r];
+    }
+    char what[160];
+    snprintf(what, sizeof what, "int4 pair %s n=%u+%u k=%u m=%u gemv=%d/%d/%d acc=%d", asym ? "asym" : "sym", n0, n1, k,
+             m, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0, accumulate);
+    check_close(what, g0, ld0, r0, n0, m, n0, 2e-5);
+    check_close(what, g1, ld1, r1, n1, m, n1, 2e-5);
+    /* padding columns keep their values: nothing written past n */
+    int stray = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        for (size_t r = n0; r < ld0; r++)
+            stray += g0[i * ld0 + r] != y0[i * ld0 + r];
+        for (size_t r = n1; r < ld1; r++)
+            stray += g1[i * ld1 + r] != y1[i * ld1 + r];
+    }
+    CHECKF(stray == 0, "%s: %d writes outside the outputs", what, stray);
+    if (!accumulate) {
+        OK(mp_cuda_linear_int4_pair_variant(ctx, &a, dy0, ld0, &b, dy1, ld1, dx, ldx, m, false, cfg, &err));
+        dget(again, dy0, (size_t)m * ld0 * sizeof *again);
+        CHECKF(memcmp(again, g0, (size_t)m * ld0 * sizeof *again) == 0, "%s: a second run gives other bits", what);
+    }
+    free(r0);
+    free(r1);
+    mp_cuda_free(ctx, dw0);
+    mp_cuda_free(ctx, dw1);
+    mp_cuda_free(ctx, dx);
+    mp_cuda_free(ctx, dy0);
+    mp_cuda_free(ctx, dy1);
+    free(x);
+    free(y0);
+    free(y1);
+    free(g0);
+    free(g1);
+    free(again);
+    free(w0.blob);
+    free(w1.blob);
+}
+
+static void test_int4_pair(bool clusters)
+{
+    const mp_cuda_gemv_cfg split = {2, 2, clusters ? 7 : 1, 1};
+    const uint32_t ms[] = {1, 4, 17};
+    for (size_t i = 0; i < 3; i++) {
+        run_i4_pair_case(200, 72, 2944, false, ms[i], NULL, false);
+        run_i4_pair_case(200, 72, 2944, true, ms[i], NULL, i == 1);
+        run_i4_pair_case(48, 300, 1000, false, ms[i], &split, i == 2);
+    }
+}
+
 static void test_int4(void)
 {
-    /* GEMV: token tiles of 8 (NT = 1, 2, 4), every k-split, odd shapes */
+    /* GEMV: token tiles of 8 (NT = 1, 2, 4), odd shapes, the heuristic's shape */
     const uint32_t ms[] = {1, 3, 8, 9, 16, 27, 32};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
-        run_i4_case(40, 200, false, ms[i], -1, 0, false);
-        run_i4_case(40, 200, true, ms[i], -1, 0, false);
+        run_i4_case(40, 200, false, ms[i], -1, NULL, false);
+        run_i4_case(40, 200, true, ms[i], -1, NULL, false);
     }
-    const int wks[] = {1, 2, 4, 8};
-    for (size_t i = 0; i < 4; i++) {
-        run_i4_case(272, 2944, false, 1, -1, wks[i], false);
-        run_i4_case(272, 2944, true, 5, -1, wks[i], false);
-    }
-    run_i4_case(576, 512, false, 1, -1, 0, true);
-    run_i4_case(1040, 384, true, 12, -1, 0, true);
+    /* every launch shape: warps per tile, groups per warp, cluster blocks
+     * (23 groups: blocks and warps with unequal shares, some with none), PDL */
+    const bool clusters = mp_cuda_compute_major(ctx) >= 9;
+    const int kws[] = {1, 2, 4, 8}, gpws[] = {2, 4, 8}, kbs[] = {1, 3, 8};
+    for (size_t a = 0; a < 4; a++)
+        for (size_t b = 0; b < 3; b++)
+            for (size_t c = 0; c < 3; c++) {
+                if (kbs[c] > 1 && !clusters)
+                    continue;
+                mp_cuda_gemv_cfg cfg = {kws[a], gpws[b], kbs[c], (int)((a + b + c) & 1)};
+                run_i4_case(272, 2944, false, 1, -1, &cfg, false);
+                /* a block stages x for wk * gpw groups and m tokens (320
+                 * bytes each, at most 32 KiB): larger shapes are refused */
+                const uint32_t m2[] = {5, 17};
+                for (size_t i = 0; i < 2; i++) {
+                    if ((size_t)kws[a] * gpws[b] * m2[i] * 320 <= 32768) {
+                        run_i4_case(i ? 200 : 272, 2944, i ? b == 0 : true, m2[i], -1, &cfg, !i && c == 1);
+                        continue;
+                    }
+                    mp_cuda_int4 none = {dalloc(mp_cuda_int4_bytes(64, 2944, false)), 64, 2944, false};
+                    float *dx = dalloc((size_t)m2[i] * 2944 * 4), *dy = dalloc((size_t)m2[i] * 64 * 4);
+                    int rc = mp_cuda_linear_int4_variant(ctx, &none, dx, 2944, m2[i], dy, 64, false, -1, &cfg, &err);
+                    CHECKF(rc == MP_ERR_USAGE, "gemv %d/%d/%d at m=%u: expected a usage error, got %d", kws[a], gpws[b],
+                           kbs[c], m2[i], rc);
+                    mp_cuda_free(ctx, (void *)none.data);
+                    mp_cuda_free(ctx, dx);
+                    mp_cuda_free(ctx, dy);
+                }
+            }
+    run_i4_case(576, 512, false, 1, -1, NULL, true);
+    run_i4_case(1040, 384, true, 12, -1, NULL, true);
+    test_int4_pair(clusters);
     /* GEMM paths */
     const uint32_t gm[] = {33, 130};
     for (int path = 0; path <= 1; path++)
         for (size_t i = 0; i < 2; i++) {
-            run_i4_case(40, 200, false, gm[i], path, 0, false);
-            run_i4_case(256, 1024, true, gm[i], path, 0, false);
-            run_i4_case(300, 640, false, gm[i], path, 0, true);
+            run_i4_case(40, 200, false, gm[i], path, NULL, false);
+            run_i4_case(256, 1024, true, gm[i], path, NULL, false);
+            run_i4_case(300, 640, false, gm[i], path, NULL, true);
         }
     /* the public entry point picks GEMV / GEMM by m */
     i4w w;

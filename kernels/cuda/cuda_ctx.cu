@@ -92,6 +92,8 @@ int mp_cuda_ctx_create(int device, size_t workspace_bytes, mp_cuda_ctx **out, mp
     }
     snprintf(ctx->name, sizeof ctx->name, "%s", prop.name);
     ctx->sm_count = prop.multiProcessorCount;
+    ctx->cc_major = prop.major;
+    ctx->clusters = ctx->pdl_capable = ctx->pdl = prop.major >= 9;
     if (prop.major < 8) {
         rc = mp_fail(err, MP_ERR_INPUT, "cuda", NULL, "GPU %d (%s) has compute capability %d.%d; 8.0 or newer is needed",
                      device, ctx->name, prop.major, prop.minor);
@@ -152,6 +154,11 @@ void mp_cuda_ctx_destroy(mp_cuda_ctx *ctx)
 const char *mp_cuda_device_name(const mp_cuda_ctx *ctx)
 {
     return ctx->name;
+}
+
+int mp_cuda_compute_major(const mp_cuda_ctx *ctx)
+{
+    return ctx->cc_major;
 }
 
 int mp_cuda_sm_count(const mp_cuda_ctx *ctx)

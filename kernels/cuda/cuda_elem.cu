@@ -49,6 +49,7 @@ template <typename WT>
 __global__ void __launch_bounds__(256) rmsnorm_kernel(const float *x, size_t ldx, float *y, size_t ldy, int n,
                                                       const WT *w, float eps)
 {
+    pdl_launch_dependents(); /* the GEMV after a norm may load its weights already */
     const float *xr = x + (size_t)blockIdx.x * ldx;
     float *yr = y + (size_t)blockIdx.x * ldy;
     float ss = 0.0f;
@@ -113,6 +114,7 @@ int mp_cuda_rope(mp_cuda_ctx *ctx, float *x, uint32_t m, uint32_t heads, size_t 
 __global__ void silu_mul_kernel(const float *gate, size_t ldg, const float *up, size_t ldu, float *out, size_t ldo,
                                 int m, int n)
 {
+    pdl_launch_dependents(); /* as in rmsnorm: the down GEMV follows */
     size_t total = (size_t)m * n;
     for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {

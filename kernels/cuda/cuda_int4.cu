@@ -6,6 +6,9 @@
  * products accumulate in f32; the output is f32. */
 #include "mp_cuda_internal.h"
 
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+
 /* ---- shared helpers -------------------------------------------------------- */
 
 __device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi)
@@ -46,150 +49,170 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t w, int i)
  * tokens the B operand (n8 = 8 tokens per tile). Since a dot product does
  * not care about the order of k, the k slots of the m16n8k16 fragments are
  * filled in the order the nibbles come out of the loaded word (pairs
- * (8w+i, 8w+i+4)), and each lane packs its own token's x values in the same
- * order: lane (g, t) supplies x[token g][group*128 + t*32 + ...].
+ * (8w+i, 8w+i+4)), and x is staged in shared memory as bf16 pairs in the
+ * same order: lane (g, t) reads token g's words for k = group*128 + t*32 ...
  * Per group and token tile, 8 mma steps give Σ q·x for rows g, g+8 and
- * tokens 2t, 2t+1; the f32 accumulator adds scale·that (+ min·Σx for asym). */
+ * tokens 2t, 2t+1; the f32 accumulator adds scale·that (+ min·Σx for asym).
+ *
+ * The work of one launch: tiles x groups. A block of 8 warps holds 8/wk
+ * tiles, the wk warps of a tile split its K, and (Hopper) up to 8 blocks of
+ * a thread-block cluster split K again; each warp loads all GPW groups of a
+ * pass before using any, so one launch keeps the whole of a small matrix in
+ * flight. Partial sums are added in a fixed order (warps in wk order, then
+ * the cluster's blocks in rank order through distributed shared memory): the
+ * result does not depend on timing. Two weights that read the same x (q_a and
+ * kv_a, gate and up) can share one launch: their tiles are numbered one after
+ * the other.
+ *
+ * Launched with programmatic dependent launch (PDL, Hopper), a GEMV starts
+ * while the kernel before it finishes: it loads its weights, which no kernel
+ * writes, and waits (griddepcontrol.wait) before it reads x or touches y. */
 
-#define I4_GU 4 /* groups per warp per iteration: 8 16-byte loads in flight per lane */
+#define XS_WORDS 20 /* one (group, token, t) row of x words: 16 + 4 of padding, no bank conflicts */
+#define GEMV_XS_MAX 32768 /* bytes of staged x per block */
 
-template <bool ASYM>
-__device__ __forceinline__ void load_x_pairs(const float *__restrict__ x, size_t ldx, int M, int K, int tok, int kbase,
-                                             uint32_t xb[16], float *xs)
+typedef struct gemv_seg {
+    const uint8_t *q;
+    const __half *scale, *minv;
+    float *y;
+    size_t ldy;
+    int N, tiles;
+} gemv_seg;
+
+typedef struct gemv_args {
+    gemv_seg s0, s1;
+    int tiles; /* s0.tiles + s1.tiles */
+    int K, ngroups;
+    int wk;  /* warps splitting a tile's K in a block: 1, 2, 4, 8 */
+    int gpb; /* groups per block along K (ceil(ngroups / k_blocks)) */
+    const float *x;
+    size_t ldx;
+    int M, accumulate;
+} gemv_args;
+
+template <int GPW, int NT, bool ASYM>
+__global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
 {
-    float s = 0.0f;
-    if (tok < M) {
-        const float *xp = x + (size_t)tok * ldx + kbase;
-        float v[32];
-        if (kbase + 32 <= K) {
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                float4 f = __ldg((const float4 *)xp + e);
-                v[4 * e] = f.x, v[4 * e + 1] = f.y, v[4 * e + 2] = f.z, v[4 * e + 3] = f.w;
-            }
-        } else {
-#pragma unroll
-            for (int e = 0; e < 32; e++)
-                v[e] = kbase + e < K ? xp[e] : 0.0f;
-        }
-#pragma unroll
-        for (int w = 0; w < 4; w++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                xb[w * 4 + i] = bf16x2_bits(v[8 * w + i], v[8 * w + i + 4]);
-        if (ASYM) {
-#pragma unroll
-            for (int e = 0; e < 16; e++)
-                s += __uint_as_float(xb[e] << 16) + __uint_as_float(xb[e] & 0xffff0000u);
-        }
-    } else {
-#pragma unroll
-        for (int e = 0; e < 16; e++)
-            xb[e] = 0;
-    }
-    if (ASYM) {
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-    }
-    *xs = s;
-}
-
-template <int WK, int NT, bool ASYM>
-__global__ void __launch_bounds__(256) gemv_int4_kernel(const uint8_t *__restrict__ q, const __half *__restrict__ scale,
-                                                        const __half *__restrict__ minv, int N, int Np, int K,
-                                                        int ngroups, const float *__restrict__ x, size_t ldx, int M,
-                                                        float *y, size_t ldy, int accumulate)
-{
-    constexpr int WR = 8 / WK;
-    __shared__ float red[WK > 1 ? 8 : 1][NT][4][32];
+    extern __shared__ uint4 xs_raw[];
+    uint32_t *xs = (uint32_t *)xs_raw; /* [pass groups][M][4][XS_WORDS] */
+    __shared__ float red[8][NT][4][32];
+    const int WK = a.wk, WR = 8 / WK;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wk = warp % WK, wr = warp / WK;
     const int g = lane >> 2, t = lane & 3;
     const int tile = blockIdx.x * WR + wr;
-    const bool active = tile * 16 < Np;
-    const int rowA = tile * 16 + g, rowB = rowA + 8;
-    const size_t rowbytes = (size_t)ngroups * 64;
+    const bool active = tile < a.tiles, second = active && tile >= a.s0.tiles;
+    const int lt = second ? tile - a.s0.tiles : tile;
+    const uint8_t *q = second ? a.s1.q : a.s0.q;
+    const __half *scale = second ? a.s1.scale : a.s0.scale;
+    const __half *minv = second ? a.s1.minv : a.s0.minv;
+    const int ng = a.ngroups, M = a.M;
+    const int rowA = (active ? lt : 0) * 16 + g, rowB = rowA + 8;
+    const size_t rowbytes = (size_t)ng * 64;
+    const int gb0 = blockIdx.y * a.gpb, gb1 = min(ng, gb0 + a.gpb), PG = WK * GPW;
+    const uint8_t *pa = q + (size_t)rowA * rowbytes + t * 16, *pb = pa + 8 * rowbytes;
+    const __half *sa = scale + (size_t)rowA * ng, *sb = sa + 8 * ng;
+    const __half *ma = ASYM ? minv + (size_t)rowA * ng : nullptr, *mb = ASYM ? ma + 8 * ng : nullptr;
+    float acc[NT][4] = {};
+    pdl_launch_dependents();
 
-    float acc[NT][4];
+    for (int p0 = gb0; p0 < gb1; p0 += PG) {
+        const int my0 = p0 + wk * GPW, myn = max(0, min(GPW, gb1 - my0));
+        uint4 wa[GPW], wb[GPW];
+        __half2 hs[GPW], hm[GPW];
 #pragma unroll
-    for (int j = 0; j < NT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            acc[j][e] = 0.0f;
-
-    if (active) {
-        const uint8_t *pa = q + (size_t)rowA * rowbytes + t * 16;
-        const uint8_t *pb = q + (size_t)rowB * rowbytes + t * 16;
-        const __half *sa = scale + (size_t)rowA * ngroups, *sb = scale + (size_t)rowB * ngroups;
-        const __half *ma = ASYM ? minv + (size_t)rowA * ngroups : nullptr;
-        const __half *mb = ASYM ? minv + (size_t)rowB * ngroups : nullptr;
-        for (int g0 = wk * I4_GU; g0 < ngroups; g0 += WK * I4_GU) {
-            uint4 wa[I4_GU], wb[I4_GU];
-#pragma unroll
-            for (int u = 0; u < I4_GU; u++) {
-                if (g0 + u < ngroups) {
-                    wa[u] = __ldcs((const uint4 *)(pa + (size_t)(g0 + u) * 64));
-                    wb[u] = __ldcs((const uint4 *)(pb + (size_t)(g0 + u) * 64));
-                } else {
-                    wa[u] = make_uint4(0, 0, 0, 0);
-                    wb[u] = make_uint4(0, 0, 0, 0);
-                }
+        for (int u = 0; u < GPW; u++) {
+            if (active && u < myn) {
+                wa[u] = __ldcs((const uint4 *)(pa + (size_t)(my0 + u) * 64));
+                wb[u] = __ldcs((const uint4 *)(pb + (size_t)(my0 + u) * 64));
+                hs[u] = __halves2half2(sa[my0 + u], sb[my0 + u]);
+                if (ASYM)
+                    hm[u] = __halves2half2(ma[my0 + u], mb[my0 + u]);
             }
+        }
+        if (p0 == gb0)
+            pdl_wait(); /* x and y belong to the kernels before this one */
+        else
+            __syncthreads(); /* the previous pass's x is no longer read */
+        const int pg = min(PG, gb1 - p0);
+        for (int idx = threadIdx.x; idx < pg * M * 64; idx += 256) {
+            const int gl = idx / (M * 64), rem = idx - gl * (M * 64);
+            const int tok = rem >> 6, wd = rem & 63, tt = wd >> 4, e = wd & 15;
+            const int kk = (p0 + gl) * 128 + tt * 32 + 8 * (e >> 2) + (e & 3);
+            const float *xr = a.x + (size_t)tok * a.ldx;
+            const float lo = kk < a.K ? xr[kk] : 0.0f, hi = kk + 4 < a.K ? xr[kk + 4] : 0.0f;
+            xs[((gl * M + tok) * 4 + tt) * XS_WORDS + e] = bf16x2_bits(lo, hi);
+        }
+        __syncthreads();
 #pragma unroll
-            for (int u = 0; u < I4_GU; u++) {
-                const int grp = g0 + u;
-                if (grp >= ngroups)
-                    break;
-                const float scA = __half2float(sa[grp]), scB = __half2float(sb[grp]);
-                uint32_t xb[NT][16];
-                float xs[NT];
+        for (int u = 0; u < GPW; u++) {
+            if (u >= myn)
+                break;
+            const int gl = wk * GPW + u;
+            uint32_t xb[NT][16];
+            float xsum[NT];
 #pragma unroll
-                for (int j = 0; j < NT; j++)
-                    load_x_pairs<ASYM>(x, ldx, M, K, j * 8 + g, grp * 128 + t * 32, xb[j], &xs[j]);
-                float c[NT][4];
+            for (int j = 0; j < NT; j++) {
+                const int tok = j * 8 + g;
+                xsum[j] = 0.0f;
+                if (tok < M) {
+                    const uint4 *src = (const uint4 *)(xs + ((gl * M + tok) * 4 + t) * XS_WORDS);
 #pragma unroll
-                for (int j = 0; j < NT; j++)
+                    for (int v = 0; v < 4; v++) {
+                        const uint4 w4 = src[v];
+                        xb[j][4 * v] = w4.x, xb[j][4 * v + 1] = w4.y, xb[j][4 * v + 2] = w4.z, xb[j][4 * v + 3] = w4.w;
+                    }
+                    if (ASYM)
 #pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        c[j][e] = 0.0f;
-                const uint32_t wA[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-                const uint32_t wB[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
+                        for (int e = 0; e < 16; e++)
+                            xsum[j] += __uint_as_float(xb[j][e] << 16) + __uint_as_float(xb[j][e] & 0xffff0000u);
+                } else {
 #pragma unroll
-                for (int s = 0; s < 8; s++) {
-                    const int w = s >> 1, i0 = (s & 1) * 2;
-                    /* a0: row g, k slots 2t..2t+1 <- pair i0; a1: row g+8;
-                     * a2/a3: k slots 2t+8..2t+9 <- pair i0+1 */
-                    const uint32_t a0 = dequant_pair<ASYM>(wA[w], i0), a1 = dequant_pair<ASYM>(wB[w], i0);
-                    const uint32_t a2 = dequant_pair<ASYM>(wA[w], i0 + 1), a3 = dequant_pair<ASYM>(wB[w], i0 + 1);
-#pragma unroll
-                    for (int j = 0; j < NT; j++)
-                        mma_bf16_16816(c[j], a0, a1, a2, a3, xb[j][w * 4 + i0], xb[j][w * 4 + i0 + 1]);
+                    for (int e = 0; e < 16; e++)
+                        xb[j][e] = 0;
                 }
                 if (ASYM) {
-                    const float mnA = __half2float(ma[grp]), mnB = __half2float(mb[grp]);
+                    xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 1);
+                    xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 2);
+                }
+            }
+            float c[NT][4] = {};
+            const uint32_t wA[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+            const uint32_t wB[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
 #pragma unroll
-                    for (int j = 0; j < NT; j++) {
-                        /* Σx of tokens 2t and 2t+1 sits in lanes (2t)*4 and (2t+1)*4 */
-                        const float x0 = __shfl_sync(0xffffffffu, xs[j], (2 * t) * 4);
-                        const float x1 = __shfl_sync(0xffffffffu, xs[j], (2 * t + 1) * 4);
-                        acc[j][0] += scA * c[j][0] + mnA * x0;
-                        acc[j][1] += scA * c[j][1] + mnA * x1;
-                        acc[j][2] += scB * c[j][2] + mnB * x0;
-                        acc[j][3] += scB * c[j][3] + mnB * x1;
-                    }
+            for (int s = 0; s < 8; s++) {
+                const int w = s >> 1, i0 = (s & 1) * 2;
+                /* a0: row g, k slots 2t..2t+1 <- pair i0; a1: row g+8;
+                 * a2/a3: k slots 2t+8..2t+9 <- pair i0+1 */
+                const uint32_t a0 = dequant_pair<ASYM>(wA[w], i0), a1 = dequant_pair<ASYM>(wB[w], i0);
+                const uint32_t a2 = dequant_pair<ASYM>(wA[w], i0 + 1), a3 = dequant_pair<ASYM>(wB[w], i0 + 1);
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    mma_bf16_16816(c[j], a0, a1, a2, a3, xb[j][w * 4 + i0], xb[j][w * 4 + i0 + 1]);
+            }
+            const float2 sc = __half22float2(hs[u]);
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                if (ASYM) {
+                    /* Σx of tokens 2t and 2t+1 sits in lanes (2t)*4 and (2t+1)*4 */
+                    const float2 mn = __half22float2(hm[u]);
+                    const float x0 = __shfl_sync(0xffffffffu, xsum[j], (2 * t) * 4);
+                    const float x1 = __shfl_sync(0xffffffffu, xsum[j], (2 * t + 1) * 4);
+                    acc[j][0] += sc.x * c[j][0] + mn.x * x0;
+                    acc[j][1] += sc.x * c[j][1] + mn.x * x1;
+                    acc[j][2] += sc.y * c[j][2] + mn.y * x0;
+                    acc[j][3] += sc.y * c[j][3] + mn.y * x1;
                 } else {
-#pragma unroll
-                    for (int j = 0; j < NT; j++) {
-                        acc[j][0] = fmaf(scA, c[j][0], acc[j][0]);
-                        acc[j][1] = fmaf(scA, c[j][1], acc[j][1]);
-                        acc[j][2] = fmaf(scB, c[j][2], acc[j][2]);
-                        acc[j][3] = fmaf(scB, c[j][3], acc[j][3]);
-                    }
+                    acc[j][0] = fmaf(sc.x, c[j][0], acc[j][0]);
+                    acc[j][1] = fmaf(sc.x, c[j][1], acc[j][1]);
+                    acc[j][2] = fmaf(sc.y, c[j][2], acc[j][2]);
+                    acc[j][3] = fmaf(sc.y, c[j][3], acc[j][3]);
                 }
             }
         }
     }
 
+    /* the wk warps of a tile, summed in wk order */
     if (WK > 1) {
         if (wk != 0)
 #pragma unroll
@@ -199,6 +222,7 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const uint8_t *__restric
                     red[warp][j][e][lane] = acc[j][e];
         __syncthreads();
         if (wk == 0)
+#pragma unroll 1
             for (int o = 1; o < WK; o++)
 #pragma unroll
                 for (int j = 0; j < NT; j++)
@@ -206,7 +230,39 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const uint8_t *__restric
                     for (int e = 0; e < 4; e++)
                         acc[j][e] += red[warp + o][j][e][lane];
     }
+#if __CUDA_ARCH__ >= 900
+    /* the cluster's blocks (K ranges), summed by rank 0 in rank order; a
+     * warp with wk == 0 puts its sum in its own red slot, which no warp of
+     * the block reads */
+    if (gridDim.y > 1) {
+        cg::cluster_group cl = cg::this_cluster();
+        if (wk == 0)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    red[warp][j][e][lane] = acc[j][e];
+        cl.sync();
+        const unsigned rank = cl.block_rank();
+        if (rank == 0 && wk == 0)
+#pragma unroll 1
+            for (unsigned r = 1; r < cl.num_blocks(); r++) {
+                const float *other = cl.map_shared_rank(&red[warp][0][0][0], r);
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        acc[j][e] += other[(j * 4 + e) * 32 + lane];
+            }
+        cl.sync(); /* the other blocks' shared memory must outlive rank 0's reads */
+        if (rank != 0)
+            return;
+    }
+#endif
     if (wk == 0 && active) {
+        const int N = second ? a.s1.N : a.s0.N;
+        float *y = second ? a.s1.y : a.s0.y;
+        const size_t ldy = second ? a.s1.ldy : a.s0.ldy;
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -215,54 +271,96 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const uint8_t *__restric
                 const int tok = j * 8 + 2 * t + (e & 1);
                 if (row < N && tok < M) {
                     float *yp = y + (size_t)tok * ldy + row;
-                    *yp = accumulate ? *yp + acc[j][e] : acc[j][e];
+                    *yp = a.accumulate ? *yp + acc[j][e] : acc[j][e];
                 }
             }
     }
 }
 
-template <int WK, int NT>
-static void launch_gemv_int4(mp_cuda_ctx *ctx, bool asym, const uint8_t *q, const __half *sc, const __half *mn, int N,
-                             int Np, int K, int ngroups, const float *x, size_t ldx, int M, float *y, size_t ldy,
-                             int acc)
+static size_t gemv_xs_bytes(int wk, int gpw, int M)
 {
-    const int tiles = Np / 16, wr = 8 / WK;
-    const unsigned blocks = (unsigned)((tiles + wr - 1) / wr);
+    return (size_t)wk * gpw * M * 4 * XS_WORDS * 4;
+}
+
+/* The launch shape for `tiles` x `ngroups` of work and M tokens. Measured
+ * on the H100 (docs/CUDA.md) over every (wk, groups per warp, k_blocks):
+ * for one token, aim at 2 blocks of 8 warps per SM (1 for large matrices,
+ * where fewer, longer warps won) and split K (in the block first, then over
+ * a cluster) only as far as that needs; for more tokens, one warp per tile
+ * with 4 groups at a time and K split over the cluster while the blocks do
+ * not cover the SMs. Without clusters (before Hopper) K stays in the block. */
+static void gemv_pick(const mp_cuda_ctx *ctx, int tiles, int ngroups, int M, mp_cuda_gemv_cfg *c)
+{
+    const long S = ctx->sm_count;
+    const long units = (long)tiles * ngroups;
+    int wk, gpw, kb;
+    if (M == 1) {
+        const long warps = (units > 16 * 8 * S ? 1 : 2) * 8 * S, want = (units + warps - 1) / warps;
+        gpw = want <= 2 ? 2 : want <= 4 ? 4 : 8;
+        const long fneed = (ngroups + gpw - 1) / gpw, fwant = (warps + tiles - 1) / tiles;
+        const int f = (int)(fneed < fwant ? fneed : fwant);
+        wk = 1;
+        while (wk * 2 <= (f < 8 ? f : 8))
+            wk *= 2;
+        kb = (f + wk - 1) / wk;
+    } else {
+        wk = 1, gpw = 4;
+        const long bx = (tiles + 7) / 8;
+        kb = bx >= S ? 1 : (int)((4 * S + bx - 1) / bx);
+    }
+    if (kb > (ngroups + gpw * wk - 1) / (gpw * wk))
+        kb = (ngroups + gpw * wk - 1) / (gpw * wk);
+    if (kb > 8)
+        kb = 8;
+    if (kb < 1 || !ctx->clusters)
+        kb = 1;
+    while (gemv_xs_bytes(wk, gpw, M) > GEMV_XS_MAX && (gpw > 2 || wk > 1)) {
+        if (gpw > 2)
+            gpw /= 2;
+        else
+            wk /= 2;
+    }
+    c->k_warps = wk, c->groups_per_warp = gpw, c->k_blocks = kb, c->pdl = -1;
+}
+
+template <int GPW, int NT>
+static cudaError_t gemv_launch_t(mp_cuda_ctx *ctx, const gemv_args &a, bool asym, int kb, bool pdl)
+{
+    const int WR = 8 / a.wk;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((a.tiles + WR - 1) / WR), (unsigned)kb, 1);
+    cfg.blockDim = dim3(256, 1, 1);
+    cfg.dynamicSmemBytes = gemv_xs_bytes(a.wk, GPW, a.M);
+    cfg.stream = ctx->stream;
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (kb > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = 1;
+        at[n].val.clusterDim.y = (unsigned)kb;
+        at[n].val.clusterDim.z = 1;
+        n++;
+    }
+    if (pdl) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
+    cfg.attrs = at;
+    cfg.numAttrs = n;
     if (asym)
-        gemv_int4_kernel<WK, NT, true><<<blocks, 256, 0, ctx->stream>>>(q, sc, mn, N, Np, K, ngroups, x, ldx, M, y,
-                                                                        ldy, acc);
-    else
-        gemv_int4_kernel<WK, NT, false><<<blocks, 256, 0, ctx->stream>>>(q, sc, mn, N, Np, K, ngroups, x, ldx, M, y,
-                                                                         ldy, acc);
+        return cudaLaunchKernelEx(&cfg, gemv_int4_kernel<GPW, NT, true>, a);
+    return cudaLaunchKernelEx(&cfg, gemv_int4_kernel<GPW, NT, false>, a);
 }
 
 template <int NT>
-static void launch_gemv_int4_nt(mp_cuda_ctx *ctx, int wk, bool asym, const uint8_t *q, const __half *sc,
-                                const __half *mn, int N, int Np, int K, int ngroups, const float *x, size_t ldx, int M,
-                                float *y, size_t ldy, int acc)
+static cudaError_t gemv_launch_nt(mp_cuda_ctx *ctx, const gemv_args &a, bool asym, int gpw, int kb, bool pdl)
 {
-    switch (wk) {
-    case 1: launch_gemv_int4<1, NT>(ctx, asym, q, sc, mn, N, Np, K, ngroups, x, ldx, M, y, ldy, acc); break;
-    case 2: launch_gemv_int4<2, NT>(ctx, asym, q, sc, mn, N, Np, K, ngroups, x, ldx, M, y, ldy, acc); break;
-    case 4: launch_gemv_int4<4, NT>(ctx, asym, q, sc, mn, N, Np, K, ngroups, x, ldx, M, y, ldy, acc); break;
-    default: launch_gemv_int4<8, NT>(ctx, asym, q, sc, mn, N, Np, K, ngroups, x, ldx, M, y, ldy, acc); break;
+    switch (gpw) {
+    case 2: return gemv_launch_t<2, NT>(ctx, a, asym, kb, pdl);
+    case 4: return gemv_launch_t<4, NT>(ctx, a, asym, kb, pdl);
+    default: return gemv_launch_t<8, NT>(ctx, a, asym, kb, pdl);
     }
-}
-
-/* k-split warps per block: as few as possible (more rows per block share the
- * activations in L1) while keeping >= 1 block per SM, and no more than leaves
- * each warp I4_GU groups. On the H100 this picked the fastest of wk = 1, 2, 4,
- * 8 for each of the six DeepSeek-V3 shapes measured (docs/CUDA.md). */
-static int gemv_pick_wk(const mp_cuda_ctx *ctx, int Np, int ngroups)
-{
-    const int tiles = Np / 16;
-    int wk_max = 1;
-    while (wk_max < 8 && wk_max * 2 * I4_GU <= ngroups)
-        wk_max *= 2;
-    int wk = 1;
-    while (wk < wk_max && (tiles * wk + 7) / 8 < ctx->sm_count)
-        wk *= 2;
-    return wk;
 }
 
 /* ---- GEMM path 1: dequantize to bf16, then cuBLAS ---------------------------- */
@@ -511,23 +609,66 @@ static int int4_view_make(const mp_cuda_int4 *w, int4_view *v, mp_error *err)
     return MP_OK;
 }
 
-static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const int4_view *v, const float *x, size_t ldx,
-                    uint32_t m, float *y, size_t ldy, bool accumulate, int wk, mp_error *err)
+static void gemv_seg_make(const int4_view *v, float *y, size_t ldy, gemv_seg *s)
+{
+    s->q = v->q;
+    s->scale = v->scale;
+    s->minv = v->minv;
+    s->y = y;
+    s->ldy = ldy;
+    s->N = v->N;
+    s->tiles = v->Np / 16;
+}
+
+/* One GEMV launch over one weight (v1 == NULL) or two that share x and k. */
+static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v0, float *y0, size_t ldy0,
+                    const int4_view *v1, float *y1, size_t ldy1, const float *x, size_t ldx,
+                    uint32_t m, bool accumulate, const mp_cuda_gemv_cfg *cfg, mp_error *err)
 {
     if (!mp_cuda_aligned(x, 16) || ldx % 4)
         return mp_cuda_bad_arg(err, "linear_int4", "x must be 16-byte aligned with a stride that is a multiple of 4");
-    if (wk != 1 && wk != 2 && wk != 4 && wk != 8)
-        wk = gemv_pick_wk(ctx, v->Np, v->ngroups);
-    const int M = (int)m, A = accumulate ? 1 : 0;
+    gemv_args a = {};
+    gemv_seg_make(v0, y0, ldy0, &a.s0);
+    if (v1)
+        gemv_seg_make(v1, y1, ldy1, &a.s1);
+    a.tiles = a.s0.tiles + (v1 ? a.s1.tiles : 0);
+    a.K = v0->K;
+    a.ngroups = v0->ngroups;
+    a.x = x;
+    a.ldx = ldx;
+    a.M = (int)m;
+    a.accumulate = accumulate ? 1 : 0;
+    mp_cuda_gemv_cfg c;
+    gemv_pick(ctx, a.tiles, a.ngroups, a.M, &c);
+    if (cfg) {
+        if (cfg->k_warps)
+            c.k_warps = cfg->k_warps;
+        if (cfg->groups_per_warp)
+            c.groups_per_warp = cfg->groups_per_warp;
+        if (cfg->k_blocks)
+            c.k_blocks = cfg->k_blocks;
+        c.pdl = cfg->pdl;
+    }
+    if ((c.k_warps != 1 && c.k_warps != 2 && c.k_warps != 4 && c.k_warps != 8) ||
+        (c.groups_per_warp != 2 && c.groups_per_warp != 4 && c.groups_per_warp != 8) || c.k_blocks < 1 ||
+        c.k_blocks > 8 || (c.k_blocks > 1 && !ctx->clusters))
+        return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range");
+    if (gemv_xs_bytes(c.k_warps, c.groups_per_warp, a.M) > GEMV_XS_MAX)
+        return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration stages too much x for its token count");
+    a.wk = c.k_warps;
+    a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
+    const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
+    const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && ctx->pdl_capable;
+    const bool asym = w0->asym;
+    cudaError_t e;
     if (m <= 8)
-        launch_gemv_int4_nt<1>(ctx, wk, w->asym, v->q, v->scale, v->minv, v->N, v->Np, v->K, v->ngroups, x, ldx, M,
-                               y, ldy, A);
+        e = gemv_launch_nt<1>(ctx, a, asym, c.groups_per_warp, kb, pdl);
     else if (m <= 16)
-        launch_gemv_int4_nt<2>(ctx, wk, w->asym, v->q, v->scale, v->minv, v->N, v->Np, v->K, v->ngroups, x, ldx, M,
-                               y, ldy, A);
+        e = gemv_launch_nt<2>(ctx, a, asym, c.groups_per_warp, kb, pdl);
     else
-        launch_gemv_int4_nt<4>(ctx, wk, w->asym, v->q, v->scale, v->minv, v->N, v->Np, v->K, v->ngroups, x, ldx, M,
-                               y, ldy, A);
+        e = gemv_launch_nt<4>(ctx, a, asym, c.groups_per_warp, kb, pdl);
+    if (e != cudaSuccess)
+        return mp_cuda_fail(err, e, "linear_int4 (gemv)");
     return mp_cuda_launch_check(err, "linear_int4 (gemv)");
 }
 
@@ -610,7 +751,8 @@ static bool auto_fused(const mp_cuda_ctx *ctx, const int4_view *v, uint32_t m)
 }
 
 int mp_cuda_linear_int4_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x, size_t ldx, uint32_t m,
-                                float *y, size_t ldy, bool accumulate, int path, int gemv_wk, mp_error *err)
+                                float *y, size_t ldy, bool accumulate, int path, const mp_cuda_gemv_cfg *gemv,
+                                mp_error *err)
 {
     if (m == 0)
         return MP_OK;
@@ -623,7 +765,7 @@ int mp_cuda_linear_int4_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const f
     if (path < 0) {
         if (m > 32)
             return mp_cuda_bad_arg(err, "linear_int4", "the GEMV takes at most 32 tokens");
-        return run_gemv(ctx, w, &v, x, ldx, m, y, ldy, accumulate, gemv_wk, err);
+        return run_gemv(ctx, w, &v, y, ldy, NULL, NULL, 0, x, ldx, m, accumulate, gemv, err);
     }
     bool fused = path == MP_CUDA_GEMM_FUSED || (path == MP_CUDA_GEMM_AUTO && auto_fused(ctx, &v, m));
     return run_gemm(ctx, w, &v, x, ldx, m, y, ldy, accumulate, fused, err);
@@ -632,6 +774,38 @@ int mp_cuda_linear_int4_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const f
 int mp_cuda_linear_int4(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x, size_t ldx, uint32_t m, float *y,
                         size_t ldy, bool accumulate, mp_error *err)
 {
-    return mp_cuda_linear_int4_variant(ctx, w, x, ldx, m, y, ldy, accumulate, m <= 32 ? -1 : (int)ctx->gemm_path, 0,
-                                       err);
+    return mp_cuda_linear_int4_variant(ctx, w, x, ldx, m, y, ldy, accumulate, m <= 32 ? -1 : (int)ctx->gemm_path,
+                                       NULL, err);
+}
+
+int mp_cuda_linear_int4_pair_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0, size_t ldy0,
+                                     const mp_cuda_int4 *w1, float *y1, size_t ldy1, const float *x, size_t ldx,
+                                     uint32_t m, bool accumulate, const mp_cuda_gemv_cfg *gemv, mp_error *err)
+{
+    if (m == 0)
+        return MP_OK;
+    int4_view v0 = {}, v1 = {};
+    int rc = int4_view_make(w0, &v0, err);
+    if (!rc)
+        rc = int4_view_make(w1, &v1, err);
+    if (rc)
+        return rc;
+    if (m > 32 || w0->k != w1->k || w0->asym != w1->asym) {
+        if ((rc = mp_cuda_linear_int4(ctx, w0, x, ldx, m, y0, ldy0, accumulate, err)))
+            return rc;
+        return mp_cuda_linear_int4(ctx, w1, x, ldx, m, y1, ldy1, accumulate, err);
+    }
+    return run_gemv(ctx, w0, &v0, y0, ldy0, &v1, y1, ldy1, x, ldx, m, accumulate, gemv, err);
+}
+
+int mp_cuda_linear_int4_pair(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0, size_t ldy0, const mp_cuda_int4 *w1,
+                             float *y1, size_t ldy1, const float *x, size_t ldx, uint32_t m, bool accumulate,
+                             mp_error *err)
+{
+    return mp_cuda_linear_int4_pair_variant(ctx, w0, y0, ldy0, w1, y1, ldy1, x, ldx, m, accumulate, NULL, err);
+}
+
+void mp_cuda_set_pdl(mp_cuda_ctx *ctx, bool on)
+{
+    ctx->pdl = on && ctx->pdl_capable;
 }

@@ -49,6 +49,8 @@ void mp_cuda_ctx_destroy(mp_cuda_ctx *ctx);
 
 const char *mp_cuda_device_name(const mp_cuda_ctx *ctx);
 int mp_cuda_sm_count(const mp_cuda_ctx *ctx);
+/* The device's compute capability, major part (8 = Ampere, 9 = Hopper). */
+int mp_cuda_compute_major(const mp_cuda_ctx *ctx);
 void *mp_cuda_stream(mp_cuda_ctx *ctx); /* the cudaStream_t */
 size_t mp_cuda_workspace_bytes(const mp_cuda_ctx *ctx);
 
@@ -159,12 +161,37 @@ int mp_cuda_linear_int4(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x,
 typedef enum { MP_CUDA_GEMM_CUBLAS = 0, MP_CUDA_GEMM_FUSED = 1, MP_CUDA_GEMM_AUTO = 2 } mp_cuda_gemm_path;
 void mp_cuda_set_int4_gemm(mp_cuda_ctx *ctx, mp_cuda_gemm_path path);
 
-/* Benchmarks and tests: run one specific variant. gemv_wk = 1, 2, 4 or 8
- * k-split warps per block (0 = heuristic); path forces the GEMV (m <= 32)
- * with -1, or a GEMM path. */
+/* Two products of the same x and k, (y0 = x·W0ᵀ, y1 = x·W1ᵀ), e.g. q_a and
+ * kv_a or gate and up: one GEMV launch for m <= 32 when both have the same
+ * k and scheme, two calls otherwise. */
+int mp_cuda_linear_int4_pair(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0, size_t ldy0,
+                             const mp_cuda_int4 *w1, float *y1, size_t ldy1, const float *x, size_t ldx,
+                             uint32_t m, bool accumulate, mp_error *err);
+
+/* Programmatic dependent launch of the GEMV (Hopper and newer; on by
+ * default there): the GEMV's weight loads overlap the end of the kernel
+ * before it. Off means plain stream order. */
+void mp_cuda_set_pdl(mp_cuda_ctx *ctx, bool on);
+
+/* The GEMV's launch shape (docs/CUDA.md); 0 / -1 fields keep the heuristic's
+ * choice. k_warps: warps of a block splitting a 16-row tile's K (1, 2, 4, 8);
+ * groups_per_warp: 128-value groups a warp loads at once (2, 4, 8);
+ * k_blocks: blocks of a cluster splitting K (1..8, Hopper); pdl: -1 the
+ * context's setting, 0 off, 1 on. */
+typedef struct mp_cuda_gemv_cfg {
+    int k_warps, groups_per_warp, k_blocks, pdl;
+} mp_cuda_gemv_cfg;
+
+/* Benchmarks and tests: run one specific variant. path forces the GEMV
+ * (m <= 32) with -1, or a GEMM path; gemv (NULL = heuristic) the GEMV's
+ * launch shape. */
 int mp_cuda_linear_int4_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w, const float *x, size_t ldx,
-                                uint32_t m, float *y, size_t ldy, bool accumulate, int path, int gemv_wk,
-                                mp_error *err);
+                                uint32_t m, float *y, size_t ldy, bool accumulate, int path,
+                                const mp_cuda_gemv_cfg *gemv, mp_error *err);
+int mp_cuda_linear_int4_pair_variant(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0, size_t ldy0,
+                                     const mp_cuda_int4 *w1, float *y1, size_t ldy1, const float *x,
+                                     size_t ldx, uint32_t m, bool accumulate, const mp_cuda_gemv_cfg *gemv,
+                                     mp_error *err);
 
 /* ---- row-major weights (layout 1) and per-head weights (layout 2) -------- */
 

@@ -14,6 +14,7 @@
 struct mp_cuda_ctx {
     int device;
     int sm_count;
+    int cc_major;
     char name[256];
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -22,6 +23,9 @@ struct mp_cuda_ctx {
     void *ws; /* scratch workspace */
     size_t ws_bytes;
     mp_cuda_gemm_path gemm_path;
+    bool clusters;    /* thread-block clusters (compute capability >= 9) */
+    bool pdl_capable; /* programmatic dependent launch (>= 9) */
+    bool pdl;         /* GEMVs are launched with it */
 };
 
 /* Formats "cuda: WHAT: cudaErrorX (text)" into err; returns MP_ERR_INPUT. */
@@ -45,6 +49,27 @@ int mp_cuda_bad_arg(mp_error *err, const char *what, const char *problem);
         if (mp_blas_s_ != CUBLAS_STATUS_SUCCESS)                                                   \
             return mp_cuda_fail_blas(err, mp_blas_s_, what);                                       \
     } while (0)
+
+/* Programmatic dependent launch (Hopper; no-ops before it and for kernels
+ * launched without the attribute). A kernel that calls
+ * pdl_launch_dependents() lets the PDL-launched kernel after it (the int4
+ * GEMV) start early; that kernel calls pdl_wait() before it reads anything
+ * an earlier kernel writes, so the early start is safe for any kernel. */
+#ifdef __CUDACC__
+__device__ __forceinline__ void pdl_launch_dependents(void)
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait(void)
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+#endif
 
 static inline bool mp_cuda_aligned(const void *p, size_t a)
 {
