@@ -151,7 +151,7 @@ static void test_q8(void)
 }
 
 /* Shapes that reach the AMX kernel's block boundaries (more than 256 rows,
- * more than 128 outputs, odd 16-output blocks, long groups cut into
+ * more than 256 outputs, odd 16-output blocks, long groups cut into
  * superchunks, several long groups): every path against the scalar one,
  * bit for bit (the scalar one is checked against independent math above). */
 static void test_q8_big(void)
@@ -160,7 +160,8 @@ static void test_q8_big(void)
         uint32_t n, k, kg;
         size_t m;
     } cases[] = {
-        {136, 3200, 3200, 270}, /* one long group: split-K; 9 blocks = 2 output blocks */
+        {136, 3200, 3200, 270}, /* one long group: split-K; 9 blocks, odd */
+        {296, 3200, 3200, 37},  /* split-K, 19 blocks = 2 output blocks of 256 (the second odd) */
         {72, 3584, 1024, 45},   /* 4 groups of 1024: split-K with a running f32 sum */
         {40, 2048, 256, 290},   /* down-like: all-K, 2 row blocks, the last of 34 rows */
     };
