@@ -183,16 +183,25 @@ typedef struct wset {
     size_t bytes;
 } wset;
 
+/* copies of `bytes` that together read >= 256 MiB (2 to 64) */
+static int rotation_count(size_t bytes)
+{
+    size_t count = ((size_t)256 << 20) / bytes + 1;
+    return count > 64 ? 64 : count < 2 ? 2 : (int)count;
+}
+
+/* calls per timed graph over `count` rotating copies */
+static int rotation_calls(int count)
+{
+    return count * (count < 8 ? 8 : 2);
+}
+
 static void wset_make(wset *s, uint32_t n, uint32_t k, bool asym)
 {
     size_t bytes;
     void *first = make_int4(n, k, asym, &bytes);
     s->bytes = bytes;
-    s->count = (int)(((size_t)256 << 20) / bytes) + 1;
-    if (s->count > 64)
-        s->count = 64;
-    if (s->count < 2)
-        s->count = 2;
+    s->count = rotation_count(bytes);
     for (int i = 0; i < s->count; i++) {
         void *d = first;
         if (i) {
@@ -237,16 +246,14 @@ static double time_int4(wset *s, wset *b, const float *dx, uint32_t m, float *dy
  * the same-size reference for a GEMV that reads `bytes` of weights */
 static double time_copy(size_t bytes)
 {
-    int count = (int)(((size_t)256 << 20) / bytes) + 1;
-    if (count > 64)
-        count = 64;
+    const int count = rotation_count(bytes);
     void *src[64], *dst[64];
     for (int i = 0; i < count; i++) {
         src[i] = dalloc(bytes);
         dst[i] = dalloc(bytes);
         OK(mp_cuda_memset_async(ctx, src[i], 0x3c, bytes, &err));
     }
-    const int calls = count * (count < 8 ? 8 : 2);
+    const int calls = rotation_calls(count);
     mp_cuda_graph *g;
     OK(mp_cuda_graph_begin(ctx, &err));
     for (int i = 0; i < calls; i++)
@@ -265,8 +272,7 @@ static void gemv_row(const char *name, uint32_t n, uint32_t k, wset *s, wset *b,
                      float *dy)
 {
     const size_t bytes = s->bytes + (b ? b->bytes : 0);
-    const int count = b && b->count < s->count ? b->count : s->count;
-    const int calls = count * (count < 8 ? 8 : 2);
+    const int calls = rotation_calls(b && b->count < s->count ? b->count : s->count);
     const mp_cuda_gemv_cfg no_pdl = {0, 0, 0, 0}, with_pdl = {0, 0, 0, 1};
     const double t0 = time_int4(s, b, dx, 1, dy, -1, &no_pdl, calls);
     const double t1 = time_int4(s, b, dx, 1, dy, -1, &with_pdl, calls);
@@ -297,7 +303,7 @@ static void bench_gemv(double d2d)
         gemv_row(shapes[i].name, shapes[i].n, shapes[i].k, &s, NULL, d2d, dx, dy);
         if (!quick && (i == 1 || i == 3)) {
             const uint32_t ms[] = {2, 4, 8, 16, 32};
-            const int calls = s.count * (s.count < 8 ? 8 : 2);
+            const int calls = rotation_calls(s.count);
             printf("    %s at M =", shapes[i].name);
             for (size_t j = 0; j < 5; j++)
                 printf(" %u: %.1f us;", ms[j], time_int4(&s, NULL, dx, ms[j], dy, -1, NULL, calls));
@@ -306,7 +312,7 @@ static void bench_gemv(double d2d)
         if (i == 3) { /* asym costs the same bytes plus the mins */
             wset a;
             wset_make(&a, shapes[i].n, shapes[i].k, true);
-            const int calls = a.count * (a.count < 8 ? 8 : 2);
+            const int calls = rotation_calls(a.count);
             double tasym = time_int4(&a, NULL, dx, 1, dy, -1, NULL, calls);
             printf("    %s int4_asym M=1: %.2f us = %.0f GB/s\n", shapes[i].name, tasym,
                    a.bytes / (tasym * 1e-6) / 1e9);
@@ -324,7 +330,7 @@ static void bench_gemv(double d2d)
         gemv_row(pairs[i].name, pairs[i].n0 + pairs[i].n1, pairs[i].k, &a, &b, d2d, dx, dy);
         if (!quick && i == 0) {
             const uint32_t ms[] = {2, 4, 8, 16, 32};
-            const int count = a.count < b.count ? a.count : b.count, calls = count * (count < 8 ? 8 : 2);
+            const int calls = rotation_calls(a.count < b.count ? a.count : b.count);
             printf("    %s at M =", pairs[i].name);
             for (size_t j = 0; j < 5; j++)
                 printf(" %u: %.1f us;", ms[j], time_int4(&a, &b, dx, ms[j], dy, -1, NULL, calls));

@@ -207,6 +207,14 @@ static double *ref_linear_i4(const i4w *w, const float *x, size_t ldx, uint32_t 
     return ref;
 }
 
+/* ref[m][n] += y[m][.. n] (stride ldy): the accumulate mode's reference */
+static void ref_add_rows(double *ref, const float *y, size_t ldy, uint32_t m, uint32_t n)
+{
+    for (uint32_t i = 0; i < m; i++)
+        for (uint32_t r = 0; r < n; r++)
+            ref[(size_t)i * n + r] += y[i * ldy + r];
+}
+
 /* path: -1 GEMV, 0 cuBLAS, 1 fused; cfg (NULL = heuristic) for the GEMV */
 static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path, const mp_cuda_gemv_cfg *cfg,
                         bool accumulate)
@@ -229,12 +237,10 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
      * also round the dequantized weights to bf16 */
     double *ref = ref_linear_i4(&w, x, ldx, m, true, path >= 0);
     double *exact = ref_linear_i4(&w, x, ldx, m, false, false);
-    if (accumulate)
-        for (uint32_t i = 0; i < m; i++)
-            for (uint32_t r = 0; r < n; r++) {
-                ref[(size_t)i * n + r] += y0[i * ldy + r];
-                exact[(size_t)i * n + r] += y0[i * ldy + r];
-            }
+    if (accumulate) {
+        ref_add_rows(ref, y0, ldy, m, n);
+        ref_add_rows(exact, y0, ldy, m, n);
+    }
     char what[160];
     snprintf(what, sizeof what, "int4 %s n=%u k=%u m=%u path=%d gemv=%d/%d/%d/%d acc=%d", asym ? "asym" : "sym", n, k,
              m, path, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0,
@@ -261,7 +267,6 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
     free(w.blob);
 }
 
-
 /* Two weights of one x in one GEMV launch (q_a | kv_a, gate | up): each
  * output matches its own reference, and a split-K launch gives the same bits
  * twice (partial sums are added in a fixed order). */
@@ -285,12 +290,8 @@ static void run_i4_pair_case(uint32_t n0, uint32_t n1, uint32_t k, bool asym, ui
     dget(g1, dy1, (size_t)m * ld1 * sizeof *g1);
     double *r0 = ref_linear_i4(&w0, x, ldx, m, true, false), *r1 = ref_linear_i4(&w1, x, ldx, m, true, false);
     if (accumulate) {
-        for (uint32_t i = 0; i < m; i++)
-            for (uint32_t r = 0; r < n0; r++)
-                r0[(size_t)i * n0 + r] += y0[i * ld0 + r];
-        for (uint32_t i = 0; i < m; i++)
-            for (uint32_t r = 0; r < n1; r++)
-                r1[(size_t)i * n1 + r] += y1[i * ld1 + r];
+        ref_add_rows(r0, y0, ld0, m, n0);
+        ref_add_rows(r1, y1, ld1, m, n1);
     }
     char what[160];
     snprintf(what, sizeof what, "int4 pair %s n=%u+%u k=%u m=%u gemv=%d/%d/%d acc=%d", asym ? "asym" : "sym", n0, n1, k,

@@ -312,7 +312,7 @@ static void gemv_pick(const mp_cuda_ctx *ctx, int tiles, int ngroups, int M, mp_
         kb = (ngroups + gpw * wk - 1) / (gpw * wk);
     if (kb > 8)
         kb = 8;
-    if (kb < 1 || !ctx->clusters)
+    if (kb < 1 || !mp_cuda_is_hopper(ctx))
         kb = 1;
     while (gemv_xs_bytes(wk, gpw, M) > GEMV_XS_MAX && (gpw > 2 || wk > 1)) {
         if (gpw > 2)
@@ -651,14 +651,14 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
     }
     if ((c.k_warps != 1 && c.k_warps != 2 && c.k_warps != 4 && c.k_warps != 8) ||
         (c.groups_per_warp != 2 && c.groups_per_warp != 4 && c.groups_per_warp != 8) || c.k_blocks < 1 ||
-        c.k_blocks > 8 || (c.k_blocks > 1 && !ctx->clusters))
+        c.k_blocks > 8 || (c.k_blocks > 1 && !mp_cuda_is_hopper(ctx)))
         return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range");
     if (gemv_xs_bytes(c.k_warps, c.groups_per_warp, a.M) > GEMV_XS_MAX)
         return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration stages too much x for its token count");
     a.wk = c.k_warps;
     a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
     const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
-    const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && ctx->pdl_capable;
+    const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && mp_cuda_is_hopper(ctx);
     const bool asym = w0->asym;
     cudaError_t e;
     if (m <= 8)
@@ -807,5 +807,5 @@ int mp_cuda_linear_int4_pair(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, float *y0
 
 void mp_cuda_set_pdl(mp_cuda_ctx *ctx, bool on)
 {
-    ctx->pdl = on && ctx->pdl_capable;
+    ctx->pdl = on && mp_cuda_is_hopper(ctx);
 }

@@ -23,9 +23,7 @@ struct mp_cuda_ctx {
     void *ws; /* scratch workspace */
     size_t ws_bytes;
     mp_cuda_gemm_path gemm_path;
-    bool clusters;    /* thread-block clusters (compute capability >= 9) */
-    bool pdl_capable; /* programmatic dependent launch (>= 9) */
-    bool pdl;         /* GEMVs are launched with it */
+    bool pdl; /* GEMVs are launched with programmatic dependent launch */
 };
 
 /* Formats "cuda: WHAT: cudaErrorX (text)" into err; returns MP_ERR_INPUT. */
@@ -70,6 +68,12 @@ __device__ __forceinline__ void pdl_wait(void)
 #endif
 }
 #endif
+
+/* Thread-block clusters and programmatic dependent launch: Hopper and newer. */
+static inline bool mp_cuda_is_hopper(const mp_cuda_ctx *ctx)
+{
+    return ctx->cc_major >= 9;
+}
 
 static inline bool mp_cuda_aligned(const void *p, size_t a)
 {
