@@ -268,33 +268,56 @@ static double time_copy(size_t bytes)
     return ms * 1e3 / calls;
 }
 
+/* whether a GEMV variant runs at all on this shape (the whole-tile kernel
+ * has limits), without timing it */
+static bool gemv_variant_ok(wset *s, wset *b, const float *dx, float *dy, const mp_cuda_gemv_cfg *cfg)
+{
+    mp_error e = {0};
+    float *dy1 = dy + s->w[0].n;
+    int rc = b ? mp_cuda_linear_int4_pair_variant(ctx, &s->w[0], dy, s->w[0].n, &b->w[0], dy1, b->w[0].n, dx,
+                                                  s->w[0].k, 1, false, cfg, &e)
+               : mp_cuda_linear_int4_variant(ctx, &s->w[0], dx, s->w[0].k, 1, dy, s->w[0].n, false, -1, cfg, &e);
+    OK(mp_cuda_sync(ctx, &err));
+    return rc == MP_OK;
+}
+
 static void gemv_row(const char *name, uint32_t n, uint32_t k, wset *s, wset *b, double d2d, const float *dx,
                      float *dy)
 {
     const size_t bytes = s->bytes + (b ? b->bytes : 0);
     const int calls = rotation_calls(b && b->count < s->count ? b->count : s->count);
-    const mp_cuda_gemv_cfg no_pdl = {0, 0, 0, 0}, with_pdl = {0, 0, 0, 1};
-    const double t0 = time_int4(s, b, dx, 1, dy, -1, &no_pdl, calls);
-    const double t1 = time_int4(s, b, dx, 1, dy, -1, &with_pdl, calls);
+    const mp_cuda_gemv_cfg reg = {0, 0, 0, 0, -1}, reg_pdl = {0, 0, 0, 1, -1}, tile_warp = {0, 0, 0, 1, 1},
+                           tile_block = {0, 0, 0, 1, 2}, heur = {0, 0, 0, -1, 0};
+    const double t0 = time_int4(s, b, dx, 1, dy, -1, &reg, calls);
+    const double t1 = time_int4(s, b, dx, 1, dy, -1, &reg_pdl, calls);
+    const bool tile_ok = gemv_variant_ok(s, b, dx, dy, &tile_warp);
+    const double t3 = tile_ok ? time_int4(s, b, dx, 1, dy, -1, &tile_warp, calls) : 0;
+    const double t4 = tile_ok ? time_int4(s, b, dx, 1, dy, -1, &tile_block, calls) : 0;
+    const double th = time_int4(s, b, dx, 1, dy, -1, &heur, calls);
     const double tc = time_copy(bytes);
     double t2 = 0; /* the same products as two launches (pairs only) */
     if (b)
-        t2 = time_int4(s, NULL, dx, 1, dy, -1, &with_pdl, calls) + time_int4(b, NULL, dx, 1, dy, -1, &with_pdl, calls);
-    const double gbs = bytes / (t1 * 1e-6) / 1e9;
-    printf("%-15s %6u %6u %8.2f | %7.2f %7.2f | %7.0f %6.0f%% | %7.2f %6.0f%%\n", name, n, k, bytes / 1e6, t0, t1, gbs,
-           100.0 * gbs / d2d, tc, 100.0 * tc / t1);
+        t2 = time_int4(s, NULL, dx, 1, dy, -1, &heur, calls) + time_int4(b, NULL, dx, 1, dy, -1, &heur, calls);
+    const double gbs = bytes / (th * 1e-6) / 1e9;
+    char tile[40] = "      -       -";
+    if (t3 > 0)
+        snprintf(tile, sizeof tile, "%7.2f %7.2f", t3, t4);
+    printf("%-15s %6u %6u %8.2f | %7.2f %7.2f %s | %7.2f %7.0f %6.0f%% | %7.2f %6.0f%%\n", name, n, k, bytes / 1e6, t0,
+           t1, tile, th, gbs, 100.0 * gbs / d2d, tc, 100.0 * tc / th);
     if (b)
-        printf("%-15s (as two launches with PDL: %.2f us)\n", "", t2);
+        printf("%-15s (as two launches, heuristic: %.2f us)\n", "", t2);
 }
 
 static void bench_gemv(double d2d)
 {
-    printf("\nint4 GEMV (gpu_int4, sym), M = 1, launch shape from the heuristic, weights rotated over >= 256 MiB of "
-           "copies, graph replay;\nPDL = programmatic dependent launch (each GEMV's weight loads overlap the end of the "
-           "one before);\ncopy = a D2D cudaMemcpy of the same byte count in the same kind of graph (its time as a %% "
-           "of the GEMV's):\n");
-    printf("%-15s %6s %6s %8s | %-15s | %-14s | %-14s\n", "shape", "N", "K", "MB", "us: plain / PDL", "GB/s  of D2D",
-           "copy us  of GEMV");
+    printf("\nint4 GEMV (gpu_int4, sym), M = 1, weights rotated over >= 256 MiB of copies, graph replay. Kernels: reg = "
+           "the register-loading GEMV\n(its heuristic shape) without and with programmatic dependent launch (PDL: each "
+           "GEMV's weight loads overlap the end\nof the one before); tile = the whole-tile prefetch GEMV (cp.async.bulk into "
+           "shared memory) with PDL, copies per warp / per block,\n'-' where it does not fit; heur = what the heuristic picks (timed again), its GB/s "
+           "and %% of the D2D bandwidth; copy = a D2D cudaMemcpy of the same byte count\nin the same kind of graph (its "
+           "time as a %% of heur's):\n");
+    printf("%-15s %6s %6s %8s | %-23s | %-22s | %-14s\n", "shape", "N", "K", "MB", "us: reg / reg PDL / tile warp / block",
+           "heur us  GB/s  of D2D", "copy us  of GEMV");
     float *dx = drand_f32(16384 * 32, -1, 1);
     float *dy = dalloc((size_t)32768 * 32 * 4);
     for (size_t i = 0; i < NSHAPES; i++) {

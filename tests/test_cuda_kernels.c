@@ -242,9 +242,9 @@ static void run_i4_case(uint32_t n, uint32_t k, bool asym, uint32_t m, int path,
         ref_add_rows(exact, y0, ldy, m, n);
     }
     char what[160];
-    snprintf(what, sizeof what, "int4 %s n=%u k=%u m=%u path=%d gemv=%d/%d/%d/%d acc=%d", asym ? "asym" : "sym", n, k,
-             m, path, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0,
-             cfg ? cfg->pdl : -1, accumulate);
+    snprintf(what, sizeof what, "int4 %s n=%u k=%u m=%u path=%d gemv=%d/%d/%d/%d bulk=%d acc=%d", asym ? "asym" : "sym",
+             n, k, m, path, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0,
+             cfg ? cfg->pdl : -1, cfg ? cfg->bulk : 0, accumulate);
     check_close(what, y, ldy, ref, n, m, n, 2e-5);
     strncat(what, " (vs exact)", sizeof what - strlen(what) - 1);
     check_close(what, y, ldy, exact, n, m, n, 1e-2);
@@ -294,8 +294,9 @@ static void run_i4_pair_case(uint32_t n0, uint32_t n1, uint32_t k, bool asym, ui
         ref_add_rows(r1, y1, ld1, m, n1);
     }
     char what[160];
-    snprintf(what, sizeof what, "int4 pair %s n=%u+%u k=%u m=%u gemv=%d/%d/%d acc=%d", asym ? "asym" : "sym", n0, n1, k,
-             m, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0, accumulate);
+    snprintf(what, sizeof what, "int4 pair %s n=%u+%u k=%u m=%u gemv=%d/%d/%d bulk=%d acc=%d", asym ? "asym" : "sym", n0,
+             n1, k, m, cfg ? cfg->k_warps : 0, cfg ? cfg->groups_per_warp : 0, cfg ? cfg->k_blocks : 0,
+             cfg ? cfg->bulk : 0, accumulate);
     check_close(what, g0, ld0, r0, n0, m, n0, 2e-5);
     check_close(what, g1, ld1, r1, n1, m, n1, 2e-5);
     /* padding columns keep their values: nothing written past n */
@@ -331,13 +332,55 @@ static void run_i4_pair_case(uint32_t n0, uint32_t n1, uint32_t k, bool asym, ui
 
 static void test_int4_pair(bool clusters)
 {
-    const mp_cuda_gemv_cfg split = {2, 2, clusters ? 7 : 1, 1};
+    const mp_cuda_gemv_cfg split = {2, 2, clusters ? 7 : 1, 1, 0};
     const uint32_t ms[] = {1, 4, 17};
     for (size_t i = 0; i < 3; i++) {
         run_i4_pair_case(200, 72, 2944, false, ms[i], NULL, false);
         run_i4_pair_case(200, 72, 2944, true, ms[i], NULL, i == 1);
         run_i4_pair_case(48, 300, 1000, false, ms[i], &split, i == 2);
     }
+}
+
+/* The whole-tile prefetch GEMV (Hopper, m <= 8), copies per warp (bulk 1)
+ * and per block (bulk 2): K over 1-8 blocks of a cluster (23 groups: blocks
+ * and warps with unequal shares, some warps with none; 56 groups: 7 per
+ * warp), 1-8 tokens, sym and asym, accumulate, pairs (with the
+ * identical-bits rerun). Outside its range it is a usage error. */
+static void test_int4_bulk(bool hopper)
+{
+    const int kbs[] = {1, 2, 3, 8};
+    const uint32_t ms[] = {1, 2, 5, 8};
+    mp_cuda_int4 none = {dalloc(mp_cuda_int4_bytes(64, 2944, false)), 64, 2944, false};
+    float *dx = dalloc((size_t)9 * 2944 * 4), *dy = dalloc((size_t)9 * 64 * 4);
+    if (hopper) {
+        for (size_t a = 0; a < 4; a++)
+            for (size_t i = 0; i < 4; i++) {
+                const mp_cuda_gemv_cfg cfg = {0, 0, kbs[a], (int)((a + i) & 1), 1 + (int)(i & 1)};
+                run_i4_case(272, 2944, (a + i) & 1, ms[i], -1, &cfg, i == 2);
+            }
+        for (int mode = 1; mode <= 2; mode++) {
+            const mp_cuda_gemv_cfg one = {0, 0, 0, 1, mode}, three = {0, 0, 3, 1, mode};
+            run_i4_case(48, 300, mode == 2, 1, -1, &one, false);
+            run_i4_case(40, 7168, mode == 1, 3, -1, &one, false);
+            run_i4_pair_case(200, 72, 2944, false, 1, &one, false);
+            run_i4_pair_case(48, 300, 2944, true, 4, &three, false);
+            run_i4_pair_case(48, 300, 1000, false, 8, &three, true);
+        }
+        /* the heuristic's choice at DeepSeek-V3's q_a | kv_a (132 tiles) */
+        run_i4_pair_case(1536, 576, 7168, false, 1, NULL, false);
+        const mp_cuda_gemv_cfg nine = {0, 0, 9, 1, 1}, mode3 = {0, 0, 1, 1, 3};
+        int rc = mp_cuda_linear_int4_variant(ctx, &none, dx, 2944, 1, dy, 64, false, -1, &nine, &err);
+        CHECKF(rc == MP_ERR_USAGE, "whole-tile gemv with 9 cluster blocks: expected a usage error, got %d", rc);
+        rc = mp_cuda_linear_int4_variant(ctx, &none, dx, 2944, 1, dy, 64, false, -1, &mode3, &err);
+        CHECKF(rc == MP_ERR_USAGE, "whole-tile gemv copy mode 3: expected a usage error, got %d", rc);
+    }
+    /* nine tokens (or a GPU before Hopper) are out of the kernel's range */
+    const mp_cuda_gemv_cfg forced = {0, 0, 0, -1, 1};
+    int rc = mp_cuda_linear_int4_variant(ctx, &none, dx, 2944, hopper ? 9 : 1, dy, 64, false, -1, &forced, &err);
+    CHECKF(rc == MP_ERR_USAGE, "whole-tile gemv out of range: expected a usage error, got %d", rc);
+    mp_cuda_free(ctx, (void *)none.data);
+    mp_cuda_free(ctx, dx);
+    mp_cuda_free(ctx, dy);
 }
 
 static void test_int4(void)
@@ -357,7 +400,7 @@ static void test_int4(void)
             for (size_t c = 0; c < 3; c++) {
                 if (kbs[c] > 1 && !clusters)
                     continue;
-                mp_cuda_gemv_cfg cfg = {kws[a], gpws[b], kbs[c], (int)((a + b + c) & 1)};
+                mp_cuda_gemv_cfg cfg = {kws[a], gpws[b], kbs[c], (int)((a + b + c) & 1), 0};
                 run_i4_case(272, 2944, false, 1, -1, &cfg, false);
                 /* a block stages x for wk * gpw groups and m tokens (320
                  * bytes each, at most 32 KiB): larger shapes are refused */
@@ -380,6 +423,7 @@ static void test_int4(void)
     run_i4_case(576, 512, false, 1, -1, NULL, true);
     run_i4_case(1040, 384, true, 12, -1, NULL, true);
     test_int4_pair(clusters);
+    test_int4_bulk(clusters);
     /* GEMM paths */
     const uint32_t gm[] = {33, 130};
     for (int path = 0; path <= 1; path++)

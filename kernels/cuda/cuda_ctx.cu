@@ -93,6 +93,8 @@ int mp_cuda_ctx_create(int device, size_t workspace_bytes, mp_cuda_ctx **out, mp
     snprintf(ctx->name, sizeof ctx->name, "%s", prop.name);
     ctx->sm_count = prop.multiProcessorCount;
     ctx->cc_major = prop.major;
+    ctx->smem_per_sm = prop.sharedMemPerMultiprocessor;
+    ctx->smem_optin = prop.sharedMemPerBlockOptin;
     ctx->pdl = mp_cuda_is_hopper(ctx);
     if (prop.major < 8) {
         rc = mp_fail(err, MP_ERR_INPUT, "cuda", NULL, "GPU %d (%s) has compute capability %d.%d; 8.0 or newer is needed",

@@ -20,7 +20,8 @@ __device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi)
 __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1)
 {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+    /* not volatile: the compiler may interleave independent mma chains */
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -88,131 +89,162 @@ typedef struct gemv_args {
     const float *x;
     size_t ldx;
     int M, accumulate;
+    int bulk_per_warp; /* whole-tile kernel: copies per warp (else per block) */
 } gemv_args;
 
-template <int GPW, int NT, bool ASYM>
-__global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
+/* The segment (weight and output) of a launch's first or second weight,
+ * field by field so that the kernel parameters are not copied to local memory. */
+__device__ __forceinline__ gemv_seg gemv_pick_seg(const gemv_args &a, bool second)
 {
-    extern __shared__ uint4 xs_raw[];
-    uint32_t *xs = (uint32_t *)xs_raw; /* [pass groups][M][4][XS_WORDS] */
-    __shared__ float red[8][NT][4][32];
-    const int WK = a.wk, WR = 8 / WK;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int wk = warp % WK, wr = warp / WK;
-    const int g = lane >> 2, t = lane & 3;
-    const int tile = blockIdx.x * WR + wr;
-    const bool active = tile < a.tiles, second = active && tile >= a.s0.tiles;
-    const int lt = second ? tile - a.s0.tiles : tile;
-    const uint8_t *q = second ? a.s1.q : a.s0.q;
-    const __half *scale = second ? a.s1.scale : a.s0.scale;
-    const __half *minv = second ? a.s1.minv : a.s0.minv;
-    const int ng = a.ngroups, M = a.M;
-    const int rowA = (active ? lt : 0) * 16 + g, rowB = rowA + 8;
-    const size_t rowbytes = (size_t)ng * 64;
-    const int gb0 = blockIdx.y * a.gpb, gb1 = min(ng, gb0 + a.gpb), PG = WK * GPW;
-    const uint8_t *pa = q + (size_t)rowA * rowbytes + t * 16, *pb = pa + 8 * rowbytes;
-    const __half *sa = scale + (size_t)rowA * ng, *sb = sa + 8 * ng;
-    const __half *ma = ASYM ? minv + (size_t)rowA * ng : nullptr, *mb = ASYM ? ma + 8 * ng : nullptr;
-    float acc[NT][4] = {};
-    pdl_launch_dependents();
+    gemv_seg s;
+    s.q = second ? a.s1.q : a.s0.q;
+    s.scale = second ? a.s1.scale : a.s0.scale;
+    s.minv = second ? a.s1.minv : a.s0.minv;
+    s.y = second ? a.s1.y : a.s0.y;
+    s.ldy = second ? a.s1.ldy : a.s0.ldy;
+    s.N = second ? a.s1.N : a.s0.N;
+    s.tiles = 0;
+    return s;
+}
 
-    for (int p0 = gb0; p0 < gb1; p0 += PG) {
-        const int my0 = p0 + wk * GPW, myn = max(0, min(GPW, gb1 - my0));
-        uint4 wa[GPW], wb[GPW];
-        __half2 hs[GPW], hm[GPW];
+/* One quantization group of a 16-row tile for the lane (g, t): wa / wb are
+ * its 16 bytes of rows g and g+8, hs (hm) their scales (mins), xg the group's
+ * staged x ([M][4][XS_WORDS] words). Adds scale · Σ q·x (+ min · Σx) into acc. */
+template <int NT, bool ASYM>
+__device__ __forceinline__ void gemv_group(const uint4 wa, const uint4 wb, const __half2 hs, const __half2 hm,
+                                           const uint32_t *xg, int M, int g, int t, float acc[NT][4])
+{
+    uint32_t xb[NT][16];
+    float xsum[NT];
 #pragma unroll
-        for (int u = 0; u < GPW; u++) {
-            if (active && u < myn) {
-                wa[u] = __ldcs((const uint4 *)(pa + (size_t)(my0 + u) * 64));
-                wb[u] = __ldcs((const uint4 *)(pb + (size_t)(my0 + u) * 64));
-                hs[u] = __halves2half2(sa[my0 + u], sb[my0 + u]);
-                if (ASYM)
-                    hm[u] = __halves2half2(ma[my0 + u], mb[my0 + u]);
+    for (int j = 0; j < NT; j++) {
+        const int tok = j * 8 + g;
+        xsum[j] = 0.0f;
+        if (tok < M) {
+            const uint4 *src = (const uint4 *)(xg + (tok * 4 + t) * XS_WORDS);
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const uint4 w4 = src[v];
+                xb[j][4 * v] = w4.x, xb[j][4 * v + 1] = w4.y, xb[j][4 * v + 2] = w4.z, xb[j][4 * v + 3] = w4.w;
             }
+            if (ASYM)
+#pragma unroll
+                for (int e = 0; e < 16; e++)
+                    xsum[j] += __uint_as_float(xb[j][e] << 16) + __uint_as_float(xb[j][e] & 0xffff0000u);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 16; e++)
+                xb[j][e] = 0;
         }
-        if (p0 == gb0)
-            pdl_wait(); /* x and y belong to the kernels before this one */
-        else
-            __syncthreads(); /* the previous pass's x is no longer read */
-        const int pg = min(PG, gb1 - p0);
-        for (int idx = threadIdx.x; idx < pg * M * 64; idx += 256) {
-            const int gl = idx / (M * 64), rem = idx - gl * (M * 64);
-            const int tok = rem >> 6, wd = rem & 63, tt = wd >> 4, e = wd & 15;
-            const int kk = (p0 + gl) * 128 + tt * 32 + 8 * (e >> 2) + (e & 3);
-            const float *xr = a.x + (size_t)tok * a.ldx;
-            const float lo = kk < a.K ? xr[kk] : 0.0f, hi = kk + 4 < a.K ? xr[kk + 4] : 0.0f;
-            xs[((gl * M + tok) * 4 + tt) * XS_WORDS + e] = bf16x2_bits(lo, hi);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int u = 0; u < GPW; u++) {
-            if (u >= myn)
-                break;
-            const int gl = wk * GPW + u;
-            uint32_t xb[NT][16];
-            float xsum[NT];
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                const int tok = j * 8 + g;
-                xsum[j] = 0.0f;
-                if (tok < M) {
-                    const uint4 *src = (const uint4 *)(xs + ((gl * M + tok) * 4 + t) * XS_WORDS);
-#pragma unroll
-                    for (int v = 0; v < 4; v++) {
-                        const uint4 w4 = src[v];
-                        xb[j][4 * v] = w4.x, xb[j][4 * v + 1] = w4.y, xb[j][4 * v + 2] = w4.z, xb[j][4 * v + 3] = w4.w;
-                    }
-                    if (ASYM)
-#pragma unroll
-                        for (int e = 0; e < 16; e++)
-                            xsum[j] += __uint_as_float(xb[j][e] << 16) + __uint_as_float(xb[j][e] & 0xffff0000u);
-                } else {
-#pragma unroll
-                    for (int e = 0; e < 16; e++)
-                        xb[j][e] = 0;
-                }
-                if (ASYM) {
-                    xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 1);
-                    xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 2);
-                }
-            }
-            float c[NT][4] = {};
-            const uint32_t wA[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-            const uint32_t wB[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
-#pragma unroll
-            for (int s = 0; s < 8; s++) {
-                const int w = s >> 1, i0 = (s & 1) * 2;
-                /* a0: row g, k slots 2t..2t+1 <- pair i0; a1: row g+8;
-                 * a2/a3: k slots 2t+8..2t+9 <- pair i0+1 */
-                const uint32_t a0 = dequant_pair<ASYM>(wA[w], i0), a1 = dequant_pair<ASYM>(wB[w], i0);
-                const uint32_t a2 = dequant_pair<ASYM>(wA[w], i0 + 1), a3 = dequant_pair<ASYM>(wB[w], i0 + 1);
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-                    mma_bf16_16816(c[j], a0, a1, a2, a3, xb[j][w * 4 + i0], xb[j][w * 4 + i0 + 1]);
-            }
-            const float2 sc = __half22float2(hs[u]);
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                if (ASYM) {
-                    /* Σx of tokens 2t and 2t+1 sits in lanes (2t)*4 and (2t+1)*4 */
-                    const float2 mn = __half22float2(hm[u]);
-                    const float x0 = __shfl_sync(0xffffffffu, xsum[j], (2 * t) * 4);
-                    const float x1 = __shfl_sync(0xffffffffu, xsum[j], (2 * t + 1) * 4);
-                    acc[j][0] += sc.x * c[j][0] + mn.x * x0;
-                    acc[j][1] += sc.x * c[j][1] + mn.x * x1;
-                    acc[j][2] += sc.y * c[j][2] + mn.y * x0;
-                    acc[j][3] += sc.y * c[j][3] + mn.y * x1;
-                } else {
-                    acc[j][0] = fmaf(sc.x, c[j][0], acc[j][0]);
-                    acc[j][1] = fmaf(sc.x, c[j][1], acc[j][1]);
-                    acc[j][2] = fmaf(sc.y, c[j][2], acc[j][2]);
-                    acc[j][3] = fmaf(sc.y, c[j][3], acc[j][3]);
-                }
-            }
+        if (ASYM) {
+            xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 1);
+            xsum[j] += __shfl_xor_sync(0xffffffffu, xsum[j], 2);
         }
     }
+    /* one token tile: two accumulator chains (even and odd steps) instead of
+     * one chain of 8 dependent mma (more tiles are independent chains already) */
+    float c[NT][4] = {}, c2[NT][4] = {};
+    const uint32_t wA[4] = {wa.x, wa.y, wa.z, wa.w};
+    const uint32_t wB[4] = {wb.x, wb.y, wb.z, wb.w};
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int w = s >> 1, i0 = (s & 1) * 2;
+        /* a0: row g, k slots 2t..2t+1 <- pair i0; a1: row g+8;
+         * a2/a3: k slots 2t+8..2t+9 <- pair i0+1 */
+        const uint32_t a0 = dequant_pair<ASYM>(wA[w], i0), a1 = dequant_pair<ASYM>(wB[w], i0);
+        const uint32_t a2 = dequant_pair<ASYM>(wA[w], i0 + 1), a3 = dequant_pair<ASYM>(wB[w], i0 + 1);
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            mma_bf16_16816(NT == 1 && (s & 1) ? c2[j] : c[j], a0, a1, a2, a3, xb[j][w * 4 + i0], xb[j][w * 4 + i0 + 1]);
+    }
+    if (NT == 1)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            c[0][e] += c2[0][e];
+    const float2 sc = __half22float2(hs);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        if (ASYM) {
+            /* Σx of tokens 2t and 2t+1 sits in lanes (2t)*4 and (2t+1)*4 */
+            const float2 mn = __half22float2(hm);
+            const float x0 = __shfl_sync(0xffffffffu, xsum[j], (2 * t) * 4);
+            const float x1 = __shfl_sync(0xffffffffu, xsum[j], (2 * t + 1) * 4);
+            acc[j][0] += sc.x * c[j][0] + mn.x * x0;
+            acc[j][1] += sc.x * c[j][1] + mn.x * x1;
+            acc[j][2] += sc.y * c[j][2] + mn.y * x0;
+            acc[j][3] += sc.y * c[j][3] + mn.y * x1;
+        } else {
+            acc[j][0] = fmaf(sc.x, c[j][0], acc[j][0]);
+            acc[j][1] = fmaf(sc.x, c[j][1], acc[j][1]);
+            acc[j][2] = fmaf(sc.y, c[j][2], acc[j][2]);
+            acc[j][3] = fmaf(sc.y, c[j][3], acc[j][3]);
+        }
+    }
+}
 
-    /* the wk warps of a tile, summed in wk order */
+/* Stages x for groups [p0, p0 + pg) of M tokens as bf16 fragment words
+ * ([group][M][4][XS_WORDS]), threads `first`, `first + step`, ... A unit is
+ * 8 consecutive values (two float4 loads) that become 4 words (one 16-byte
+ * store): values i and i+4 share a word. Each thread issues the loads of 4
+ * units before it converts any: staging is a chain of dependent global loads
+ * otherwise, which cost microseconds when a warp stages its own groups. */
+/* Unit idx of the staging: x[tok] values [k0, k0 + 8) and their words' place in xs */
+__device__ __forceinline__ void stage_unit(const gemv_args &a, int p0, int idx, const float **src, int *k0, int *dst)
+{
+    const int M = a.M, gl = idx / (M * 16), rem = idx - gl * (M * 16), tok = rem >> 4, c = rem & 15;
+    *k0 = (p0 + gl) * 128 + c * 8; /* c = tt * 4 + b: values [32 tt + 8 b, +8) of the group */
+    *src = a.x + (size_t)tok * a.ldx + *k0;
+    *dst = ((gl * M + tok) * 4 + (c >> 2)) * XS_WORDS + (c & 3) * 4;
+}
+
+template <int UNITS>
+__device__ __forceinline__ void gemv_stage_x(uint32_t *xs, const gemv_args &a, int p0, int pg, int first, int step)
+{
+    const int n = pg * a.M * 16;
+    for (int base = first; base < n; base += UNITS * step) {
+        float4 v[UNITS][2];
+        int dst[UNITS];
+#pragma unroll
+        for (int r = 0; r < UNITS; r++) {
+            const int idx = base + r * step;
+            if (idx >= n)
+                break;
+            const float *xr;
+            int k0;
+            stage_unit(a, p0, idx, &xr, &k0, &dst[r]);
+            if (k0 + 8 <= a.K) {
+                v[r][0] = *(const float4 *)xr;
+                v[r][1] = *(const float4 *)(xr + 4);
+            } else {
+                float t[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    t[i] = k0 + i < a.K ? xr[i] : 0.0f;
+                v[r][0] = make_float4(t[0], t[1], t[2], t[3]);
+                v[r][1] = make_float4(t[4], t[5], t[6], t[7]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < UNITS; r++) {
+            if (base + r * step >= n)
+                break;
+            *(uint4 *)(xs + dst[r]) = make_uint4(bf16x2_bits(v[r][0].x, v[r][1].x), bf16x2_bits(v[r][0].y, v[r][1].y),
+                                                 bf16x2_bits(v[r][0].z, v[r][1].z), bf16x2_bits(v[r][0].w, v[r][1].w));
+        }
+    }
+}
+
+/* The partial sums of a tile: the wk warps of a block in wk order (red:
+ * one slot per warp), then (Hopper, gridDim.y > 1) the cluster's blocks in
+ * rank order through distributed shared memory; warp wk == 0 of rank 0
+ * writes the tile's rows rowA, rowA + 8 of y. Every thread of the block
+ * calls this (it synchronizes the block and the cluster). */
+template <int NT>
+__device__ __forceinline__ void gemv_finish(float acc[NT][4], float (*red)[NT][4][32], const int WK, const int warp,
+                                            const int wk, const bool active, const gemv_seg &seg, const int rowA,
+                                            const gemv_args &a)
+{
+    const int lane = threadIdx.x & 31, t = lane & 3;
     if (WK > 1) {
         if (wk != 0)
 #pragma unroll
@@ -231,8 +263,7 @@ __global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
                         acc[j][e] += red[warp + o][j][e][lane];
     }
 #if __CUDA_ARCH__ >= 900
-    /* the cluster's blocks (K ranges), summed by rank 0 in rank order; a
-     * warp with wk == 0 puts its sum in its own red slot, which no warp of
+    /* a warp with wk == 0 puts its sum in its own red slot, which no warp of
      * the block reads */
     if (gridDim.y > 1) {
         cg::cluster_group cl = cg::this_cluster();
@@ -260,21 +291,228 @@ __global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
     }
 #endif
     if (wk == 0 && active) {
-        const int N = second ? a.s1.N : a.s0.N;
-        float *y = second ? a.s1.y : a.s0.y;
-        const size_t ldy = second ? a.s1.ldy : a.s0.ldy;
+        const int M = a.M, rowB = rowA + 8;
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int row = e < 2 ? rowA : rowB;
                 const int tok = j * 8 + 2 * t + (e & 1);
-                if (row < N && tok < M) {
-                    float *yp = y + (size_t)tok * ldy + row;
+                if (row < seg.N && tok < M) {
+                    float *yp = seg.y + (size_t)tok * seg.ldy + row;
                     *yp = a.accumulate ? *yp + acc[j][e] : acc[j][e];
                 }
             }
     }
+}
+
+template <int GPW, int NT, bool ASYM>
+__global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
+{
+    extern __shared__ uint4 xs_raw[];
+    uint32_t *xs = (uint32_t *)xs_raw; /* [pass groups][M][4][XS_WORDS] */
+    __shared__ float red[8][NT][4][32];
+    const int WK = a.wk, WR = 8 / WK;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wk = warp % WK, wr = warp / WK;
+    const int g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.x * WR + wr;
+    const bool active = tile < a.tiles, second = active && tile >= a.s0.tiles;
+    const int lt = second ? tile - a.s0.tiles : tile;
+    const gemv_seg seg = gemv_pick_seg(a, second);
+    const int ng = a.ngroups, M = a.M;
+    const int rowA = (active ? lt : 0) * 16 + g;
+    const size_t rowbytes = (size_t)ng * 64;
+    const int gb0 = blockIdx.y * a.gpb, gb1 = min(ng, gb0 + a.gpb), PG = WK * GPW;
+    const uint8_t *pa = seg.q + (size_t)rowA * rowbytes + t * 16, *pb = pa + 8 * rowbytes;
+    const __half *sa = seg.scale + (size_t)rowA * ng, *sb = sa + 8 * ng;
+    const __half *ma = ASYM ? seg.minv + (size_t)rowA * ng : nullptr, *mb = ASYM ? ma + 8 * ng : nullptr;
+    float acc[NT][4] = {};
+    pdl_launch_dependents();
+
+    for (int p0 = gb0; p0 < gb1; p0 += PG) {
+        const int my0 = p0 + wk * GPW, myn = max(0, min(GPW, gb1 - my0));
+        uint4 wa[GPW], wb[GPW];
+        __half2 hs[GPW], hm[GPW];
+#pragma unroll
+        for (int u = 0; u < GPW; u++) {
+            if (active && u < myn) {
+                wa[u] = __ldcs((const uint4 *)(pa + (size_t)(my0 + u) * 64));
+                wb[u] = __ldcs((const uint4 *)(pb + (size_t)(my0 + u) * 64));
+                hs[u] = __halves2half2(sa[my0 + u], sb[my0 + u]);
+                if (ASYM)
+                    hm[u] = __halves2half2(ma[my0 + u], mb[my0 + u]);
+            }
+        }
+        if (p0 == gb0)
+            pdl_wait(); /* x and y belong to the kernels before this one */
+        else
+            __syncthreads(); /* the previous pass's x is no longer read */
+        gemv_stage_x<1>(xs, a, p0, min(PG, gb1 - p0), threadIdx.x, 256); /* weights occupy the registers */
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < GPW; u++) {
+            if (u >= myn)
+                break;
+            const int gl = wk * GPW + u;
+            gemv_group<NT, ASYM>(wa[u], wb[u], hs[u], ASYM ? hm[u] : hs[u], xs + gl * M * 4 * XS_WORDS, M, g, t, acc);
+        }
+    }
+    gemv_finish<NT>(acc, red, WK, warp, wk, active, seg, rowA, a);
+}
+
+/* ---- GEMV, whole-tile prefetch (Hopper, 1..8 tokens) -------------------------
+ *
+ * For matrices of about one or two 16-row tiles per SM (q_a, q_a‖kv_a, the
+ * shared expert's gate‖up): a block owns one tile and the groups [gb0, gb1)
+ * of it (K split over the blocks of a cluster as above); warp w owns an
+ * eighth of those groups. At its start the block asks the copy engine
+ * (cp.async.bulk, one copy per row, completion counted in bytes on an
+ * mbarrier) for all its weights, then loads its scales, so the whole matrix
+ * is requested within the first instructions of the launch, before
+ * griddepcontrol.wait; the register kernel above keeps at most GPW groups
+ * per warp in flight. Two ways to issue the copies, both measured best for
+ * some shapes on the H100 (docs/CUDA.md): per warp (each warp copies and
+ * waits for its own groups, 16 copies per warp) or per block (warp 0 copies
+ * each row's whole range, one mbarrier for the block).
+ * Shared memory: the tile's rows (16 bytes of padding each, so that the
+ * lanes' 16-byte reads fall in distinct banks), then per warp its scales
+ * (and mins) and its staged x. */
+
+#define BULK_WARP_GROUPS_MAX 32 /* groups per warp: K up to 8 x 32 x 128 per block */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+typedef struct bulk_shape {
+    int row_bytes;  /* shared bytes per tile row: groups per block x 64 + 16 */
+    int wg;         /* groups per warp at most */
+    int warp_bytes; /* per warp: scales (and mins), then x */
+} bulk_shape;
+
+static __host__ __device__ inline bulk_shape gemv_bulk_shape(int gpb, int M, bool asym)
+{
+    bulk_shape b;
+    b.row_bytes = gpb * 64 + 16;
+    b.wg = (gpb + 7) / 8;
+    b.warp_bytes = b.wg * 8 * 4 * (asym ? 2 : 1) + b.wg * M * 4 * XS_WORDS * 4;
+    return b;
+}
+
+static __host__ __device__ inline size_t gemv_bulk_smem(int gpb, int M, bool asym)
+{
+    const bulk_shape b = gemv_bulk_shape(gpb, M, asym);
+    return (size_t)16 * b.row_bytes + (size_t)8 * b.warp_bytes;
+}
+
+#if __CUDA_ARCH__ >= 900
+/* Rows [lt*16 + lane] of the tile, groups [c0, c0 + n), into the shared
+ * rows at group c0 - gb0, on mbarrier bar (lanes 0..15 issue one copy each;
+ * lane 0 sets the barrier up first). */
+__device__ __forceinline__ void bulk_copy_rows(const gemv_seg &seg, int lt, size_t rowbytes, int c0, int n, int gb0,
+                                               uint8_t *wsm, int row_bytes, uint32_t bar, int lane)
+{
+    if (lane == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(16 * n * 64) : "memory");
+    }
+    __syncwarp();
+    if (lane < 16) {
+        const uint8_t *src = seg.q + (size_t)(lt * 16 + lane) * rowbytes + (size_t)c0 * 64;
+        const uint32_t dst = smem_addr(wsm + lane * row_bytes + (c0 - gb0) * 64);
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     ::"r"(dst), "l"(src), "r"(n * 64), "r"(bar)
+                     : "memory");
+    }
+}
+
+__device__ __forceinline__ void bulk_wait(uint32_t bar)
+{
+    uint32_t ready = 0;
+    do
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ready)
+                     : "r"(bar)
+                     : "memory");
+    while (!ready);
+}
+
+/* Once every thread that waits on it has: the shared memory of an mbarrier
+ * may be reused (by a later block on this SM) only after mbarrier.inval. */
+__device__ __forceinline__ void bulk_release(uint32_t bar)
+{
+    asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+#endif
+
+template <bool ASYM>
+__global__ void __launch_bounds__(256) gemv_int4_bulk_kernel(const gemv_args a)
+{
+#if __CUDA_ARCH__ >= 900
+    extern __shared__ uint4 smem_raw[];
+    __shared__ float red[8][1][4][32];
+    __shared__ __align__(8) uint64_t bar[8];
+    uint8_t *smem = (uint8_t *)smem_raw;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.x;
+    const bool second = tile >= a.s0.tiles;
+    const gemv_seg seg = gemv_pick_seg(a, second);
+    const int lt = second ? tile - a.s0.tiles : tile;
+    const int ng = a.ngroups, M = a.M;
+    const int gb0 = blockIdx.y * a.gpb, gb1 = min(ng, gb0 + a.gpb), nb = gb1 - gb0;
+    const int w0 = gb0 + nb * warp / 8, nw = gb0 + nb * (warp + 1) / 8 - w0;
+    const bulk_shape sh = gemv_bulk_shape(a.gpb, M, ASYM);
+    uint8_t *wsm = smem; /* [16][row_bytes] */
+    __half2 *ssm = (__half2 *)(smem + 16 * sh.row_bytes + warp * sh.warp_bytes); /* [wg][8] (+ mins) */
+    uint32_t *xs = (uint32_t *)((uint8_t *)ssm + sh.wg * 8 * 4 * (ASYM ? 2 : 1));
+    const size_t rowbytes = (size_t)ng * 64;
+    const bool per_warp = a.bulk_per_warp;
+    const uint32_t my_bar = smem_addr(&bar[per_warp ? warp : 0]);
+
+    if (per_warp) {
+        if (nw > 0)
+            bulk_copy_rows(seg, lt, rowbytes, w0, nw, gb0, wsm, sh.row_bytes, my_bar, lane);
+    } else {
+        if (warp == 0)
+            bulk_copy_rows(seg, lt, rowbytes, gb0, nb, gb0, wsm, sh.row_bytes, my_bar, lane);
+        __syncthreads(); /* the barrier is set up before any warp waits on it */
+    }
+    /* scales (and mins) of rows g, g+8 per group, as the lanes will want them */
+    const __half *sc = seg.scale + (size_t)lt * 16 * ng, *mn = ASYM ? seg.minv + (size_t)lt * 16 * ng : nullptr;
+    for (int i = lane; i < nw * 8; i += 32) {
+        const int u = i >> 3, r = i & 7;
+        ssm[i] = __halves2half2(sc[(size_t)r * ng + w0 + u], sc[(size_t)(r + 8) * ng + w0 + u]);
+        if (ASYM)
+            ssm[sh.wg * 8 + i] = __halves2half2(mn[(size_t)r * ng + w0 + u], mn[(size_t)(r + 8) * ng + w0 + u]);
+    }
+    pdl_launch_dependents();
+    pdl_wait(); /* x and y belong to the kernels before this one */
+    float acc[1][4] = {};
+    if (nw > 0) {
+        gemv_stage_x<4>(xs, a, w0, nw, lane, 32);
+        __syncwarp();
+        bulk_wait(my_bar);
+        __syncwarp();
+        if (per_warp && lane == 0)
+            bulk_release(my_bar);
+        const uint8_t *ra = wsm + g * sh.row_bytes + (w0 - gb0) * 64 + t * 16, *rb = ra + 8 * sh.row_bytes;
+#pragma unroll 2
+        for (int u = 0; u < nw; u++)
+            gemv_group<1, ASYM>(*(const uint4 *)(ra + u * 64), *(const uint4 *)(rb + u * 64), ssm[u * 8 + g],
+                                ASYM ? ssm[sh.wg * 8 + u * 8 + g] : ssm[u * 8 + g], xs + u * M * 4 * XS_WORDS, M, g,
+                                t, acc);
+    }
+    if (!per_warp) {
+        __syncthreads(); /* every warp has waited */
+        if (threadIdx.x == 0)
+            bulk_release(my_bar);
+    }
+    gemv_finish<1>(acc, red, 8, warp, warp, true, seg, lt * 16 + g, a);
+#endif
 }
 
 static size_t gemv_xs_bytes(int wk, int gpw, int M)
@@ -320,19 +558,19 @@ static void gemv_pick(const mp_cuda_ctx *ctx, int tiles, int ngroups, int M, mp_
         else
             wk /= 2;
     }
-    c->k_warps = wk, c->groups_per_warp = gpw, c->k_blocks = kb, c->pdl = -1;
+    c->k_warps = wk, c->groups_per_warp = gpw, c->k_blocks = kb, c->pdl = -1, c->bulk = -1;
 }
 
-template <int GPW, int NT>
-static cudaError_t gemv_launch_t(mp_cuda_ctx *ctx, const gemv_args &a, bool asym, int kb, bool pdl)
+/* Launch attributes of a GEMV: a cluster of kb blocks along y (K split),
+ * programmatic dependent launch. `at` must hold two entries. */
+static void gemv_launch_cfg(mp_cuda_ctx *ctx, dim3 grid, size_t smem, int kb, bool pdl, cudaLaunchConfig_t *cfg,
+                            cudaLaunchAttribute *at)
 {
-    const int WR = 8 / a.wk;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((a.tiles + WR - 1) / WR), (unsigned)kb, 1);
-    cfg.blockDim = dim3(256, 1, 1);
-    cfg.dynamicSmemBytes = gemv_xs_bytes(a.wk, GPW, a.M);
-    cfg.stream = ctx->stream;
-    cudaLaunchAttribute at[2];
+    *cfg = cudaLaunchConfig_t{};
+    cfg->gridDim = grid;
+    cfg->blockDim = dim3(256, 1, 1);
+    cfg->dynamicSmemBytes = smem;
+    cfg->stream = ctx->stream;
     unsigned n = 0;
     if (kb > 1) {
         at[n].id = cudaLaunchAttributeClusterDimension;
@@ -346,11 +584,58 @@ static cudaError_t gemv_launch_t(mp_cuda_ctx *ctx, const gemv_args &a, bool asym
         at[n].val.programmaticStreamSerializationAllowed = 1;
         n++;
     }
-    cfg.attrs = at;
-    cfg.numAttrs = n;
+    cfg->attrs = at;
+    cfg->numAttrs = n;
+}
+
+template <int GPW, int NT>
+static cudaError_t gemv_launch_t(mp_cuda_ctx *ctx, const gemv_args &a, bool asym, int kb, bool pdl)
+{
+    const int WR = 8 / a.wk;
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute at[2];
+    gemv_launch_cfg(ctx, dim3((unsigned)((a.tiles + WR - 1) / WR), (unsigned)kb, 1), gemv_xs_bytes(a.wk, GPW, a.M),
+                    kb, pdl, &cfg, at);
     if (asym)
         return cudaLaunchKernelEx(&cfg, gemv_int4_kernel<GPW, NT, true>, a);
     return cudaLaunchKernelEx(&cfg, gemv_int4_kernel<GPW, NT, false>, a);
+}
+
+static cudaError_t gemv_bulk_launch(mp_cuda_ctx *ctx, const gemv_args &a, bool asym, int kb, bool pdl)
+{
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute at[2];
+    gemv_launch_cfg(ctx, dim3((unsigned)a.tiles, (unsigned)kb, 1), gemv_bulk_smem(a.gpb, a.M, asym), kb, pdl, &cfg,
+                    at);
+    if (asym)
+        return cudaLaunchKernelEx(&cfg, gemv_int4_bulk_kernel<true>, a);
+    return cudaLaunchKernelEx(&cfg, gemv_int4_bulk_kernel<false>, a);
+}
+
+/* Whether the whole-tile prefetch kernel can take this product with K split
+ * over kb blocks: Hopper, at most 8 tokens, groups per warp within bounds,
+ * and its shared memory within a block's limit. */
+static bool gemv_bulk_fits(const mp_cuda_ctx *ctx, int ngroups, int M, bool asym, int kb)
+{
+    const int gpb = (ngroups + kb - 1) / kb;
+    return mp_cuda_is_hopper(ctx) && M <= 8 && kb >= 1 && kb <= 8 && (gpb + 7) / 8 <= BULK_WARP_GROUPS_MAX &&
+           gemv_bulk_smem(gpb, M, asym) <= ctx->gemv_bulk_smem_max;
+}
+
+/* The heuristic's kernel, measured on the H100 for M = 1, 4, 8 (docs/CUDA.md):
+ * the whole-tile kernel (K not split) for 1-4 tokens and S/2 to 2S tiles
+ * (S SMs; q_a 96, shexp gate 128, q_a‖kv_a 132, gate‖up 256 of 132), its
+ * copies per block from 7/8 S tiles on and per warp below (q_a: 4.6 against
+ * 6.5 us; the other three 3-8% faster per block; why is not known); the
+ * register kernel otherwise (kv_a's 36 tiles, which it splits over more SMs;
+ * shexp down's 448 and q_b's 1536, which it streams as fast; 8 tokens).
+ * Returns 0 (register kernel), 1 (copies per warp) or 2 (per block). */
+static int gemv_bulk_pick(const mp_cuda_ctx *ctx, int tiles, int ngroups, int M, bool asym)
+{
+    const int S = ctx->sm_count;
+    if (M > 4 || 2 * tiles < S || tiles > 2 * S || !gemv_bulk_fits(ctx, ngroups, M, asym, 1))
+        return 0;
+    return 8 * tiles >= 7 * S ? 2 : 1;
 }
 
 template <int NT>
@@ -569,7 +854,16 @@ __global__ void __launch_bounds__(256, 2) gemm_int4_kernel(const uint8_t *__rest
 
 int mp_cuda_int4_init(mp_cuda_ctx *ctx, mp_error *err)
 {
-    (void)ctx;
+    /* the whole-tile prefetch GEMV may use what a block can opt in to, less its static shared memory */
+    cudaFuncAttributes fa;
+    MP_CUDA_TRY(cudaFuncGetAttributes(&fa, gemv_int4_bulk_kernel<true>), "cudaFuncGetAttributes(gemv_bulk)");
+    ctx->gemv_bulk_smem_max = ctx->smem_optin > fa.sharedSizeBytes ? ctx->smem_optin - fa.sharedSizeBytes : 0;
+    MP_CUDA_TRY(cudaFuncSetAttribute(gemv_int4_bulk_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)ctx->gemv_bulk_smem_max),
+                "cudaFuncSetAttribute(gemv_bulk)");
+    MP_CUDA_TRY(cudaFuncSetAttribute(gemv_int4_bulk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)ctx->gemv_bulk_smem_max),
+                "cudaFuncSetAttribute(gemv_bulk)");
     MP_CUDA_TRY(cudaFuncSetAttribute(gemm_int4_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, FG_SMEM),
                 "cudaFuncSetAttribute(gemm_int4)");
     MP_CUDA_TRY(cudaFuncSetAttribute(gemm_int4_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, FG_SMEM),
@@ -638,8 +932,16 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
     a.ldx = ldx;
     a.M = (int)m;
     a.accumulate = accumulate ? 1 : 0;
+    const bool asym = w0->asym;
     mp_cuda_gemv_cfg c;
     gemv_pick(ctx, a.tiles, a.ngroups, a.M, &c);
+    /* the whole-tile kernel: forced (bulk 1 or 2), or the heuristic's when no
+     * register-kernel field is forced */
+    int bulk = cfg ? cfg->bulk : 0;
+    if (bulk == 0 && !(cfg && (cfg->k_warps || cfg->groups_per_warp)))
+        bulk = gemv_bulk_pick(ctx, a.tiles, a.ngroups, a.M, asym);
+    if (bulk > 0)
+        c.k_blocks = 1;
     if (cfg) {
         if (cfg->k_warps)
             c.k_warps = cfg->k_warps;
@@ -648,6 +950,19 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
         if (cfg->k_blocks)
             c.k_blocks = cfg->k_blocks;
         c.pdl = cfg->pdl;
+    }
+    const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && mp_cuda_is_hopper(ctx);
+    if (bulk > 0) {
+        if (bulk > 2 || !gemv_bulk_fits(ctx, a.ngroups, a.M, asym, c.k_blocks))
+            return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range for the whole-tile kernel");
+        a.wk = 8;
+        a.bulk_per_warp = bulk == 1;
+        a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
+        const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
+        cudaError_t e = gemv_bulk_launch(ctx, a, asym, kb, pdl);
+        if (e != cudaSuccess)
+            return mp_cuda_fail(err, e, "linear_int4 (gemv)");
+        return mp_cuda_launch_check(err, "linear_int4 (gemv)");
     }
     if ((c.k_warps != 1 && c.k_warps != 2 && c.k_warps != 4 && c.k_warps != 8) ||
         (c.groups_per_warp != 2 && c.groups_per_warp != 4 && c.groups_per_warp != 8) || c.k_blocks < 1 ||
@@ -658,8 +973,6 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
     a.wk = c.k_warps;
     a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
     const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
-    const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && mp_cuda_is_hopper(ctx);
-    const bool asym = w0->asym;
     cudaError_t e;
     if (m <= 8)
         e = gemv_launch_nt<1>(ctx, a, asym, c.groups_per_warp, kb, pdl);

@@ -177,9 +177,13 @@ void mp_cuda_set_pdl(mp_cuda_ctx *ctx, bool on);
  * choice. k_warps: warps of a block splitting a 16-row tile's K (1, 2, 4, 8);
  * groups_per_warp: 128-value groups a warp loads at once (2, 4, 8);
  * k_blocks: blocks of a cluster splitting K (1..8, Hopper); pdl: -1 the
- * context's setting, 0 off, 1 on. */
+ * context's setting, 0 off, 1 on; bulk: the whole-tile prefetch kernel
+ * (Hopper, m <= 8; k_warps and groups_per_warp do not apply; k_blocks
+ * defaults to 1) with its copies issued per warp (1) or per block (2), -1
+ * the register kernel, 0 the heuristic's choice (the register kernel when
+ * k_warps or groups_per_warp is given). */
 typedef struct mp_cuda_gemv_cfg {
-    int k_warps, groups_per_warp, k_blocks, pdl;
+    int k_warps, groups_per_warp, k_blocks, pdl, bulk;
 } mp_cuda_gemv_cfg;
 
 /* Benchmarks and tests: run one specific variant. path forces the GEMV

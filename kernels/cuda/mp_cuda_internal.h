@@ -15,6 +15,8 @@ struct mp_cuda_ctx {
     int device;
     int sm_count;
     int cc_major;
+    size_t smem_per_sm, smem_optin; /* shared memory of an SM, and what one block can opt in to */
+    size_t gemv_bulk_smem_max;      /* dynamic shared memory the whole-tile GEMV may use */
     char name[256];
     cudaStream_t stream;
     cublasHandle_t blas;
