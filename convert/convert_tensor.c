@@ -77,6 +77,34 @@ static uint64_t chunk_rows(uint64_t cols, uint64_t multiple)
     return n ? n : multiple;
 }
 
+/* Adds one weight and the value the container stores for it to the job's
+ * quantization-error sums. */
+static inline void count_error(job *j, double w, double stored)
+{
+    double e = w - stored;
+    j->sum_w2 += w * w;
+    j->sum_e2 += e * e;
+}
+
+/* x rounded to bf16, its rounding error counted. */
+static inline uint16_t bf16_counted(job *j, float x)
+{
+    uint16_t h = mp_f32_to_bf16(x);
+    count_error(j, x, mp_bf16_to_f32(h));
+    return h;
+}
+
+/* The packed data and, after it in the same buffer at scale_offset, the
+ * scales (and whatever follows them): the tensor's two planned ranges. */
+static int write_data_and_scales(writer *w, const uint8_t *packed, uint64_t data_bytes, uint64_t scale_offset,
+                                 mp_error *err)
+{
+    int rc = write_at(w, packed, data_bytes, w->t->data_offset, err);
+    if (rc)
+        return rc;
+    return write_at(w, packed + scale_offset, w->t->scale_size, w->t->scale_offset, err);
+}
+
 static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
 {
     const mp_ctensor *t = w->t;
@@ -99,12 +127,8 @@ static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
             memcpy(sc->b, sc->f, n * cols * 4);
         } else {
             uint16_t *o = (uint16_t *)sc->b;
-            for (uint64_t i = 0; i < n * cols; i++) {
-                o[i] = mp_f32_to_bf16(sc->f[i]);
-                double e = (double)sc->f[i] - mp_bf16_to_f32(o[i]);
-                j->sum_w2 += (double)sc->f[i] * sc->f[i];
-                j->sum_e2 += e * e;
-            }
+            for (uint64_t i = 0; i < n * cols; i++)
+                o[i] = bf16_counted(j, sc->f[i]);
         }
         if ((rc = write_at(w, sc->b, n * cols * elem, t->data_offset + r0 * cols * elem, err)))
             return rc;
@@ -147,18 +171,14 @@ static int run_int4(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err
             for (uint64_t k = 0; k < cols; k++) {
                 float sf = mp_f16_to_f32(s[k / MP_INT4_GROUP]);
                 float mf = scheme == MP_INT4_ASYM ? mp_f16_to_f32(m[k / MP_INT4_GROUP]) : 0.0f;
-                double e = (double)row[k] - mp_int4_dequant(scheme, q[k], sf, mf);
-                j->sum_w2 += (double)row[k] * row[k];
-                j->sum_e2 += e * e;
+                count_error(j, row[k], mp_int4_dequant(scheme, q[k], sf, mf));
             }
         }
         if ((rc = mp_gpu_int4_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), sc->q, cols, scale,
                                         scheme == MP_INT4_ASYM ? min : NULL, sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
-    if ((rc = write_at(w, sc->b, lay.data_bytes, t->data_offset, err)))
-        return rc;
-    return write_at(w, sc->b + lay.scale_offset, t->scale_size, t->scale_offset, err);
+    return write_data_and_scales(w, sc->b, lay.data_bytes, lay.scale_offset, err);
 }
 
 static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
@@ -191,19 +211,14 @@ static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
             float *s = sc->s + r * groups;
             if ((rc = mp_quant_int8_row(row, (uint32_t)cols, lay.kg, q, s, err)))
                 return mp_error_prefix(err, t->name);
-            for (uint64_t k = 0; k < cols; k++) {
-                double e = (double)row[k] - (double)q[k] * s[k / lay.kg];
-                j->sum_w2 += (double)row[k] * row[k];
-                j->sum_e2 += e * e;
-            }
+            for (uint64_t k = 0; k < cols; k++)
+                count_error(j, row[k], (double)q[k] * s[k / lay.kg]);
         }
         if ((rc = mp_amx_int8_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), (const int8_t *)sc->q, cols, sc->s,
                                         sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
-    if ((rc = write_at(w, sc->b, lay.data_bytes, t->data_offset, err)))
-        return rc;
-    return write_at(w, sc->b + lay.scale_offset, t->scale_size, t->scale_offset, err);
+    return write_data_and_scales(w, sc->b, lay.data_bytes, lay.scale_offset, err);
 }
 
 static int run_amx_bf16(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
@@ -228,12 +243,8 @@ static int run_amx_bf16(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
         if ((rc = read_checked(c, j, src, r0, n, sc->f, err)))
             return rc;
-        for (uint64_t i = 0; i < n * cols; i++) {
-            h[i] = mp_f32_to_bf16(sc->f[i]);
-            double e = (double)sc->f[i] - mp_bf16_to_f32(h[i]);
-            j->sum_w2 += (double)sc->f[i] * sc->f[i];
-            j->sum_e2 += e * e;
-        }
+        for (uint64_t i = 0; i < n * cols; i++)
+            h[i] = bf16_counted(j, sc->f[i]);
         if ((rc = mp_amx_bf16_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), h, cols, sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
@@ -263,23 +274,13 @@ static int run_heads(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *er
     if (j->kind == JOB_W_UK) {
         for (uint64_t h = 0; h < nh; h++)
             for (uint64_t cc = 0; cc < lora; cc++)
-                for (uint64_t dd = 0; dd < nope; dd++, i++) {
-                    float x = from_kvb ? f[(h * (nope + vd) + dd) * lora + cc] : f[i];
-                    o[i] = mp_f32_to_bf16(x);
-                    double e = (double)x - mp_bf16_to_f32(o[i]);
-                    j->sum_w2 += (double)x * x;
-                    j->sum_e2 += e * e;
-                }
+                for (uint64_t dd = 0; dd < nope; dd++, i++)
+                    o[i] = bf16_counted(j, from_kvb ? f[(h * (nope + vd) + dd) * lora + cc] : f[i]);
     } else {
         for (uint64_t h = 0; h < nh; h++)
             for (uint64_t jj = 0; jj < vd; jj++)
-                for (uint64_t cc = 0; cc < lora; cc++, i++) {
-                    float x = from_kvb ? f[(h * (nope + vd) + nope + jj) * lora + cc] : f[i];
-                    o[i] = mp_f32_to_bf16(x);
-                    double e = (double)x - mp_bf16_to_f32(o[i]);
-                    j->sum_w2 += (double)x * x;
-                    j->sum_e2 += e * e;
-                }
+                for (uint64_t cc = 0; cc < lora; cc++, i++)
+                    o[i] = bf16_counted(j, from_kvb ? f[(h * (nope + vd) + nope + jj) * lora + cc] : f[i]);
     }
     return write_at(w, sc->b, t->data_size, t->data_offset, err);
 }
