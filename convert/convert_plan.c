@@ -111,13 +111,9 @@ static int need_src(ctx *c, mp_role role, int32_t layer, int32_t expert, const m
     const mp_src_tensor *t = mp_source_find(c->src, role, layer, expert);
     *out = t;
     if (!t) {
-        char where[64] = "";
-        if (layer >= 0)
-            snprintf(where, sizeof where, " of layer %d%s", layer, "");
-        if (expert >= 0)
-            snprintf(where + strlen(where), sizeof where - strlen(where), ", expert %d", expert);
+        char where[64];
         return mp_fail(err, MP_ERR_INPUT, c->src->path, NULL, "the checkpoint has no %s tensor%s", mp_role_name(role),
-                       where);
+                       mp_tensor_place(layer, expert, where, sizeof where));
     }
     uint64_t rows, cols;
     expected_shape(c->d, role, &rows, &cols);
