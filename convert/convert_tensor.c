@@ -25,6 +25,25 @@ static void *grow(void *p, size_t *cap, size_t need)
     return p;
 }
 
+/* Makes the worker's scratch buffers hold at least these byte counts (0: a
+ * buffer the caller does not use, left as it is); out of memory is an error
+ * naming tensor t. */
+static int reserve(struct scratch *sc, const mp_ctensor *t, size_t f_bytes, size_t b_bytes, size_t q_bytes,
+                   size_t s_bytes, mp_error *err)
+{
+    if (f_bytes)
+        sc->f = grow(sc->f, &sc->f_cap, f_bytes);
+    if (b_bytes)
+        sc->b = grow(sc->b, &sc->b_cap, b_bytes);
+    if (q_bytes)
+        sc->q = grow(sc->q, &sc->q_cap, q_bytes);
+    if (s_bytes)
+        sc->s = grow(sc->s, &sc->s_cap, s_bytes);
+    if ((f_bytes && !sc->f) || (b_bytes && !sc->b) || (q_bytes && !sc->q) || (s_bytes && !sc->s))
+        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    return MP_OK;
+}
+
 /* ---- converting one tensor ----------------------------------------------- */
 
 typedef struct writer {
@@ -112,14 +131,12 @@ static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
     bool f32 = t->quant == MP_QUANT_F32;
     uint64_t cols = src->cols, step = chunk_rows(cols, 1);
     size_t elem = f32 ? 4 : 2;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, step * cols * elem);
-    if (!sc->f || !sc->b)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    int rc = reserve(sc, t, step * cols * sizeof(float), step * cols * elem, 0, 0, err);
+    if (rc)
+        return rc;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
-        int rc = read_checked(c, j, src, r0, n, sc->f, err);
-        if (rc)
+        if ((rc = read_checked(c, j, src, r0, n, sc->f, err)))
             return rc;
         if (f32) {
             for (uint64_t i = 0; i < n * cols; i++)
@@ -149,12 +166,9 @@ static int run_int4(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: int4 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
     uint32_t groups = lay.groups;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols);
-    sc->s = grow(sc->s, &sc->s_cap, step * groups * 2 * sizeof(uint16_t));
-    if (!sc->f || !sc->b || !sc->q || !sc->s)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols,
+                      step * groups * 2 * sizeof(uint16_t), err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     uint16_t *scale = (uint16_t *)sc->s, *min = scale + step * groups;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
@@ -194,12 +208,9 @@ static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: amx_int8 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
     uint32_t groups = lay.groups;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols);
-    sc->s = grow(sc->s, &sc->s_cap, step * groups * sizeof(float));
-    if (!sc->f || !sc->b || !sc->q || !sc->s)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols, step * groups * sizeof(float),
+                      err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
@@ -232,11 +243,8 @@ static int run_amx_bf16(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
     if (lay.data_bytes != t->data_size)
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: amx_bf16 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols * 2);
-    if (!sc->f || !sc->b || !sc->q)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols * 2, 0, err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     uint16_t *h = (uint16_t *)sc->q;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
@@ -260,12 +268,8 @@ static int run_heads(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *er
     const mp_model_desc *d = c->d;
     uint64_t nh = d->num_attention_heads, nope = d->qk_nope_head_dim, vd = d->v_head_dim, lora = d->kv_lora_rank;
     uint64_t n = src->rows * src->cols;
-    sc->f = grow(sc->f, &sc->f_cap, n * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, t->data_size);
-    if (!sc->f || !sc->b)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
-    int rc = read_checked(c, j, src, 0, src->rows, sc->f, err);
-    if (rc)
+    int rc = reserve(sc, t, n * sizeof(float), t->data_size, 0, 0, err);
+    if (rc || (rc = read_checked(c, j, src, 0, src->rows, sc->f, err)))
         return rc;
     uint16_t *o = (uint16_t *)sc->b;
     const float *f = sc->f;
