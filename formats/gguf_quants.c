@@ -481,6 +481,23 @@ static inline float iq2_scale(float d, uint32_t s)
     return d * (0.5f + (float)s) * 0.25f;
 }
 
+/* 4 values of a 4-bit-coded grid point, scaled, with sign bits (IQ3). */
+static inline void grid4_signed(float *restrict y, uint16_t point, const uint8_t *levels, float scale, uint32_t signs)
+{
+    for (int j = 0; j < 4; j++) {
+        float v = scale * (float)levels[(point >> (4 * j)) & 15];
+        y[j] = (signs >> j) & 1 ? -v : v;
+    }
+}
+
+/* 8 values of a {-1, 0, 1} lattice point (2-bit codes) shifted by delta,
+ * times the sub-block scale dl (IQ1). */
+static inline void iq1_grid8(float *restrict y, uint16_t point, float dl, float delta)
+{
+    for (int j = 0; j < 8; j++)
+        y[j] = dl * ((float)iq1s_grid_levels[(point >> (2 * j)) & 3] + delta);
+}
+
 /* IQ2_XXS: f16 d, then per 32 elements two u32: four 8-bit grid indices, and
  * four 7-bit sign groups plus a 4-bit scale s in the top bits;
  * scale d * (0.5 + s) * 0.25. */
@@ -544,14 +561,9 @@ static void deq_iq3_xxs(const uint8_t *restrict b, float *restrict y)
         const float db = d * (0.5f + (float)(sg >> 28)) * 0.5f;
         for (int l = 0; l < 4; l++) {
             const uint32_t signs = signs_from_7bits((sg >> (7 * l)) & 127);
-            const uint16_t p0 = iq3xxs_grid[qs[8 * ib + 2 * l]], p1 = iq3xxs_grid[qs[8 * ib + 2 * l + 1]];
             float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 4; j++) {
-                float v0 = db * (float)iq3xxs_grid_levels[(p0 >> (4 * j)) & 15];
-                float v1 = db * (float)iq3xxs_grid_levels[(p1 >> (4 * j)) & 15];
-                out[j] = (signs >> j) & 1 ? -v0 : v0;
-                out[j + 4] = (signs >> (j + 4)) & 1 ? -v1 : v1;
-            }
+            grid4_signed(out, iq3xxs_grid[qs[8 * ib + 2 * l]], iq3xxs_grid_levels, db, signs);
+            grid4_signed(out + 4, iq3xxs_grid[qs[8 * ib + 2 * l + 1]], iq3xxs_grid_levels, db, signs >> 4);
         }
     }
 }
@@ -568,11 +580,7 @@ static void deq_iq3_s(const uint8_t *restrict b, float *restrict y)
         for (int l = 0; l < 8; l++) {
             const uint16_t p = iq3s_grid[qs[8 * ib + l] | (((uint32_t)(qh[ib] >> l) & 1) << 8)];
             const uint8_t sg = signs[4 * ib + l / 2] >> (4 * (l % 2));
-            float *out = y + 32 * ib + 4 * l;
-            for (int j = 0; j < 4; j++) {
-                float v = db * (float)iq3s_grid_levels[(p >> (4 * j)) & 15];
-                out[j] = (sg >> j) & 1 ? -v : v;
-            }
+            grid4_signed(y + 32 * ib + 4 * l, p, iq3s_grid_levels, db, sg);
         }
     }
 }
@@ -591,9 +599,7 @@ static void deq_iq1_s(const uint8_t *restrict b, float *restrict y)
         const float delta = h & 0x8000 ? -0.125f : 0.125f;
         for (int l = 0; l < 4; l++) {
             const uint16_t p = iq1s_grid[qs[4 * ib + l] | (((uint32_t)(h >> (3 * l)) & 7) << 8)];
-            float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 8; j++)
-                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+            iq1_grid8(y + 32 * ib + 8 * l, p, dl, delta);
         }
     }
 }
@@ -618,10 +624,7 @@ static void deq_iq1_m(const uint8_t *restrict b, float *restrict y)
             const uint32_t field = (qh[2 * ib + l / 2] >> (4 * (l % 2))) & 0x0f;
             const uint16_t p = iq1s_grid[qs[4 * ib + l] | ((field & 7) << 8)];
             const float delta = field & 8 ? -0.125f : 0.125f;
-            const float dl = l < 2 ? dl1 : dl2;
-            float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 8; j++)
-                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+            iq1_grid8(y + 32 * ib + 8 * l, p, l < 2 ? dl1 : dl2, delta);
         }
     }
 }
