@@ -5,6 +5,7 @@
 #ifndef MP_CLI_H
 #define MP_CLI_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,6 +26,10 @@ int mp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 bool mp_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max, uint64_t *out);
 bool mp_cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
 bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
+
+/* Prints o as json_dumps(o, flags) writes it, and a newline, to stdout, then
+ * releases o. MP_OK, or (out of memory) the error reported. */
+int mp_cli_print_json(json_t *o, size_t flags);
 
 /* Makes a SIGBUS (a mapped input file that shrank while being read) print
  * "moepack: FILE: the file shrank ..." naming the file and exit with 2

@@ -12,6 +12,17 @@ int mp_cli_report(const mp_error *err)
     return err->code ? err->code : MP_ERR_INPUT;
 }
 
+int mp_cli_print_json(json_t *o, size_t flags)
+{
+    char *s = json_dumps(o, flags);
+    json_decref(o);
+    if (!s)
+        return mp_cli_report(&(mp_error){MP_ERR_INPUT, "out of memory writing JSON"});
+    puts(s);
+    free(s);
+    return MP_OK;
+}
+
 int mp_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     fprintf(stderr, "moepack: %s: ", cmd);

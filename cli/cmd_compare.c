@@ -161,6 +161,7 @@ int mp_cmd_compare(int argc, char **argv)
             }
         }
 
+    int out = MP_OK;
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "file", json_string(file));
@@ -182,11 +183,7 @@ int mp_cmd_compare(int argc, char **argv)
         json_object_set_new(th, "min_greedy", has_greedy ? json_integer((json_int_t)min_greedy) : json_null());
         json_object_set_new(o, "thresholds", th);
         json_object_set_new(o, "pass", json_boolean(nwhy == 0));
-        char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(o);
+        out = mp_cli_print_json(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     } else {
         printf("%s vs %s (%s, %u experts per token)\n", file, ref, mp_model_backend_name(m),
                mp_model_experts_per_token(m));
@@ -201,7 +198,6 @@ int mp_cmd_compare(int argc, char **argv)
         printf("%-7s %7u %12.3e %12.3e %10u %6.2f%% %5u/%-4u %5u/%-4u\n", "all", r.tokens, r.max_abs, r.mean_kl,
                r.top1_agree, 100.0 * r.top1, r.greedy_match, r.greedy_len, r.greedy_forced, r.greedy_len);
     }
-    int out = MP_OK;
     if (fflush(stdout) != 0) {
         mp_fail_errno(&err, "stdout", errno, "cannot write");
         out = mp_cli_report(&err);

@@ -145,12 +145,9 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
                     json_array_append_new(arr, tensor_json(&c->tensors[i]));
             json_object_set_new(o, "tensors", arr);
         }
-        char *s = json_dumps(o, JSON_INDENT(2));
-        puts(s);
-        free(s);
-        json_decref(o);
+        rc = mp_cli_print_json(o, JSON_INDENT(2));
         mp_container_close(c);
-        return MP_OK;
+        return rc;
     }
 
     printf("%s: moepack container %u.%u, %.1f MB, %" PRIu64 " tensors\n", path, c->hdr.version_major,

@@ -67,10 +67,7 @@ int mp_cmd_inspect_source(int argc, char **argv)
             json_array_append_new(arr, x);
         }
         json_object_set_new(o, "tensors", arr);
-        char *txt = json_dumps(o, JSON_INDENT(2));
-        puts(txt);
-        free(txt);
-        json_decref(o);
+        rc = mp_cli_print_json(o, JSON_INDENT(2));
     } else {
         printf("%s: %s checkpoint, %zu file(s), %zu tensors\n\n", s->path, mp_source_kind_name(s->kind), s->n_files,
                s->n_tensors);
@@ -86,5 +83,5 @@ int mp_cmd_inspect_source(int argc, char **argv)
         }
     }
     mp_source_close(s);
-    return MP_OK;
+    return rc;
 }

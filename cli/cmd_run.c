@@ -8,6 +8,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "mp_reply.h"
 #include "mp_runner.h"
 
 #define DEFAULT_CTX 4096u
@@ -146,94 +147,6 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
     return -1;
 }
 
-/* ---- output: streaming text, reasoning shown apart --------------------------- */
-
-typedef struct printer {
-    mp_detok dt;
-    FILE *out;
-    bool tty, in_think;
-    int32_t think_open, think_close;
-    char *text; /* everything generated this turn (for chat history) */
-    size_t len, cap;
-    mp_error err;
-    bool failed;
-} printer;
-
-static void printer_init(printer *p, const mp_tokenizer *tok, bool start_in_think)
-{
-    memset(p, 0, sizeof *p);
-    mp_detok_init(&p->dt, tok, MP_TOK_DECODE_SKIP_SPECIAL);
-    p->out = stdout;
-    p->tty = isatty(fileno(stdout));
-    p->think_open = mp_tokenizer_find(tok, "<think>", 7);
-    p->think_close = mp_tokenizer_find(tok, "</think>", 8);
-    p->in_think = start_in_think;
-    if (start_in_think)
-        fputs(p->tty ? "\x1b[2m" : "[thinking]\n", p->out);
-}
-
-static void keep_text(printer *p, const char *s, size_t n)
-{
-    if (p->len + n + 1 > p->cap) {
-        size_t cap = (p->cap ? p->cap * 2 : 1024) + n;
-        char *t = realloc(p->text, cap);
-        if (!t)
-            return;
-        p->text = t;
-        p->cap = cap;
-    }
-    memcpy(p->text + p->len, s, n);
-    p->len += n;
-    p->text[p->len] = 0;
-}
-
-static bool on_token(int32_t id, void *user)
-{
-    printer *p = user;
-    const char *s;
-    size_t n;
-    if (mp_detok_push(&p->dt, id, &s, &n, &p->err)) {
-        p->failed = true;
-        return false;
-    }
-    keep_text(p, s, n);
-    if (id == p->think_open && p->think_open >= 0 && !p->in_think) {
-        p->in_think = true;
-        fputs(p->tty ? "\x1b[2m" : "[thinking]", p->out);
-        fflush(p->out);
-        return true;
-    }
-    if (id == p->think_close && p->think_close >= 0 && p->in_think) {
-        p->in_think = false;
-        fputs(p->tty ? "\x1b[0m" : "[/thinking]", p->out);
-        fflush(p->out);
-        return true;
-    }
-    fwrite(s, 1, n, p->out);
-    fflush(p->out);
-    return true;
-}
-
-static void printer_finish(printer *p)
-{
-    const char *s;
-    size_t n;
-    if (!mp_detok_flush(&p->dt, &s, &n, &p->err)) {
-        keep_text(p, s, n);
-        fwrite(s, 1, n, p->out);
-    }
-    if (p->in_think && p->tty)
-        fputs("\x1b[0m", p->out);
-    fputc('\n', p->out);
-    fflush(p->out);
-}
-
-static void printer_free(printer *p)
-{
-    mp_detok_free(&p->dt);
-    free(p->text);
-}
-
 static void print_stats(const mp_gen_stats *st, const char *prefix)
 {
     double pf = st->prefill_seconds > 0 ? st->prompt_tokens / st->prefill_seconds : 0;
@@ -241,11 +154,6 @@ static void print_stats(const mp_gen_stats *st, const char *prefix)
     fprintf(stderr, "%sprompt tokens: %u (%u cached), prefill %.1f tok/s, generated %u, decode %.1f tok/s%s\n", prefix,
             st->prompt_tokens, st->cached_tokens, pf, st->generated, dc,
             st->stopped_ctx ? " (stopped: context full)" : "");
-}
-
-static bool starts_in_think(mp_chat_format f)
-{
-    return f == MP_CHAT_DEEPSEEK_R1 || f == MP_CHAT_DEEPSEEK_R1_0528;
 }
 
 /* ---- setup shared by run and chat ------------------------------------------- */
@@ -286,6 +194,22 @@ static int encode_prompt(const mp_model *m, const run_opts *o, const mp_chat_msg
     return rc;
 }
 
+/* Generates the reply to a prompt, streamed to stdout; p keeps its text until
+ * mp_reply_printer_free. */
+static int generate_reply(mp_session *s, mp_sampler *smp, const mp_model *m, const mp_tokens *ids, uint32_t max_new,
+                          mp_reply_printer *p, mp_gen_stats *st, mp_error *err)
+{
+    const mp_tokenizer *tok = mp_model_tokenizer(m);
+    mp_reply_printer_init(p, tok, stdout, isatty(fileno(stdout)), mp_chat_prompt_opens_think(tok, ids->ids, ids->n));
+    int rc = mp_generate(s, smp, ids->ids, ids->n, max_new, true, mp_reply_printer_token, p, st, err);
+    mp_reply_printer_finish(p);
+    if (!rc && p->failed) {
+        *err = p->err;
+        rc = err->code ? err->code : MP_ERR_INPUT;
+    }
+    return rc;
+}
+
 int mp_cmd_run(int argc, char **argv)
 {
     run_opts o;
@@ -310,16 +234,10 @@ int mp_cmd_run(int argc, char **argv)
         rc = mp_fail(&err, MP_ERR_INPUT, NULL, NULL, "the prompt has %zu tokens, more than --ctx %u", ids.n,
                      mp_session_ctx(s));
     if (!rc) {
-        printer p;
-        printer_init(&p, mp_model_tokenizer(m), o.chat && starts_in_think(mp_model_chat_format(m)));
+        mp_reply_printer p;
         mp_gen_stats st;
-        rc = mp_generate(s, smp, ids.ids, ids.n, o.max_new, true, on_token, &p, &st, &err);
-        if (!rc && p.failed) {
-            err = p.err;
-            rc = err.code ? err.code : MP_ERR_INPUT;
-        }
-        printer_finish(&p);
-        printer_free(&p);
+        rc = generate_reply(s, smp, m, &ids, o.max_new, &p, &st, &err);
+        mp_reply_printer_free(&p);
         if (!rc)
             print_stats(&st, "");
     }
@@ -408,18 +326,12 @@ int mp_cmd_chat(int argc, char **argv)
         mp_tokens ids = {0};
         rc = encode_prompt(m, &o, h.msgs, h.n, &ids, &err);
         if (!rc) {
-            printer p;
-            printer_init(&p, mp_model_tokenizer(m), starts_in_think(mp_model_chat_format(m)));
+            mp_reply_printer p;
             mp_gen_stats st;
-            rc = mp_generate(s, smp, ids.ids, ids.n, o.max_new, true, on_token, &p, &st, &err);
-            if (!rc && p.failed) {
-                err = p.err;
-                rc = err.code ? err.code : MP_ERR_INPUT;
-            }
-            printer_finish(&p);
+            rc = generate_reply(s, smp, m, &ids, o.max_new, &p, &st, &err);
             if (!rc)
                 rc = history_add(&h, MP_CHAT_ASSISTANT, p.text ? p.text : "", p.len, &err);
-            printer_free(&p);
+            mp_reply_printer_free(&p);
             if (!rc) {
                 char prefix[32];
                 snprintf(prefix, sizeof prefix, "turn %u: ", ++turn);

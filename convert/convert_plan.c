@@ -111,13 +111,9 @@ static int need_src(ctx *c, mp_role role, int32_t layer, int32_t expert, const m
     const mp_src_tensor *t = mp_source_find(c->src, role, layer, expert);
     *out = t;
     if (!t) {
-        char where[64] = "";
-        if (layer >= 0)
-            snprintf(where, sizeof where, " of layer %d%s", layer, "");
-        if (expert >= 0)
-            snprintf(where + strlen(where), sizeof where - strlen(where), ", expert %d", expert);
+        char where[64];
         return mp_fail(err, MP_ERR_INPUT, c->src->path, NULL, "the checkpoint has no %s tensor%s", mp_role_name(role),
-                       where);
+                       mp_tensor_place(layer, expert, where, sizeof where));
     }
     uint64_t rows, cols;
     expected_shape(c->d, role, &rows, &cols);
@@ -177,6 +173,23 @@ static int plan_plain(ctx *c, mp_role role, int32_t layer, mp_section section, u
     return add_job(c, &s, kind, unit, t, err);
 }
 
+/* W_UK or W_UV: one bf16 [rows, cols] matrix per attention head, on the GPU. */
+static int plan_head_matrices(ctx *c, mp_role role, job_kind kind, int32_t layer, uint64_t rows, uint64_t cols,
+                              uint32_t unit, const mp_src_tensor *src, mp_error *err)
+{
+    char name[96];
+    mp_ctensor s;
+    spec_init(&s, name, sizeof name, role, layer, -1);
+    s.section = MP_SECTION_GPU;
+    s.layout = MP_LAYOUT_HEADS;
+    s.quant = MP_QUANT_BF16;
+    s.ndim = 3;
+    s.shape[0] = c->d->num_attention_heads;
+    s.shape[1] = rows;
+    s.shape[2] = cols;
+    return add_job(c, &s, kind, unit, src, err);
+}
+
 static int plan_heads(ctx *c, int32_t layer, uint32_t unit, mp_error *err)
 {
     const mp_model_desc *d = c->d;
@@ -191,27 +204,10 @@ static int plan_heads(ctx *c, int32_t layer, uint32_t unit, mp_error *err)
         return mp_fail(err, MP_ERR_INPUT, c->src->path, NULL,
                        "layer %d has neither kv_b_proj (attn_kv_b) nor both attn_k_b and attn_v_b", layer);
     }
-    char name[96];
-    mp_ctensor s;
-    spec_init(&s, name, sizeof name, MP_ROLE_W_UK, layer, -1);
-    s.section = MP_SECTION_GPU;
-    s.layout = MP_LAYOUT_HEADS;
-    s.quant = MP_QUANT_BF16;
-    s.ndim = 3;
-    s.shape[0] = d->num_attention_heads;
-    s.shape[1] = d->kv_lora_rank;
-    s.shape[2] = d->qk_nope_head_dim;
-    if ((rc = add_job(c, &s, JOB_W_UK, unit, kb, err)))
+    if ((rc = plan_head_matrices(c, MP_ROLE_W_UK, JOB_W_UK, layer, d->kv_lora_rank, d->qk_nope_head_dim, unit, kb,
+                                 err)))
         return rc;
-    spec_init(&s, name, sizeof name, MP_ROLE_W_UV, layer, -1);
-    s.section = MP_SECTION_GPU;
-    s.layout = MP_LAYOUT_HEADS;
-    s.quant = MP_QUANT_BF16;
-    s.ndim = 3;
-    s.shape[0] = d->num_attention_heads;
-    s.shape[1] = d->v_head_dim;
-    s.shape[2] = d->kv_lora_rank;
-    return add_job(c, &s, JOB_W_UV, unit, vb, err);
+    return plan_head_matrices(c, MP_ROLE_W_UV, JOB_W_UV, layer, d->v_head_dim, d->kv_lora_rank, unit, vb, err);
 }
 
 static int plan_expert(ctx *c, mp_role role, int32_t layer, int32_t e, uint32_t unit, mp_error *err)

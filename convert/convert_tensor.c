@@ -25,6 +25,25 @@ static void *grow(void *p, size_t *cap, size_t need)
     return p;
 }
 
+/* Makes the worker's scratch buffers hold at least these byte counts (0: a
+ * buffer the caller does not use, left as it is); out of memory is an error
+ * naming tensor t. */
+static int reserve(struct scratch *sc, const mp_ctensor *t, size_t f_bytes, size_t b_bytes, size_t q_bytes,
+                   size_t s_bytes, mp_error *err)
+{
+    if (f_bytes)
+        sc->f = grow(sc->f, &sc->f_cap, f_bytes);
+    if (b_bytes)
+        sc->b = grow(sc->b, &sc->b_cap, b_bytes);
+    if (q_bytes)
+        sc->q = grow(sc->q, &sc->q_cap, q_bytes);
+    if (s_bytes)
+        sc->s = grow(sc->s, &sc->s_cap, s_bytes);
+    if ((f_bytes && !sc->f) || (b_bytes && !sc->b) || (q_bytes && !sc->q) || (s_bytes && !sc->s))
+        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    return MP_OK;
+}
+
 /* ---- converting one tensor ----------------------------------------------- */
 
 typedef struct writer {
@@ -77,6 +96,34 @@ static uint64_t chunk_rows(uint64_t cols, uint64_t multiple)
     return n ? n : multiple;
 }
 
+/* Adds one weight and the value the container stores for it to the job's
+ * quantization-error sums. */
+static inline void count_error(job *j, double w, double stored)
+{
+    double e = w - stored;
+    j->sum_w2 += w * w;
+    j->sum_e2 += e * e;
+}
+
+/* x rounded to bf16, its rounding error counted. */
+static inline uint16_t bf16_counted(job *j, float x)
+{
+    uint16_t h = mp_f32_to_bf16(x);
+    count_error(j, x, mp_bf16_to_f32(h));
+    return h;
+}
+
+/* The packed data and, after it in the same buffer at scale_offset, the
+ * scales (and whatever follows them): the tensor's two planned ranges. */
+static int write_data_and_scales(writer *w, const uint8_t *packed, uint64_t data_bytes, uint64_t scale_offset,
+                                 mp_error *err)
+{
+    int rc = write_at(w, packed, data_bytes, w->t->data_offset, err);
+    if (rc)
+        return rc;
+    return write_at(w, packed + scale_offset, w->t->scale_size, w->t->scale_offset, err);
+}
+
 static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
 {
     const mp_ctensor *t = w->t;
@@ -84,14 +131,12 @@ static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
     bool f32 = t->quant == MP_QUANT_F32;
     uint64_t cols = src->cols, step = chunk_rows(cols, 1);
     size_t elem = f32 ? 4 : 2;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, step * cols * elem);
-    if (!sc->f || !sc->b)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    int rc = reserve(sc, t, step * cols * sizeof(float), step * cols * elem, 0, 0, err);
+    if (rc)
+        return rc;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
-        int rc = read_checked(c, j, src, r0, n, sc->f, err);
-        if (rc)
+        if ((rc = read_checked(c, j, src, r0, n, sc->f, err)))
             return rc;
         if (f32) {
             for (uint64_t i = 0; i < n * cols; i++)
@@ -99,12 +144,8 @@ static int run_rowmajor(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
             memcpy(sc->b, sc->f, n * cols * 4);
         } else {
             uint16_t *o = (uint16_t *)sc->b;
-            for (uint64_t i = 0; i < n * cols; i++) {
-                o[i] = mp_f32_to_bf16(sc->f[i]);
-                double e = (double)sc->f[i] - mp_bf16_to_f32(o[i]);
-                j->sum_w2 += (double)sc->f[i] * sc->f[i];
-                j->sum_e2 += e * e;
-            }
+            for (uint64_t i = 0; i < n * cols; i++)
+                o[i] = bf16_counted(j, sc->f[i]);
         }
         if ((rc = write_at(w, sc->b, n * cols * elem, t->data_offset + r0 * cols * elem, err)))
             return rc;
@@ -125,12 +166,9 @@ static int run_int4(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: int4 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
     uint32_t groups = lay.groups;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols);
-    sc->s = grow(sc->s, &sc->s_cap, step * groups * 2 * sizeof(uint16_t));
-    if (!sc->f || !sc->b || !sc->q || !sc->s)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols,
+                      step * groups * 2 * sizeof(uint16_t), err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     uint16_t *scale = (uint16_t *)sc->s, *min = scale + step * groups;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
@@ -147,18 +185,14 @@ static int run_int4(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err
             for (uint64_t k = 0; k < cols; k++) {
                 float sf = mp_f16_to_f32(s[k / MP_INT4_GROUP]);
                 float mf = scheme == MP_INT4_ASYM ? mp_f16_to_f32(m[k / MP_INT4_GROUP]) : 0.0f;
-                double e = (double)row[k] - mp_int4_dequant(scheme, q[k], sf, mf);
-                j->sum_w2 += (double)row[k] * row[k];
-                j->sum_e2 += e * e;
+                count_error(j, row[k], mp_int4_dequant(scheme, q[k], sf, mf));
             }
         }
         if ((rc = mp_gpu_int4_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), sc->q, cols, scale,
                                         scheme == MP_INT4_ASYM ? min : NULL, sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
-    if ((rc = write_at(w, sc->b, lay.data_bytes, t->data_offset, err)))
-        return rc;
-    return write_at(w, sc->b + lay.scale_offset, t->scale_size, t->scale_offset, err);
+    return write_data_and_scales(w, sc->b, lay.data_bytes, lay.scale_offset, err);
 }
 
 static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
@@ -174,12 +208,9 @@ static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: amx_int8 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
     uint32_t groups = lay.groups;
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols);
-    sc->s = grow(sc->s, &sc->s_cap, step * groups * sizeof(float));
-    if (!sc->f || !sc->b || !sc->q || !sc->s)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols, step * groups * sizeof(float),
+                      err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
@@ -191,19 +222,14 @@ static int run_amx_int8(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
             float *s = sc->s + r * groups;
             if ((rc = mp_quant_int8_row(row, (uint32_t)cols, lay.kg, q, s, err)))
                 return mp_error_prefix(err, t->name);
-            for (uint64_t k = 0; k < cols; k++) {
-                double e = (double)row[k] - (double)q[k] * s[k / lay.kg];
-                j->sum_w2 += (double)row[k] * row[k];
-                j->sum_e2 += e * e;
-            }
+            for (uint64_t k = 0; k < cols; k++)
+                count_error(j, row[k], (double)q[k] * s[k / lay.kg]);
         }
         if ((rc = mp_amx_int8_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), (const int8_t *)sc->q, cols, sc->s,
                                         sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
-    if ((rc = write_at(w, sc->b, lay.data_bytes, t->data_offset, err)))
-        return rc;
-    return write_at(w, sc->b + lay.scale_offset, t->scale_size, t->scale_offset, err);
+    return write_data_and_scales(w, sc->b, lay.data_bytes, lay.scale_offset, err);
 }
 
 static int run_amx_bf16(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *err)
@@ -217,23 +243,16 @@ static int run_amx_bf16(ctx *c, job *j, struct scratch *sc, writer *w, mp_error 
     if (lay.data_bytes != t->data_size)
         return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "internal error: amx_bf16 layout sizes disagree with the plan");
     uint64_t cols = src->cols, step = chunk_rows(cols, 16);
-    sc->f = grow(sc->f, &sc->f_cap, step * cols * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, lay.total_bytes);
-    sc->q = grow(sc->q, &sc->q_cap, step * cols * 2);
-    if (!sc->f || !sc->b || !sc->q)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
+    if ((rc = reserve(sc, t, step * cols * sizeof(float), lay.total_bytes, step * cols * 2, 0, err)))
+        return rc;
     memset(sc->b, 0, lay.total_bytes);
     uint16_t *h = (uint16_t *)sc->q;
     for (uint64_t r0 = 0; r0 < src->rows; r0 += step) {
         uint64_t n = src->rows - r0 < step ? src->rows - r0 : step;
         if ((rc = read_checked(c, j, src, r0, n, sc->f, err)))
             return rc;
-        for (uint64_t i = 0; i < n * cols; i++) {
-            h[i] = mp_f32_to_bf16(sc->f[i]);
-            double e = (double)sc->f[i] - mp_bf16_to_f32(h[i]);
-            j->sum_w2 += (double)sc->f[i] * sc->f[i];
-            j->sum_e2 += e * e;
-        }
+        for (uint64_t i = 0; i < n * cols; i++)
+            h[i] = bf16_counted(j, sc->f[i]);
         if ((rc = mp_amx_bf16_pack_rows(&lay, (uint32_t)r0, (uint32_t)(r0 + n), h, cols, sc->b, lay.total_bytes, err)))
             return mp_error_prefix(err, t->name);
     }
@@ -249,12 +268,8 @@ static int run_heads(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *er
     const mp_model_desc *d = c->d;
     uint64_t nh = d->num_attention_heads, nope = d->qk_nope_head_dim, vd = d->v_head_dim, lora = d->kv_lora_rank;
     uint64_t n = src->rows * src->cols;
-    sc->f = grow(sc->f, &sc->f_cap, n * sizeof(float));
-    sc->b = grow(sc->b, &sc->b_cap, t->data_size);
-    if (!sc->f || !sc->b)
-        return mp_fail(err, MP_ERR_INPUT, NULL, t->name, "out of memory");
-    int rc = read_checked(c, j, src, 0, src->rows, sc->f, err);
-    if (rc)
+    int rc = reserve(sc, t, n * sizeof(float), t->data_size, 0, 0, err);
+    if (rc || (rc = read_checked(c, j, src, 0, src->rows, sc->f, err)))
         return rc;
     uint16_t *o = (uint16_t *)sc->b;
     const float *f = sc->f;
@@ -263,23 +278,13 @@ static int run_heads(ctx *c, job *j, struct scratch *sc, writer *w, mp_error *er
     if (j->kind == JOB_W_UK) {
         for (uint64_t h = 0; h < nh; h++)
             for (uint64_t cc = 0; cc < lora; cc++)
-                for (uint64_t dd = 0; dd < nope; dd++, i++) {
-                    float x = from_kvb ? f[(h * (nope + vd) + dd) * lora + cc] : f[i];
-                    o[i] = mp_f32_to_bf16(x);
-                    double e = (double)x - mp_bf16_to_f32(o[i]);
-                    j->sum_w2 += (double)x * x;
-                    j->sum_e2 += e * e;
-                }
+                for (uint64_t dd = 0; dd < nope; dd++, i++)
+                    o[i] = bf16_counted(j, from_kvb ? f[(h * (nope + vd) + dd) * lora + cc] : f[i]);
     } else {
         for (uint64_t h = 0; h < nh; h++)
             for (uint64_t jj = 0; jj < vd; jj++)
-                for (uint64_t cc = 0; cc < lora; cc++, i++) {
-                    float x = from_kvb ? f[(h * (nope + vd) + nope + jj) * lora + cc] : f[i];
-                    o[i] = mp_f32_to_bf16(x);
-                    double e = (double)x - mp_bf16_to_f32(o[i]);
-                    j->sum_w2 += (double)x * x;
-                    j->sum_e2 += e * e;
-                }
+                for (uint64_t cc = 0; cc < lora; cc++, i++)
+                    o[i] = bf16_counted(j, from_kvb ? f[(h * (nope + vd) + nope + jj) * lora + cc] : f[i]);
     }
     return write_at(w, sc->b, t->data_size, t->data_offset, err);
 }

@@ -65,14 +65,33 @@ const char *mp_ggml_type_name(uint32_t type)
     return ti ? ti->name : "unknown";
 }
 
-int mp_gguf_row_bytes(uint32_t type, uint64_t n, uint64_t *bytes, mp_error *err)
+/* The type of a row of n elements, checked: known, dequantizable when
+ * `dequantize`, and n a whole number of its blocks. NULL with the error set
+ * otherwise. */
+static const mp_ggml_type_info *row_type(uint32_t type, uint64_t n, bool dequantize, mp_error *err)
 {
     const mp_ggml_type_info *ti = mp_ggml_type_get(type);
+    if (!ti) {
+        mp_fail(err, MP_ERR_INPUT, NULL, NULL, "unknown ggml type id %u", type);
+        return NULL;
+    }
+    if (dequantize && !ti->can_dequantize) {
+        mp_fail(err, MP_ERR_INPUT, NULL, NULL, "tensor type %s (id %u) is not supported", ti->name, type);
+        return NULL;
+    }
+    if (n % ti->block_size != 0) {
+        mp_fail(err, MP_ERR_INPUT, NULL, NULL, "%llu elements of %s are not a whole number of %u-element blocks",
+                (unsigned long long)n, ti->name, ti->block_size);
+        return NULL;
+    }
+    return ti;
+}
+
+int mp_gguf_row_bytes(uint32_t type, uint64_t n, uint64_t *bytes, mp_error *err)
+{
+    const mp_ggml_type_info *ti = row_type(type, n, false, err);
     if (!ti)
-        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "unknown ggml type id %u", type);
-    if (n % ti->block_size != 0)
-        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "%llu elements of %s are not a whole number of %u-element blocks",
-                       (unsigned long long)n, ti->name, ti->block_size);
+        return MP_ERR_INPUT;
     if (!mp_mul_u64(n / ti->block_size, ti->type_size, bytes))
         return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "%llu elements of %s: byte size overflows", (unsigned long long)n,
                        ti->name);
@@ -100,6 +119,17 @@ static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10
 
 /* E2M1 (FP4) values times two; MXFP4's scale is halved to compensate. */
 static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* 16 bytes of nibbles laid out as Q4_0's (low nibbles elements 0..15, high
+ * nibbles 16..31), each indexing a 16-level table; value d * level. IQ4_NL,
+ * IQ4_XS (per sub-block) and MXFP4 store their codes so. */
+static inline void nibbles_by_table(const uint8_t *restrict qs, const int8_t levels[16], float d, float *restrict y)
+{
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)levels[qs[j] & 0x0f];
+        y[j + 16] = d * (float)levels[qs[j] >> 4];
+    }
+}
 
 /* ---- plain formats (restrict: no aliasing checks, so the loops vectorize) */
 
@@ -194,12 +224,7 @@ static void deq_q8_0(const uint8_t *restrict b, float *restrict y)
 /* IQ4_NL: f16 d, nibbles as Q4_0 indexing a fixed 16-level table. */
 static void deq_iq4_nl(const uint8_t *restrict b, float *restrict y)
 {
-    const float d = read_f16(b);
-    const uint8_t *qs = b + 2;
-    for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)iq4nl_levels[qs[j] & 0x0f];
-        y[j + 16] = d * (float)iq4nl_levels[qs[j] >> 4];
-    }
+    nibbles_by_table(b + 2, iq4nl_levels, read_f16(b), y);
 }
 
 /* MXFP4: one E8M0 exponent byte, nibbles as Q4_0 holding E2M1 codes. */
@@ -209,12 +234,7 @@ static void deq_mxfp4(const uint8_t *restrict b, float *restrict y)
      * subnormal range */
     const uint32_t e = b[0];
     const uint32_t bits = e < 2 ? 0x00200000u << e : (e - 1) << 23;
-    const float d = mp_f32_from_bits(bits);
-    const uint8_t *qs = b + 1;
-    for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)mxfp4_levels[qs[j] & 0x0f];
-        y[j + 16] = d * (float)mxfp4_levels[qs[j] >> 4];
-    }
+    nibbles_by_table(b + 1, mxfp4_levels, mp_f32_from_bits(bits), y);
 }
 
 /* ---- 256-element super-block formats --------------------------------------- */
@@ -288,6 +308,18 @@ static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *m)
     }
 }
 
+/* Sub-blocks 2c and 2c+1 of a Q4_K / Q5_K super-block: their scales
+ * d * sc and offsets dmin * m. */
+static inline void k_pair_scales(const uint8_t *sp, int c, float d, float dmin, float ds[2], float dm[2])
+{
+    for (int i = 0; i < 2; i++) {
+        int sc, m;
+        k_scale_min(sp, 2 * c + i, &sc, &m);
+        ds[i] = d * (float)sc;
+        dm[i] = dmin * (float)m;
+    }
+}
+
 /* Q4_K: f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles. Sub-block
  * 2c (elements 64c..64c+31) is the low nibbles of bytes 32c..32c+31, sub-block
  * 2c+1 their high nibbles; value (d * sc) * q - (dmin * m). */
@@ -296,16 +328,13 @@ static void deq_q4_k(const uint8_t *restrict b, float *restrict y)
     const float d = read_f16(b), dmin = read_f16(b + 2);
     const uint8_t *sp = b + 4, *qs = b + 16;
     for (int c = 0; c < 4; c++) {
-        int sc0, m0, sc1, m1;
-        k_scale_min(sp, 2 * c, &sc0, &m0);
-        k_scale_min(sp, 2 * c + 1, &sc1, &m1);
-        const float d0 = d * (float)sc0, dm0 = dmin * (float)m0;
-        const float d1 = d * (float)sc1, dm1 = dmin * (float)m1;
+        float ds[2], dm[2];
+        k_pair_scales(sp, c, d, dmin, ds, dm);
         const uint8_t *q = qs + 32 * c;
         float *out = y + 64 * c;
         for (int l = 0; l < 32; l++) {
-            out[l] = d0 * (float)(q[l] & 0x0f) - dm0;
-            out[l + 32] = d1 * (float)(q[l] >> 4) - dm1;
+            out[l] = ds[0] * (float)(q[l] & 0x0f) - dm[0];
+            out[l + 32] = ds[1] * (float)(q[l] >> 4) - dm[1];
         }
     }
 }
@@ -317,18 +346,15 @@ static void deq_q5_k(const uint8_t *restrict b, float *restrict y)
     const float d = read_f16(b), dmin = read_f16(b + 2);
     const uint8_t *sp = b + 4, *qh = b + 16, *qs = b + 48;
     for (int c = 0; c < 4; c++) {
-        int sc0, m0, sc1, m1;
-        k_scale_min(sp, 2 * c, &sc0, &m0);
-        k_scale_min(sp, 2 * c + 1, &sc1, &m1);
-        const float d0 = d * (float)sc0, dm0 = dmin * (float)m0;
-        const float d1 = d * (float)sc1, dm1 = dmin * (float)m1;
+        float ds[2], dm[2];
+        k_pair_scales(sp, c, d, dmin, ds, dm);
         const uint8_t *q = qs + 32 * c;
         float *out = y + 64 * c;
         for (int l = 0; l < 32; l++) {
             int lo = (q[l] & 0x0f) | (((qh[l] >> (2 * c)) & 1) << 4);
             int hi = (q[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
-            out[l] = d0 * (float)lo - dm0;
-            out[l + 32] = d1 * (float)hi - dm1;
+            out[l] = ds[0] * (float)lo - dm[0];
+            out[l + 32] = ds[1] * (float)hi - dm[1];
         }
     }
 }
@@ -386,14 +412,20 @@ static void deq_iq4_xs(const uint8_t *restrict b, float *restrict y)
     const uint8_t *sl = b + 4, *qs = b + 8;
     for (int i = 0; i < 8; i++) {
         int ls = ((sl[i / 2] >> (4 * (i % 2))) & 0x0f) | (((sh >> (2 * i)) & 3) << 4);
-        const float dl = d * (float)(ls - 32);
-        const uint8_t *q = qs + 16 * i;
-        float *out = y + 32 * i;
-        for (int j = 0; j < 16; j++) {
-            out[j] = dl * (float)iq4nl_levels[q[j] & 0x0f];
-            out[j + 16] = dl * (float)iq4nl_levels[q[j] >> 4];
-        }
+        nibbles_by_table(qs + 16 * i, iq4nl_levels, d * (float)(ls - 32), y + 32 * i);
     }
+}
+
+/* TQ1_0's packing: `digits` base-3 digits of each of n bytes, digit k of
+ * byte l being element n*k + l of y (see deq_tq1_0). */
+static inline void tq1_digits(const uint8_t *restrict bytes, int n, int digits, float d, float *restrict y)
+{
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    for (int k = 0; k < digits; k++)
+        for (int l = 0; l < n; l++) {
+            uint8_t q = (uint8_t)(bytes[l] * pow3[k]);
+            y[n * k + l] = d * (float)((int)(((uint16_t)q * 3) >> 8) - 1);
+        }
 }
 
 /* TQ1_0 (ternary): 48 bytes each packing five base-3 digits, 4 bytes packing
@@ -404,27 +436,10 @@ static void deq_iq4_xs(const uint8_t *restrict b, float *restrict y)
  * (digit k of byte l -> 240 + 4k + l). Value d * (digit - 1). */
 static void deq_tq1_0(const uint8_t *restrict b, float *restrict y)
 {
-    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-    const uint8_t *qs = b, *qh = b + 48;
     const float d = read_f16(b + 52);
-    for (int k = 0; k < 5; k++) {
-        for (int l = 0; l < 32; l++) {
-            uint8_t q = (uint8_t)(qs[l] * pow3[k]);
-            y[32 * k + l] = d * (float)((int)(((uint16_t)q * 3) >> 8) - 1);
-        }
-    }
-    for (int k = 0; k < 5; k++) {
-        for (int l = 0; l < 16; l++) {
-            uint8_t q = (uint8_t)(qs[32 + l] * pow3[k]);
-            y[160 + 16 * k + l] = d * (float)((int)(((uint16_t)q * 3) >> 8) - 1);
-        }
-    }
-    for (int k = 0; k < 4; k++) {
-        for (int l = 0; l < 4; l++) {
-            uint8_t q = (uint8_t)(qh[l] * pow3[k]);
-            y[240 + 4 * k + l] = d * (float)((int)(((uint16_t)q * 3) >> 8) - 1);
-        }
-    }
+    tq1_digits(b, 32, 5, d, y);
+    tq1_digits(b + 32, 16, 5, d, y + 160);
+    tq1_digits(b + 48, 4, 4, d, y + 240);
 }
 
 /* TQ2_0 (ternary): 64 bytes of 2-bit codes laid out as Q2_K, f16 d; value
@@ -460,6 +475,29 @@ static inline void grid8_signed(float *restrict y, uint16_t point, const uint8_t
     }
 }
 
+/* The IQ2 formats' sub-block scale for a 4-bit s: d * (0.5 + s) * 0.25. */
+static inline float iq2_scale(float d, uint32_t s)
+{
+    return d * (0.5f + (float)s) * 0.25f;
+}
+
+/* 4 values of a 4-bit-coded grid point, scaled, with sign bits (IQ3). */
+static inline void grid4_signed(float *restrict y, uint16_t point, const uint8_t *levels, float scale, uint32_t signs)
+{
+    for (int j = 0; j < 4; j++) {
+        float v = scale * (float)levels[(point >> (4 * j)) & 15];
+        y[j] = (signs >> j) & 1 ? -v : v;
+    }
+}
+
+/* 8 values of a {-1, 0, 1} lattice point (2-bit codes) shifted by delta,
+ * times the sub-block scale dl (IQ1). */
+static inline void iq1_grid8(float *restrict y, uint16_t point, float dl, float delta)
+{
+    for (int j = 0; j < 8; j++)
+        y[j] = dl * ((float)iq1s_grid_levels[(point >> (2 * j)) & 3] + delta);
+}
+
 /* IQ2_XXS: f16 d, then per 32 elements two u32: four 8-bit grid indices, and
  * four 7-bit sign groups plus a 4-bit scale s in the top bits;
  * scale d * (0.5 + s) * 0.25. */
@@ -470,7 +508,7 @@ static void deq_iq2_xxs(const uint8_t *restrict b, float *restrict y)
         uint32_t idx, sg;
         memcpy(&idx, b + 2 + 8 * ib, 4);
         memcpy(&sg, b + 6 + 8 * ib, 4);
-        const float db = d * (0.5f + (float)(sg >> 28)) * 0.25f;
+        const float db = iq2_scale(d, sg >> 28);
         for (int l = 0; l < 4; l++)
             grid8_signed(y + 32 * ib + 8 * l, iq2xxs_grid[(idx >> (8 * l)) & 0xff], iq2xxs_grid_levels, db,
                          signs_from_7bits((sg >> (7 * l)) & 127));
@@ -484,8 +522,7 @@ static void deq_iq2_xs(const uint8_t *restrict b, float *restrict y)
     const float d = read_f16(b);
     const uint8_t *sc = b + 66;
     for (int ib = 0; ib < 8; ib++) {
-        const float db0 = d * (0.5f + (float)(sc[ib] & 0x0f)) * 0.25f;
-        const float db1 = d * (0.5f + (float)(sc[ib] >> 4)) * 0.25f;
+        const float db0 = iq2_scale(d, sc[ib] & 0x0f), db1 = iq2_scale(d, sc[ib] >> 4);
         for (int l = 0; l < 4; l++) {
             uint16_t q;
             memcpy(&q, b + 2 + 2 * (4 * ib + l), 2);
@@ -502,8 +539,7 @@ static void deq_iq2_s(const uint8_t *restrict b, float *restrict y)
     const float d = read_f16(b);
     const uint8_t *qs = b + 2, *signs = b + 34, *qh = b + 66, *sc = b + 74;
     for (int ib = 0; ib < 8; ib++) {
-        const float db0 = d * (0.5f + (float)(sc[ib] & 0x0f)) * 0.25f;
-        const float db1 = d * (0.5f + (float)(sc[ib] >> 4)) * 0.25f;
+        const float db0 = iq2_scale(d, sc[ib] & 0x0f), db1 = iq2_scale(d, sc[ib] >> 4);
         for (int l = 0; l < 4; l++) {
             uint32_t idx = qs[4 * ib + l] | (((uint32_t)(qh[ib] >> (2 * l)) & 3) << 8);
             grid8_signed(y + 32 * ib + 8 * l, iq2s_grid[idx], iq2s_grid_levels, l < 2 ? db0 : db1,
@@ -525,14 +561,9 @@ static void deq_iq3_xxs(const uint8_t *restrict b, float *restrict y)
         const float db = d * (0.5f + (float)(sg >> 28)) * 0.5f;
         for (int l = 0; l < 4; l++) {
             const uint32_t signs = signs_from_7bits((sg >> (7 * l)) & 127);
-            const uint16_t p0 = iq3xxs_grid[qs[8 * ib + 2 * l]], p1 = iq3xxs_grid[qs[8 * ib + 2 * l + 1]];
             float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 4; j++) {
-                float v0 = db * (float)iq3xxs_grid_levels[(p0 >> (4 * j)) & 15];
-                float v1 = db * (float)iq3xxs_grid_levels[(p1 >> (4 * j)) & 15];
-                out[j] = (signs >> j) & 1 ? -v0 : v0;
-                out[j + 4] = (signs >> (j + 4)) & 1 ? -v1 : v1;
-            }
+            grid4_signed(out, iq3xxs_grid[qs[8 * ib + 2 * l]], iq3xxs_grid_levels, db, signs);
+            grid4_signed(out + 4, iq3xxs_grid[qs[8 * ib + 2 * l + 1]], iq3xxs_grid_levels, db, signs >> 4);
         }
     }
 }
@@ -549,11 +580,7 @@ static void deq_iq3_s(const uint8_t *restrict b, float *restrict y)
         for (int l = 0; l < 8; l++) {
             const uint16_t p = iq3s_grid[qs[8 * ib + l] | (((uint32_t)(qh[ib] >> l) & 1) << 8)];
             const uint8_t sg = signs[4 * ib + l / 2] >> (4 * (l % 2));
-            float *out = y + 32 * ib + 4 * l;
-            for (int j = 0; j < 4; j++) {
-                float v = db * (float)iq3s_grid_levels[(p >> (4 * j)) & 15];
-                out[j] = (sg >> j) & 1 ? -v : v;
-            }
+            grid4_signed(y + 32 * ib + 4 * l, p, iq3s_grid_levels, db, sg);
         }
     }
 }
@@ -572,9 +599,7 @@ static void deq_iq1_s(const uint8_t *restrict b, float *restrict y)
         const float delta = h & 0x8000 ? -0.125f : 0.125f;
         for (int l = 0; l < 4; l++) {
             const uint16_t p = iq1s_grid[qs[4 * ib + l] | (((uint32_t)(h >> (3 * l)) & 7) << 8)];
-            float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 8; j++)
-                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+            iq1_grid8(y + 32 * ib + 8 * l, p, dl, delta);
         }
     }
 }
@@ -599,24 +624,16 @@ static void deq_iq1_m(const uint8_t *restrict b, float *restrict y)
             const uint32_t field = (qh[2 * ib + l / 2] >> (4 * (l % 2))) & 0x0f;
             const uint16_t p = iq1s_grid[qs[4 * ib + l] | ((field & 7) << 8)];
             const float delta = field & 8 ? -0.125f : 0.125f;
-            const float dl = l < 2 ? dl1 : dl2;
-            float *out = y + 32 * ib + 8 * l;
-            for (int j = 0; j < 8; j++)
-                out[j] = dl * ((float)iq1s_grid_levels[(p >> (2 * j)) & 3] + delta);
+            iq1_grid8(y + 32 * ib + 8 * l, p, l < 2 ? dl1 : dl2, delta);
         }
     }
 }
 
 int mp_gguf_dequantize_row(uint32_t type, const void *src, uint64_t n, float *dst, mp_error *err)
 {
-    const mp_ggml_type_info *ti = mp_ggml_type_get(type);
+    const mp_ggml_type_info *ti = row_type(type, n, true, err);
     if (!ti)
-        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "unknown ggml type id %u", type);
-    if (!ti->can_dequantize)
-        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "tensor type %s (id %u) is not supported", ti->name, type);
-    if (n % ti->block_size != 0)
-        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "%llu elements of %s are not a whole number of %u-element blocks",
-                       (unsigned long long)n, ti->name, ti->block_size);
+        return MP_ERR_INPUT;
     const uint8_t *p = src;
     const uint64_t nb = n / ti->block_size;
     const uint32_t bs = ti->block_size, ts = ti->type_size;

@@ -777,6 +777,18 @@ const char *mp_role_name(mp_role role)
     return role_names[role];
 }
 
+const char *mp_tensor_place(int32_t layer, int32_t expert, char *buf, size_t len)
+{
+    if (!len)
+        return buf;
+    buf[0] = 0;
+    if (layer >= 0)
+        snprintf(buf, len, " of layer %d", layer);
+    if (expert >= 0)
+        snprintf(buf + strlen(buf), len - strlen(buf), ", expert %d", expert);
+    return buf;
+}
+
 typedef struct name_rule {
     const char *suffix;
     mp_role role;

@@ -150,6 +150,10 @@ typedef struct mp_tensor_id {
  * and the container directory. */
 const char *mp_role_name(mp_role role);
 
+/* Where a tensor of (layer, expert) sits, for messages: " of layer L",
+ * ", expert E" after it for an expert, "" for a global tensor. Returns buf. */
+const char *mp_tensor_place(int32_t layer, int32_t expert, char *buf, size_t len);
+
 /* Classify a tensor name; returns false (and role UNKNOWN, layer/expert -1)
  * for names that are not part of a DeepSeek checkpoint. Hugging Face naming:
  * "model.layers.L.mlp.experts.E.gate_proj.weight", ...; GGUF naming (as

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #define ARCH "deepseek2"
+#define KEY_MAX 128
 
 typedef struct reader {
     const mp_gguf *g;
@@ -45,45 +46,39 @@ static int reword(reader *r, int rc)
     return rc;
 }
 
-static bool has(reader *r, const char *suffix)
+/* An optional key ARCH.suffix: its full name goes to k, and whether the file
+ * has it is returned (and stored in *present when asked). */
+static bool opt_key(reader *r, const char *suffix, char k[KEY_MAX], bool *present)
 {
-    char k[128];
-    key_name(k, sizeof k, suffix);
-    return mp_gguf_find_kv(r->g, k) != NULL;
+    key_name(k, KEY_MAX, suffix);
+    bool p = mp_gguf_find_kv(r->g, k) != NULL;
+    if (present)
+        *present = p;
+    return p;
 }
 
 static int u32_req(reader *r, const char *suffix, uint32_t *out)
 {
-    char k[128];
+    char k[KEY_MAX];
     key_name(k, sizeof k, suffix);
     return reword(r, mp_gguf_get_u32(r->g, k, out, r->err));
 }
 
 static int u32_opt(reader *r, const char *suffix, uint32_t dflt, uint32_t *out, bool *present)
 {
-    char k[128];
-    key_name(k, sizeof k, suffix);
-    bool p = mp_gguf_find_kv(r->g, k) != NULL;
-    if (present)
-        *present = p;
-    if (!p) {
-        *out = dflt;
+    char k[KEY_MAX];
+    *out = dflt;
+    if (!opt_key(r, suffix, k, present))
         return MP_OK;
-    }
     return reword(r, mp_gguf_get_u32(r->g, k, out, r->err));
 }
 
 static int f32_opt(reader *r, const char *suffix, float dflt, float *out, bool *present)
 {
-    char k[128];
-    key_name(k, sizeof k, suffix);
-    bool p = mp_gguf_find_kv(r->g, k) != NULL;
-    if (present)
-        *present = p;
-    if (!p) {
-        *out = dflt;
+    char k[KEY_MAX];
+    *out = dflt;
+    if (!opt_key(r, suffix, k, present))
         return MP_OK;
-    }
     return reword(r, mp_gguf_get_f32(r->g, k, out, r->err));
 }
 
@@ -117,8 +112,9 @@ static float mscale_from_log_mul(float log_mul)
 int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d, mp_error *err)
 {
     reader rd = {g, path ? path : mp_gguf_path(g), err}, *r = &rd;
-    memset(d, 0, sizeof *d);
+    mp_model_desc_init(d); /* the defaults of the keys GGUF lacks (yarn betas, moe_layer_freq...) */
     int rc;
+    char k[KEY_MAX];
 
     const char *arch;
     if ((rc = reword(r, mp_gguf_get_str(g, "general.architecture", &arch, err))) != MP_OK)
@@ -159,13 +155,10 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
         (rc = u32_opt(r, "expert_group_count", 1, &d->n_group, &has_groups)) != MP_OK ||
         (rc = u32_opt(r, "expert_group_used_count", 1, &d->topk_group, &has_used_groups)) != MP_OK)
         return rc;
-    d->moe_layer_freq = 1; /* GGUF has no such key; every DeepSeek uses 1 */
-    if (has(r, "expert_weights_norm")) {
-        char k[128];
-        key_name(k, sizeof k, "expert_weights_norm");
-        if ((rc = reword(r, mp_gguf_get_bool(g, k, &d->norm_topk_prob, err))) != MP_OK)
-            return rc;
-    } /* absent: false (the converter writes the key only when true) */
+    /* moe_layer_freq keeps init's 1: GGUF has no such key; every DeepSeek uses 1 */
+    if (opt_key(r, "expert_weights_norm", k, NULL) &&
+        (rc = reword(r, mp_gguf_get_bool(g, k, &d->norm_topk_prob, err))) != MP_OK)
+        return rc; /* absent: false (the converter writes the key only when true) */
     /* absent gating function: DeepSeek V2/V2.5 files from before the key
      * existed, which use softmax (llama.cpp assumes the same) */
     if (gating == 1)
@@ -224,23 +217,15 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
 
     /* ---- norms, rope ---- */
     double theta = 10000.0;
-    char k[128];
     key_name(k, sizeof k, "attention.layer_norm_rms_epsilon");
     if ((rc = reword(r, mp_gguf_get_f32(g, k, &d->rms_norm_eps, err))) != MP_OK)
         return rc;
-    key_name(k, sizeof k, "rope.freq_base");
-    if (mp_gguf_find_kv(g, k) && (rc = reword(r, mp_gguf_get_f64(g, k, &theta, err))) != MP_OK)
+    if (opt_key(r, "rope.freq_base", k, NULL) && (rc = reword(r, mp_gguf_get_f64(g, k, &theta, err))) != MP_OK)
         return rc;
     d->rope_theta = theta;
 
-    d->yarn.factor = 1.0f;
-    d->yarn.beta_fast = 32.0f;
-    d->yarn.beta_slow = 1.0f;
-    d->yarn.mscale = 1.0f;
-    d->yarn.mscale_all_dim = 0.0f;
-    key_name(k, sizeof k, "rope.scaling.type");
-    const char *scaling = "none";
-    if (mp_gguf_find_kv(g, k) && (rc = reword(r, mp_gguf_get_str(g, k, &scaling, err))) != MP_OK)
+    const char *scaling = "none"; /* the yarn fields keep init's reference defaults */
+    if (opt_key(r, "rope.scaling.type", k, NULL) && (rc = reword(r, mp_gguf_get_str(g, k, &scaling, err))) != MP_OK)
         return rc;
     if (strcmp(scaling, "yarn") == 0) {
         float log_mul;
@@ -279,7 +264,7 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
                            "vocabulary size unknown: no " ARCH ".vocab_size, token list or token_embd.weight");
     }
     d->tie_word_embeddings = mp_gguf_find_tensor(g, "output.weight") == NULL;
-    d->bos_token_id = d->eos_token_id = -1;
+    /* the token ids stay init's -1 unless the file names them */
     static const char *const id_keys[2] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"};
     int32_t *ids[2] = {&d->bos_token_id, &d->eos_token_id};
     for (int i = 0; i < 2; i++) {

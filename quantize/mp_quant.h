@@ -52,6 +52,19 @@ int mp_quant_int8_row(const float *w, uint32_t k, uint32_t kg, int8_t *q, float 
 void mp_quant_act_int8(size_t m, const float *x, size_t ldx, uint32_t k, uint32_t kg, int8_t *xq, size_t ldq,
                        float *xscale);
 
+/* One value of mp_quant_act_int8 given its group's scale s. The vector
+ * versions quantize their tail lanes with it, so every path rounds and clamps
+ * by this one definition. */
+static inline int8_t mp_quant_act_int8_one(float v, float s)
+{
+    float r = s == 0.0f ? 0.0f : rintf(v / s);
+    if (!(r >= -127.0f)) /* also catches NaN */
+        r = -127.0f;
+    if (r > 127.0f)
+        r = 127.0f;
+    return (int8_t)r;
+}
+
 /* ---- int4, groups of 128 along K, f16 scales (docs/LAYOUTS.md §5) -------- */
 #define MP_INT4_GROUP 128
 

@@ -58,14 +58,8 @@ void mp_quant_act_int8(size_t m, const float *x, size_t ldx, uint32_t k, uint32_
             }
             float s = amax / 127.0f;
             xscale[r * groups + g] = s;
-            for (uint32_t i = k0; i < k1; i++) {
-                float v = s == 0.0f ? 0.0f : rintf(xr[i] / s);
-                if (!(v >= -127.0f)) /* also catches NaN */
-                    v = -127.0f;
-                if (v > 127.0f)
-                    v = 127.0f;
-                qr[i] = (int8_t)v;
-            }
+            for (uint32_t i = k0; i < k1; i++)
+                qr[i] = mp_quant_act_int8_one(xr[i], s);
         }
         if (kp > k)
             memset(qr + k, 0, (size_t)(kp - k));

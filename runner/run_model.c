@@ -88,12 +88,9 @@ static int need(const mp_model *m, const mp_ctensor *t, mp_role role, int32_t la
 {
     if (t)
         return MP_OK;
-    char where[64] = "";
-    if (layer >= 0)
-        snprintf(where, sizeof where, " of layer %d", layer);
-    if (expert >= 0)
-        snprintf(where + strlen(where), sizeof where - strlen(where), ", expert %d", expert);
-    return mp_fail(err, MP_ERR_INPUT, path_of(m), NULL, "the container has no %s tensor%s", mp_role_name(role), where);
+    char where[64];
+    return mp_fail(err, MP_ERR_INPUT, path_of(m), NULL, "the container has no %s tensor%s", mp_role_name(role),
+                   mp_tensor_place(layer, expert, where, sizeof where));
 }
 
 /* A 1-D f32 vector of n values. */

@@ -37,22 +37,6 @@ static void job_free(mp_job *j)
     free(j);
 }
 
-/* Whether the prompt's last tokens open a "<think>" block (R1's generation prompt does). */
-static bool prompt_opens_think(const mp_tokenizer *tok, const mp_tokens *p)
-{
-    size_t k = p->n < 4 ? p->n : 4;
-    char *text = NULL;
-    size_t len = 0;
-    mp_error err = {0};
-    if (!k || mp_tokenizer_decode(tok, p->ids + p->n - k, k, 0, &text, &len, &err) != MP_OK)
-        return false;
-    while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
-        len--;
-    bool opens = len >= 7 && !memcmp(text + len - 7, "<think>", 7);
-    free(text);
-    return opens;
-}
-
 mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
 {
     mp_job *j = calloc(1, sizeof *j);
@@ -111,7 +95,7 @@ mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
     }
     mp_stop_filter_init(&j->stop, (const char *const *)j->stops, j->n_stops);
     j->think = req->kind == MP_REQ_CHAT;
-    j->think_inside = j->think && prompt_opens_think(s->tok, &j->prompt);
+    j->think_inside = j->think && mp_chat_prompt_opens_think(s->tok, j->prompt.ids, j->prompt.n);
     mp_think_split_init(&j->split, j->think, j->think_inside);
     return j;
 fail:

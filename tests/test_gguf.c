@@ -146,6 +146,20 @@ static void test_small_valid(void)
     free(b.p);
 }
 
+/* A version-3 file (no keys) with one tensor info and, unless data_bytes is
+ * 0, the aligned data area: data_bytes filler bytes (fill, seed 0). */
+static void one_tensor_file(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
+                            uint64_t offset, size_t data_bytes)
+{
+    b->n = 0;
+    header(b, 3, 1, 0);
+    tensor_info(b, name, n_dims, ne, type, offset);
+    if (data_bytes) {
+        pad_to(b, 32);
+        fill(b, data_bytes, 0);
+    }
+}
+
 static void test_hostile(void)
 {
     uint64_t ne1[1] = {32}, ne2[2] = {32, 2};
@@ -263,66 +277,36 @@ static void test_hostile(void)
     expect_fail("string alignment", &b, "general.alignment");
 
     /* tensor infos */
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne5[5] = {32, 1, 1, 1, 1};
-    tensor_info(&b, "five", 5, ne5, MP_GGML_F32, 0);
-    pad_to(&b, 32);
-    fill(&b, 128, 0);
+    one_tensor_file(&b, "five", 5, ne5, MP_GGML_F32, 0, 128);
     expect_fail("n_dims 5", &b, "5 dimensions");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne_big[3] = {(uint64_t)1 << 32, (uint64_t)1 << 32, (uint64_t)1 << 32};
-    tensor_info(&b, "big", 3, ne_big, MP_GGML_F32, 0);
+    one_tensor_file(&b, "big", 3, ne_big, MP_GGML_F32, 0, 0);
     expect_fail("ne product overflow", &b, "overflows");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne_bytes[2] = {(uint64_t)1 << 31, (uint64_t)1 << 31}; /* 2^62 elements, 2^64 bytes */
-    tensor_info(&b, "wide", 2, ne_bytes, MP_GGML_F32, 0);
+    one_tensor_file(&b, "wide", 2, ne_bytes, MP_GGML_F32, 0, 0);
     expect_fail("byte size overflow", &b, "overflows");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne_zero[2] = {32, 0};
-    tensor_info(&b, "empty", 2, ne_zero, MP_GGML_F32, 0);
+    one_tensor_file(&b, "empty", 2, ne_zero, MP_GGML_F32, 0, 0);
     expect_fail("zero dim", &b, "invalid size 0");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
-    tensor_info(&b, "far", 1, ne1, MP_GGML_F32, 4096);
-    pad_to(&b, 32);
-    fill(&b, 128, 0);
+    one_tensor_file(&b, "far", 1, ne1, MP_GGML_F32, 4096, 128);
     expect_fail("offset beyond the file", &b, "outside");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
-    tensor_info(&b, "wrap", 1, ne1, MP_GGML_F32, UINT64_MAX - 31);
-    pad_to(&b, 32);
-    fill(&b, 128, 0);
+    one_tensor_file(&b, "wrap", 1, ne1, MP_GGML_F32, UINT64_MAX - 31, 128);
     expect_fail("offset + size wraps", &b, "outside");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
-    tensor_info(&b, "odd", 1, ne1, MP_GGML_F32, 8);
-    pad_to(&b, 32);
-    fill(&b, 256, 0);
+    one_tensor_file(&b, "odd", 1, ne1, MP_GGML_F32, 8, 256);
     expect_fail("misaligned offset", &b, "not a multiple of the alignment");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
-    tensor_info(&b, "blk.0.mystery.weight", 1, ne1, 77, 0);
-    pad_to(&b, 32);
-    fill(&b, 256, 0);
+    one_tensor_file(&b, "blk.0.mystery.weight", 1, ne1, 77, 0, 256);
     expect_fail("unknown type", &b, "blk.0.mystery.weight: unknown tensor type id 77");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne33[1] = {33};
-    tensor_info(&b, "ragged", 1, ne33, MP_GGML_Q4_0, 0);
-    pad_to(&b, 32);
-    fill(&b, 256, 0);
+    one_tensor_file(&b, "ragged", 1, ne33, MP_GGML_Q4_0, 0, 256);
     expect_fail("partial block", &b, "ragged");
 
     b.n = 0;
@@ -333,20 +317,12 @@ static void test_hostile(void)
     fill(&b, 512, 0);
     expect_fail("duplicate tensor", &b, "twin: duplicate tensor name");
 
-    b.n = 0;
-    header(&b, 3, 1, 0);
-    tensor_info(&b, "", 1, ne1, MP_GGML_F32, 0);
-    pad_to(&b, 32);
-    fill(&b, 128, 0);
+    one_tensor_file(&b, "", 1, ne1, MP_GGML_F32, 0, 128);
     expect_fail("empty tensor name", &b, "empty tensor name");
 
     /* known type that cannot be dequantized: opens, fails on use */
-    b.n = 0;
-    header(&b, 3, 1, 0);
     uint64_t ne64[1] = {64};
-    tensor_info(&b, "q81", 1, ne64, MP_GGML_Q8_1, 0);
-    pad_to(&b, 32);
-    fill(&b, 72, 0);
+    one_tensor_file(&b, "q81", 1, ne64, MP_GGML_Q8_1, 0, 72);
     {
         const char *path = write_file("q81.gguf", b.p, b.n);
         mp_gguf g;

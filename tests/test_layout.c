@@ -53,6 +53,23 @@ static void test_sizes(void)
     CHECK(mp_gpu_int4_layout_init(1, 64, (mp_int4_scheme)7, &g, &err) == MP_ERR_INPUT);
 }
 
+/* Whether padded column kk of an AMX layout with groups of kg holds an
+ * element: the padding of every group but the last does not exist (the next
+ * group starts at kg), the last one's runs to kp_last. */
+static bool padded_k_exists(uint32_t kk, uint32_t kg, uint32_t groups, uint32_t kp_last)
+{
+    return kk % kg < (kk / kg + 1 < groups ? kg : kp_last);
+}
+
+/* Data bytes no element mapped to. */
+static uint64_t count_unmapped(const uint8_t *seen, uint64_t data_bytes)
+{
+    uint64_t unseen = 0;
+    for (uint64_t i = 0; i < data_bytes; i++)
+        unseen += !seen[i];
+    return unseen;
+}
+
 /* Packs in 16-row blocks visited in a scrambled order (streaming), then
  * reads every element through the index formula and checks that the
  * formula maps the padded matrix onto the data bytes one to one. */
@@ -82,8 +99,7 @@ static void test_amx_int8_pack(uint32_t n, uint32_t k, uint32_t kg, mp_rng *r)
     int bad = 0, dup = 0;
     for (uint32_t nn = 0; nn < l.np; nn++)
         for (uint32_t kk = 0; kk < l.kp; kk++) {
-            /* padded k of a group that is not the last do not exist */
-            if (kk % kg >= (kk / kg + 1 < l.groups ? kg : l.kp_last))
+            if (!padded_k_exists(kk, kg, l.groups, l.kp_last))
                 continue;
             uint64_t off = mp_amx_int8_offset(&l, nn, kk);
             if (off >= l.data_bytes) {
@@ -94,9 +110,7 @@ static void test_amx_int8_pack(uint32_t n, uint32_t k, uint32_t kg, mp_rng *r)
             int8_t want = (nn < n && kk < k) ? q[(size_t)nn * k + kk] : 0;
             bad += (int8_t)buf[off] != want;
         }
-    uint64_t unseen = 0;
-    for (uint64_t i = 0; i < l.data_bytes; i++)
-        unseen += !seen[i];
+    uint64_t unseen = count_unmapped(seen, l.data_bytes);
     CHECKF(bad == 0 && dup == 0 && unseen == 0, "amx_int8 %ux%u/%u: %d wrong, %d twice, %llu unmapped", n, k, kg, bad,
            dup, (unsigned long long)unseen);
     const float *so = (const float *)(buf + l.scale_offset);
@@ -138,7 +152,7 @@ static void test_amx_bf16_pack(uint32_t n, uint32_t k, uint32_t kg, mp_rng *r)
     int bad = 0, dup = 0;
     for (uint32_t nn = 0; nn < l.np; nn++)
         for (uint32_t kk = 0; kk < l.kp; kk++) {
-            if (kk % kg >= (kk / kg + 1 < l.groups ? kg : l.kp_last))
+            if (!padded_k_exists(kk, kg, l.groups, l.kp_last))
                 continue;
             uint64_t off = mp_amx_bf16_offset(&l, nn, kk);
             if (off + 2 > l.data_bytes || off % 2) {
@@ -151,9 +165,7 @@ static void test_amx_bf16_pack(uint32_t n, uint32_t k, uint32_t kg, mp_rng *r)
             memcpy(&v, buf + off, 2);
             bad += v != ((nn < n && kk < k) ? w[(size_t)nn * k + kk] : 0);
         }
-    uint64_t unseen = 0;
-    for (uint64_t i = 0; i < l.data_bytes; i++)
-        unseen += !seen[i];
+    uint64_t unseen = count_unmapped(seen, l.data_bytes);
     CHECKF(bad == 0 && dup == 0 && unseen == 0, "amx_bf16 %ux%u/%u: %d wrong, %d twice, %llu unmapped", n, k, kg, bad,
            dup, (unsigned long long)unseen);
     free(seen);

@@ -517,6 +517,12 @@ static void test_role_names(void)
     CHECK(strcmp(mp_role_name(MP_ROLE_EXP_GATE), "exp_gate") == 0);
     CHECK(strcmp(mp_role_name(MP_ROLE_COUNT), "unknown") == 0);
     CHECK(strcmp(mp_role_name((mp_role)-1), "unknown") == 0);
+    /* the place of a missing tensor in messages */
+    char buf[64];
+    CHECK(strcmp(mp_tensor_place(-1, -1, buf, sizeof buf), "") == 0);
+    CHECK(strcmp(mp_tensor_place(3, -1, buf, sizeof buf), " of layer 3") == 0);
+    CHECK(strcmp(mp_tensor_place(3, 17, buf, sizeof buf), " of layer 3, expert 17") == 0);
+    CHECK(strcmp(mp_tensor_place(60, 255, buf, 16), " of layer 60, e") == 0); /* cut, still terminated */
 }
 
 static bool id_is(const mp_tensor_id *id, mp_role role, int layer, int expert, bool scale)

@@ -31,10 +31,29 @@ static bool add(mp_st_writer *w, const char *name, mp_stw_dtype dt, const uint64
     return rc == MP_OK;
 }
 
-/* Same tensors, order and metadata as the reference call
+/* The reference file's tensor bytes, in file order. */
+static const uint8_t reference_data[25] = {'0', '1', '2', '3', 'P', 'Q', 'R', 'S', 1,   2,   3,   4,  5,
+                                           6,   7,   8,   9,   10,  11,  12,  '@', 'A', ' ', '!', '"'};
+
+/* Declares the tensors and metadata of the reference call
  *   serialize({...}, {"format": "pt"})
- * whose output is `expected` (the reference sorts by dtype then name; the
- * tensors are given here in that order). */
+ * (the reference sorts by dtype then name; the tensors are given here in
+ * that order). */
+static void declare_reference(mp_st_writer *w)
+{
+    mp_error err = {0};
+    CHECK(mp_st_writer_set_metadata(w, "format", "pt", &err) == MP_OK);
+    uint64_t s1[] = {1}, s0[] = {0}, s23[] = {2, 3}, s3[] = {3};
+    CHECK(add(w, "z.s", MP_STW_F32, s1, 1));
+    CHECK(add(w, "e", MP_STW_I32, s0, 1));
+    CHECK(add(w, "i", MP_STW_I32, s1, 1));
+    CHECK(add(w, "b.w", MP_STW_BF16, s23, 2));
+    CHECK(add(w, "c", MP_STW_BF16, NULL, 0));
+    CHECK(add(w, "a.w", MP_STW_F8_E4M3, s3, 1));
+}
+
+/* The reference tensors, written out of order and in pieces, give the
+ * reference's output: `expected_json` and reference_data. */
 static void test_matches_reference(const char *dir)
 {
     static const char expected_json[] =
@@ -43,32 +62,23 @@ static void test_matches_reference(const char *dir)
         "\"data_offsets\":[4,8]},\"b.w\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[8,20]},\"c\":{\"dtype\":"
         "\"BF16\",\"shape\":[],\"data_offsets\":[20,22]},\"a.w\":{\"dtype\":\"F8_E4M3\",\"shape\":[3],\"data_offsets\":"
         "[22,25]}}";
-    static const uint8_t expected_data[25] = {'0', '1', '2', '3', 'P', 'Q', 'R', 'S', 1,   2,   3,   4,  5,
-                                              6,   7,   8,   9,   10,  11,  12,  '@', 'A', ' ', '!', '"'};
     const char *path = mp_test_path(dir, "ref.safetensors");
     mp_error err = {0};
     mp_st_writer *w = NULL;
     REQUIRE(mp_st_writer_open(&w, path, &err) == MP_OK);
-    CHECK(mp_st_writer_set_metadata(w, "format", "pt", &err) == MP_OK);
+    declare_reference(w);
     CHECK(mp_st_writer_set_metadata(w, "format", "again", &err) == MP_ERR_INPUT);
-    uint64_t s1[] = {1}, s0[] = {0}, s23[] = {2, 3}, s3[] = {3};
-    CHECK(add(w, "z.s", MP_STW_F32, s1, 1));
-    CHECK(add(w, "e", MP_STW_I32, s0, 1));
-    CHECK(add(w, "i", MP_STW_I32, s1, 1));
-    CHECK(add(w, "b.w", MP_STW_BF16, s23, 2));
-    CHECK(add(w, "c", MP_STW_BF16, NULL, 0));
-    CHECK(add(w, "a.w", MP_STW_F8_E4M3, s3, 1));
     REQUIRE(mp_st_writer_begin(w, &err) == MP_OK);
     CHECK(mp_st_writer_count(w) == 6);
     CHECK(mp_st_writer_tensor_bytes(w, 3) == 12);
     CHECK(mp_st_writer_file_size(w) == 8 + 368 + 25);
     /* Write in reverse order and in pieces: placement comes from the index. */
-    CHECK(mp_st_writer_write(w, 5, 0, expected_data + 22, 3, &err) == MP_OK);
-    CHECK(mp_st_writer_write(w, 4, 0, expected_data + 20, 2, &err) == MP_OK);
-    CHECK(mp_st_writer_write(w, 3, 6, expected_data + 14, 6, &err) == MP_OK);
-    CHECK(mp_st_writer_write(w, 3, 0, expected_data + 8, 6, &err) == MP_OK);
-    CHECK(mp_st_writer_write(w, 2, 0, expected_data + 4, 4, &err) == MP_OK);
-    CHECK(mp_st_writer_write(w, 0, 0, expected_data, 4, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 5, 0, reference_data + 22, 3, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 4, 0, reference_data + 20, 2, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 3, 6, reference_data + 14, 6, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 3, 0, reference_data + 8, 6, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 2, 0, reference_data + 4, 4, &err) == MP_OK);
+    CHECK(mp_st_writer_write(w, 0, 0, reference_data, 4, &err) == MP_OK);
     CHECK(mp_file_exists(mp_test_path(dir, "ref.safetensors.partial")));
     CHECK(!mp_file_exists(path));
     REQUIRE(mp_st_writer_commit(w, &err) == MP_OK);
@@ -81,7 +91,7 @@ static void test_matches_reference(const char *dir)
     CHECKF(len == 8 + jl + 25, "file is %zu bytes", len);
     CHECK(len >= 8 && (uint8_t)got[0] == (jl & 0xff) && (uint8_t)got[1] == (jl >> 8) && got[2] == 0 && got[7] == 0);
     CHECK(len >= 8 + jl && memcmp(got + 8, expected_json, jl) == 0);
-    CHECK(len == 8 + jl + 25 && memcmp(got + 8 + jl, expected_data, 25) == 0);
+    CHECK(len == 8 + jl + 25 && memcmp(got + 8 + jl, reference_data, 25) == 0);
     free(got);
 }
 
@@ -178,26 +188,17 @@ static void test_concurrent(const char *dir)
  * empty one), gives the same file as the reference layout. */
 static void test_append(const char *dir)
 {
-    static const uint8_t data[25] = {'0', '1', '2', '3', 'P', 'Q', 'R', 'S', 1,   2,   3,   4,  5,
-                                     6,   7,   8,   9,   10,  11,  12,  '@', 'A', ' ', '!', '"'};
     const char *path = mp_test_path(dir, "append.safetensors");
     mp_error err = {0};
     mp_st_writer *w = NULL;
     REQUIRE(mp_st_writer_open(&w, path, &err) == MP_OK);
-    CHECK(mp_st_writer_set_metadata(w, "format", "pt", &err) == MP_OK);
-    uint64_t s1[] = {1}, s0[] = {0}, s23[] = {2, 3}, s3[] = {3};
-    CHECK(add(w, "z.s", MP_STW_F32, s1, 1));
-    CHECK(add(w, "e", MP_STW_I32, s0, 1));
-    CHECK(add(w, "i", MP_STW_I32, s1, 1));
-    CHECK(add(w, "b.w", MP_STW_BF16, s23, 2));
-    CHECK(add(w, "c", MP_STW_BF16, NULL, 0));
-    CHECK(add(w, "a.w", MP_STW_F8_E4M3, s3, 1));
+    declare_reference(w);
     REQUIRE(mp_st_writer_begin(w, &err) == MP_OK);
-    CHECK(mp_st_writer_append(w, data, 6, &err) == MP_OK);
-    CHECK(mp_st_writer_append(w, data + 6, 0, &err) == MP_OK);
-    CHECK(mp_st_writer_append(w, data + 6, 15, &err) == MP_OK);
-    CHECK(mp_st_writer_append(w, data + 21, 4, &err) == MP_OK);
-    CHECK(mp_st_writer_append(w, data, 1, &err) == MP_ERR_INPUT);
+    CHECK(mp_st_writer_append(w, reference_data, 6, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, reference_data + 6, 0, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, reference_data + 6, 15, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, reference_data + 21, 4, &err) == MP_OK);
+    CHECK(mp_st_writer_append(w, reference_data, 1, &err) == MP_ERR_INPUT);
     CHECK(strstr(err.msg, "past the last tensor") != NULL);
     REQUIRE(mp_st_writer_commit(w, &err) == MP_OK);
     size_t len = 0, rlen = 0;

@@ -183,6 +183,21 @@ static int render_v3(parts_buf *p, mp_chat_format fmt, const mp_chat_msg *msgs, 
     return rc;
 }
 
+bool mp_chat_prompt_opens_think(const mp_tokenizer *tok, const int32_t *ids, size_t n)
+{
+    size_t k = n < 4 ? n : 4; /* "<think>" and the whitespace after it are at most a few tokens */
+    char *text = NULL;
+    size_t len = 0;
+    mp_error err = {0};
+    if (!k || mp_tokenizer_decode(tok, ids + n - k, k, 0, &text, &len, &err) != MP_OK)
+        return false;
+    while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+        len--;
+    bool opens = len >= 7 && !memcmp(text + len - 7, "<think>", 7);
+    free(text);
+    return opens;
+}
+
 int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt,
                          const char *bos, const char *eos, mp_tok_part **parts, size_t *n_parts, mp_error *err)
 {

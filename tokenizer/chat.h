@@ -67,4 +67,9 @@ int mp_chat_render(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool a
 int mp_chat_encode(const mp_tokenizer *tok, mp_chat_format fmt, const mp_chat_msg *msgs, size_t n,
                    bool add_generation_prompt, mp_tokens *out, mp_error *err);
 
+/* Whether a prompt's last tokens open a reasoning block: their text ends with "<think>" and then
+ * only newlines or spaces. R1's generation prompt does ("<｜Assistant｜><think>\n"), so its reply
+ * starts inside the block; R1-0528's does not (the model opens the block itself). */
+bool mp_chat_prompt_opens_think(const mp_tokenizer *tok, const int32_t *ids, size_t n);
+
 #endif

@@ -10,13 +10,6 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-static inline int32_t load_i32(const void *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 static inline float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -114,7 +107,7 @@ INLINE void q8_block(const mp_amx_int8_view *w, const int8_t *xq, size_t ldxq, c
             __m256i xs[2], xa[2];
 #pragma GCC unroll 2
             for (int i = 0; i < mb; i++) {
-                xs[i] = _mm256_set1_epi32(load_i32(xr[i] + (size_t)q * 4));
+                xs[i] = _mm256_set1_epi32(mp_load_i32(xr[i] + (size_t)q * 4));
                 xa[i] = _mm256_abs_epi8(xs[i]);
             }
 #pragma GCC unroll 4
@@ -464,16 +457,6 @@ static void gemm_int4_avx2(const mp_gpu_int4_view *w, size_t m, const float *x, 
 }
 
 /* ---- activation quantization: the scalar's operations, 8 lanes at a time ----- */
-static inline int8_t quant_one(float v, float s)
-{
-    float r = s == 0.0f ? 0.0f : rintf(v / s);
-    if (!(r >= -127.0f))
-        r = -127.0f;
-    if (r > 127.0f)
-        r = 127.0f;
-    return (int8_t)r;
-}
-
 static void quantize_act_q8_avx2(size_t m, const float *x, size_t ldx, uint32_t k, uint32_t kg, int8_t *xq, size_t ldq,
                                  float *xscale)
 {
@@ -518,7 +501,7 @@ static void quantize_act_q8_avx2(size_t m, const float *x, size_t ldx, uint32_t 
                     memcpy(qr + i + 4, &b1, 4);
                 }
             for (; i < k1; i++)
-                qr[i] = quant_one(xr[i], s);
+                qr[i] = mp_quant_act_int8_one(xr[i], s);
         }
         if (kp > k)
             memset(qr + k, 0, (size_t)(kp - k));

@@ -8,13 +8,6 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-static inline int32_t load_i32(const void *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* VPDPBUSD through asm with a "+v" accumulator: with the intrinsic, GCC 12
  * copies every accumulator twice per iteration in the blocked loops. */
 static inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8)
@@ -82,7 +75,7 @@ INLINE void q8_block(const mp_amx_int8_view *w, const int8_t *xq, size_t ldxq, c
                 wv[j] = _mm512_loadu_si512(blk[j] + (size_t)q * 64);
 #pragma GCC unroll 4
             for (int i = 0; i < mb; i++) {
-                __m512i xb = _mm512_xor_si512(_mm512_set1_epi32(load_i32(xr[i] + (size_t)q * 4)), bias);
+                __m512i xb = _mm512_xor_si512(_mm512_set1_epi32(mp_load_i32(xr[i] + (size_t)q * 4)), bias);
 #pragma GCC unroll 8
                 for (int j = 0; j < nbk; j++)
                     acc[i][j] = dpbusd(acc[i][j], xb, wv[j]);

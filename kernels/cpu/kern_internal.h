@@ -2,6 +2,8 @@
 #ifndef MP_KERN_INTERNAL_H
 #define MP_KERN_INTERNAL_H
 
+#include <string.h>
+
 #include "mp_kernels.h"
 
 /* Each fills (or overrides) the entries its ISA provides. */
@@ -31,6 +33,15 @@ uint64_t mp_read_probe_avx512(const void *p, size_t bytes);
 /* The same over four quarters of the range read side by side (bytes a
  * multiple of 1024; reads 4 * floor(bytes / 1024) * 256 bytes). */
 uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes);
+
+/* 4 bytes at any alignment as an int32 (the 4 activation bytes the vector
+ * int8 kernels broadcast). */
+static inline int32_t mp_load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 
 /* Byte offset of the 16-row block nb of group g, and of its tile kb. */
 static inline size_t mp_q8_block_offset(const mp_amx_int8_layout *l, uint32_t g, uint32_t nb)
