@@ -374,7 +374,10 @@ __global__ void __launch_bounds__(256, 2) gemv_int4_kernel(const gemv_args a)
  * per warp in flight. Two ways to issue the copies, both measured best for
  * some shapes on the H100 (docs/CUDA.md): per warp (each warp copies and
  * waits for its own groups, 16 copies per warp) or per block (warp 0 copies
- * each row's whole range, one mbarrier for the block).
+ * each row's whole range, one mbarrier for the block). The mbarriers are
+ * used once and not invalidated: the block's shared memory ends with it, and
+ * invalidating them (with the synchronization that needs) made the launch
+ * 0.3-0.9 us slower on the H100.
  * Shared memory: the tile's rows (16 bytes of padding each, so that the
  * lanes' 16-byte reads fall in distinct banks), then per warp its scales
  * (and mins) and its staged x. */
@@ -439,13 +442,6 @@ __device__ __forceinline__ void bulk_wait(uint32_t bar)
                      : "memory");
     while (!ready);
 }
-
-/* Once every thread that waits on it has: the shared memory of an mbarrier
- * may be reused (by a later block on this SM) only after mbarrier.inval. */
-__device__ __forceinline__ void bulk_release(uint32_t bar)
-{
-    asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
 #endif
 
 template <bool ASYM>
@@ -496,20 +492,12 @@ __global__ void __launch_bounds__(256) gemv_int4_bulk_kernel(const gemv_args a)
         gemv_stage_x<4>(xs, a, w0, nw, lane, 32);
         __syncwarp();
         bulk_wait(my_bar);
-        __syncwarp();
-        if (per_warp && lane == 0)
-            bulk_release(my_bar);
         const uint8_t *ra = wsm + g * sh.row_bytes + (w0 - gb0) * 64 + t * 16, *rb = ra + 8 * sh.row_bytes;
 #pragma unroll 2
         for (int u = 0; u < nw; u++)
             gemv_group<1, ASYM>(*(const uint4 *)(ra + u * 64), *(const uint4 *)(rb + u * 64), ssm[u * 8 + g],
                                 ASYM ? ssm[sh.wg * 8 + u * 8 + g] : ssm[u * 8 + g], xs + u * M * 4 * XS_WORDS, M, g,
                                 t, acc);
-    }
-    if (!per_warp) {
-        __syncthreads(); /* every warp has waited */
-        if (threadIdx.x == 0)
-            bulk_release(my_bar);
     }
     gemv_finish<1>(acc, red, 8, warp, warp, true, seg, lt * 16 + g, a);
 #endif
