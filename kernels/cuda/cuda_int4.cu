@@ -614,7 +614,7 @@ static bool gemv_bulk_fits(const mp_cuda_ctx *ctx, int ngroups, int M, bool asym
  * the whole-tile kernel (K not split) for 1-4 tokens and S/2 to 2S tiles
  * (S SMs; q_a 96, shexp gate 128, q_a‖kv_a 132, gate‖up 256 of 132), its
  * copies per block from 7/8 S tiles on and per warp below (q_a: 4.6 against
- * 6.5 us; the other three 3-8% faster per block; why is not known); the
+ * 6.5 us; the other three 0.5-10% faster per block; why is not known); the
  * register kernel otherwise (kv_a's 36 tiles, which it splits over more SMs;
  * shexp down's 448 and q_b's 1536, which it streams as fast; 8 tokens).
  * Returns 0 (register kernel), 1 (copies per warp) or 2 (per block). */
