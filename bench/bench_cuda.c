@@ -19,6 +19,7 @@
 
 #include "mp_cuda.h"
 #include "mp_num.h"
+#include "test_rand.h"
 
 static mp_error err;
 static mp_cuda_ctx *ctx;
@@ -34,19 +35,16 @@ static bool quick;
         }                                                                                          \
     } while (0)
 
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
+static mp_rng rng = {0x243f6a8885a308d3ull};
 
 static uint64_t rng_u64(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return mp_rng_u64(&rng);
 }
 
 static float rng_f(float lo, float hi)
 {
-    return lo + (hi - lo) * (float)((double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0));
+    return lo + (hi - lo) * (float)mp_rng_unif(&rng);
 }
 
 static void *dalloc(size_t bytes)

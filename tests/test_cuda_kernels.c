@@ -16,6 +16,7 @@
 
 #include "mp_cuda.h"
 #include "mp_num.h"
+#include "test_rand.h"
 #include "mp_test.h"
 
 static mp_error err;
@@ -33,20 +34,17 @@ static mp_cuda_ctx *ctx;
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static mp_rng rng = {0x9e3779b97f4a7c15ull};
 
 static uint64_t rng_u64(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return mp_rng_u64(&rng);
 }
 
 /* uniform in [lo, hi) */
 static float rng_f(float lo, float hi)
 {
-    return lo + (hi - lo) * (float)((double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0));
+    return lo + (hi - lo) * (float)mp_rng_unif(&rng);
 }
 
 static void *xmalloc(size_t n)
