@@ -546,7 +546,7 @@ static void gemv_pick(const mp_cuda_ctx *ctx, int tiles, int ngroups, int M, mp_
         else
             wk /= 2;
     }
-    c->k_warps = wk, c->groups_per_warp = gpw, c->k_blocks = kb, c->pdl = -1, c->bulk = -1;
+    c->k_warps = wk, c->groups_per_warp = gpw, c->k_blocks = kb, c->pdl = -1, c->bulk = 0;
 }
 
 /* Launch attributes of a GEMV: a cluster of kb blocks along y (K split),
@@ -925,10 +925,11 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
     gemv_pick(ctx, a.tiles, a.ngroups, a.M, &c);
     /* the whole-tile kernel: forced (bulk 1 or 2), or the heuristic's when no
      * register-kernel field is forced */
-    int bulk = cfg ? cfg->bulk : 0;
-    if (bulk == 0 && !(cfg && (cfg->k_warps || cfg->groups_per_warp)))
-        bulk = gemv_bulk_pick(ctx, a.tiles, a.ngroups, a.M, asym);
-    if (bulk > 0)
+    if (cfg && cfg->bulk)
+        c.bulk = cfg->bulk;
+    else if (!(cfg && (cfg->k_warps || cfg->groups_per_warp)))
+        c.bulk = gemv_bulk_pick(ctx, a.tiles, a.ngroups, a.M, asym);
+    if (c.bulk > 0)
         c.k_blocks = 1;
     if (cfg) {
         if (cfg->k_warps)
@@ -940,29 +941,25 @@ static int run_gemv(mp_cuda_ctx *ctx, const mp_cuda_int4 *w0, const int4_view *v
         c.pdl = cfg->pdl;
     }
     const bool pdl = c.pdl < 0 ? ctx->pdl : c.pdl > 0 && mp_cuda_is_hopper(ctx);
-    if (bulk > 0) {
-        if (bulk > 2 || !gemv_bulk_fits(ctx, a.ngroups, a.M, asym, c.k_blocks))
+    if (c.bulk > 0) {
+        if (c.bulk > 2 || !gemv_bulk_fits(ctx, a.ngroups, a.M, asym, c.k_blocks))
             return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range for the whole-tile kernel");
-        a.wk = 8;
-        a.bulk_per_warp = bulk == 1;
-        a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
-        const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
-        cudaError_t e = gemv_bulk_launch(ctx, a, asym, kb, pdl);
-        if (e != cudaSuccess)
-            return mp_cuda_fail(err, e, "linear_int4 (gemv)");
-        return mp_cuda_launch_check(err, "linear_int4 (gemv)");
+    } else {
+        if ((c.k_warps != 1 && c.k_warps != 2 && c.k_warps != 4 && c.k_warps != 8) ||
+            (c.groups_per_warp != 2 && c.groups_per_warp != 4 && c.groups_per_warp != 8) || c.k_blocks < 1 ||
+            c.k_blocks > 8 || (c.k_blocks > 1 && !mp_cuda_is_hopper(ctx)))
+            return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range");
+        if (gemv_xs_bytes(c.k_warps, c.groups_per_warp, a.M) > GEMV_XS_MAX)
+            return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration stages too much x for its token count");
     }
-    if ((c.k_warps != 1 && c.k_warps != 2 && c.k_warps != 4 && c.k_warps != 8) ||
-        (c.groups_per_warp != 2 && c.groups_per_warp != 4 && c.groups_per_warp != 8) || c.k_blocks < 1 ||
-        c.k_blocks > 8 || (c.k_blocks > 1 && !mp_cuda_is_hopper(ctx)))
-        return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration out of range");
-    if (gemv_xs_bytes(c.k_warps, c.groups_per_warp, a.M) > GEMV_XS_MAX)
-        return mp_cuda_bad_arg(err, "linear_int4", "GEMV configuration stages too much x for its token count");
-    a.wk = c.k_warps;
+    a.wk = c.bulk > 0 ? 8 : c.k_warps;
+    a.bulk_per_warp = c.bulk == 1;
     a.gpb = (a.ngroups + c.k_blocks - 1) / c.k_blocks;
     const int kb = (a.ngroups + a.gpb - 1) / a.gpb; /* no block without groups */
     cudaError_t e;
-    if (m <= 8)
+    if (c.bulk > 0)
+        e = gemv_bulk_launch(ctx, a, asym, kb, pdl);
+    else if (m <= 8)
         e = gemv_launch_nt<1>(ctx, a, asym, c.groups_per_warp, kb, pdl);
     else if (m <= 16)
         e = gemv_launch_nt<2>(ctx, a, asym, c.groups_per_warp, kb, pdl);
