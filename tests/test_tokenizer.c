@@ -8,6 +8,7 @@
 
 #include "mp_file.h"
 #include "mp_test.h"
+#include "test_rand.h"
 #include "tokenizer.h"
 
 static const char *fixtures;
@@ -419,13 +420,10 @@ static void test_long_input(const mp_tokenizer *tok)
     free(big);
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static mp_rng rng_state = {0x9e3779b97f4a7c15ull};
 static uint64_t rng(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return mp_rng_u64(&rng_state);
 }
 
 static void test_serialize(const mp_tokenizer *tok)
