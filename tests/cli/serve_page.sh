@@ -8,7 +8,9 @@ for c in chromium chromium-browser google-chrome; do command -v "$c" >/dev/null 
 [ -n "$CHROMIUM" ] || { echo "SKIP: chromium not installed (apt-get install chromium)"; exit 77; }
 D=$(tmpdir cli_serve_page)
 make_model "$D"
-start_server "$D/srv.log" "$D/tiny.moepack" --threads 1 --slots 1 --ctx 4096 --max-tokens 100000
+# the Stop turn asks for 16000 tokens (16 s or more at the tiny model's ~1000 tokens/s on one thread):
+# 4000 took about 4 s, and on a loaded machine the turn could end before the click arrived
+start_server "$D/srv.log" "$D/tiny.moepack" --threads 1 --slots 1 --ctx 16384 --max-tokens 100000
 python3 "$(dirname "$0")/../serve/page_cdp.py" "$CHROMIUM" "$URL/" "$D/page.png" "$D/profile" >"$D/report.json" &&
     ok || fail "browser session: $(cat "$D/report.json")"
 cat "$D/report.json"; echo

@@ -157,7 +157,7 @@ def main():
         if r1:
             return
         # a second turn that runs long: press Stop once text streams in
-        b.js("document.getElementById('maxtok').value = '4000'; true")
+        b.js("document.getElementById('maxtok').value = '16000'; true")
         b.click("#input")
         b.call("Input.insertText", text="Now write a very long essay.")
         b.click("#send")
