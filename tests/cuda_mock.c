@@ -12,6 +12,7 @@
 
 #include "mp_cuda.h"
 #include "mp_num.h"
+#include "ref_router.h"
 
 static void dq_cache_clear(void);
 
@@ -387,94 +388,17 @@ int mp_cuda_mla_attention(mp_cuda_ctx *ctx, const mp_cuda_mla_args *a, mp_error 
 
 /* ---- router: mp_cuda_router's rules (HF modeling_deepseek_v3) ------------------- */
 
-static int better(float v, int i, float bv, int bi)
-{
-    return i >= 0 && (bi < 0 || v > bv || (v == bv && i < bi));
-}
-
 int mp_cuda_router(mp_cuda_ctx *ctx, const mp_cuda_router_params *p, const float *logits, size_t ld,
                    const float *bias, uint32_t m, int32_t *ids, float *weights, mp_error *err)
 {
     (void)ctx;
-    const int E = (int)p->n_experts, K = (int)p->top_k;
-    float *score = malloc(E * sizeof *score), *choice = malloc(E * sizeof *choice);
-    unsigned char *taken = calloc(E, 1);
-    if (!score || !choice || !taken) {
-        free(score);
-        free(choice);
-        free(taken);
-        return mp_fail(err, MP_ERR_INPUT, "cuda", NULL, "out of host memory");
-    }
-    for (uint32_t t = 0; t < m; t++) {
-        const float *lg = logits + t * ld;
-        float mx = -INFINITY, sum = 0;
-        for (int e = 0; e < E; e++)
-            mx = fmaxf(mx, lg[e]);
-        for (int e = 0; e < E; e++) {
-            score[e] = p->scoring == 0 ? expf(lg[e] - mx) : 1.0f / (1.0f + expf(-lg[e]));
-            sum += score[e];
-            taken[e] = 0;
-        }
-        if (p->scoring == 0)
-            for (int e = 0; e < E; e++)
-                score[e] /= sum;
-        for (int e = 0; e < E; e++)
-            choice[e] = score[e] + ((p->topk_method == 2 && bias) ? bias[e] : 0.0f);
-        const int G = (int)p->n_group;
-        if (p->topk_method != 0 && G > 1 && (int)p->topk_group < G) {
-            const int gs = E / G;
-            float gsc[1024];
-            unsigned char keep[1024] = {0};
-            for (int g = 0; g < G; g++) {
-                float b1 = -INFINITY, b2 = -INFINITY;
-                for (int e = 0; e < gs; e++) {
-                    float v = choice[g * gs + e];
-                    if (v > b1) {
-                        b2 = b1;
-                        b1 = v;
-                    } else if (v > b2) {
-                        b2 = v;
-                    }
-                }
-                gsc[g] = (p->topk_method == 2 && gs >= 2) ? b1 + b2 : b1;
-            }
-            for (uint32_t r = 0; r < p->topk_group; r++) {
-                int bi = -1;
-                float bv = -INFINITY;
-                for (int g = 0; g < G; g++)
-                    if (!keep[g] && better(gsc[g], g, bv, bi)) {
-                        bv = gsc[g];
-                        bi = g;
-                    }
-                keep[bi] = 1;
-            }
-            for (int e = 0; e < E; e++)
-                if (!keep[e / gs])
-                    choice[e] = p->masked_score;
-        }
-        float wsum = 0;
-        int sel[32];
-        for (int j = 0; j < K; j++) {
-            int bi = -1;
-            float bv = -INFINITY;
-            for (int e = 0; e < E; e++)
-                if (!taken[e] && better(choice[e], e, bv, bi)) {
-                    bv = choice[e];
-                    bi = e;
-                }
-            taken[bi] = 1;
-            sel[j] = bi;
-            wsum += score[bi];
-        }
-        float div = p->norm_topk_prob ? wsum + 1e-20f : 1.0f;
-        for (int j = 0; j < K; j++) {
-            ids[t * K + j] = sel[j];
-            weights[t * K + j] = score[sel[j]] / div * p->routed_scaling_factor;
-        }
-    }
-    free(score);
-    free(choice);
-    free(taken);
+    if (m == 0)
+        return MP_OK;
+    const char *why = ref_router_bad_params(p);
+    if (why)
+        return mp_fail(err, MP_ERR_USAGE, "cuda", NULL, "router: %s", why);
+    for (uint32_t t = 0; t < m; t++)
+        ref_router_token(p, logits + t * ld, bias, ids + (size_t)t * p->top_k, weights + (size_t)t * p->top_k);
     return MP_OK;
 }
 

@@ -16,6 +16,7 @@
 
 #include "mp_cuda.h"
 #include "mp_num.h"
+#include "ref_router.h"
 #include "test_rand.h"
 #include "mp_test.h"
 
@@ -763,69 +764,6 @@ static void test_small_kernels(void)
 
 /* ---- router ------------------------------------------------------------------ */
 
-static void ref_router(const mp_cuda_router_params *p, const float *logits, const float *bias, int32_t *ids,
-                       float *wts)
-{
-    const uint32_t E = p->n_experts;
-    float score[1024], choice[1024];
-    bool taken[1024] = {false};
-    if (p->scoring == 0) {
-        float mx = -INFINITY;
-        for (uint32_t e = 0; e < E; e++)
-            mx = fmaxf(mx, logits[e]);
-        double sum = 0;
-        for (uint32_t e = 0; e < E; e++)
-            sum += exp((double)logits[e] - mx);
-        for (uint32_t e = 0; e < E; e++)
-            score[e] = (float)(exp((double)logits[e] - mx) / sum);
-    } else {
-        for (uint32_t e = 0; e < E; e++)
-            score[e] = (float)(1.0 / (1.0 + exp(-(double)logits[e])));
-    }
-    for (uint32_t e = 0; e < E; e++)
-        choice[e] = score[e] + ((p->topk_method == 2 && bias) ? bias[e] : 0.0f);
-    if (p->topk_method != 0 && p->n_group > 1 && p->topk_group < p->n_group) {
-        const uint32_t gs = E / p->n_group;
-        float gsc[1024];
-        bool keep[1024] = {false};
-        for (uint32_t g = 0; g < p->n_group; g++) {
-            float b1 = -INFINITY, b2 = -INFINITY;
-            for (uint32_t e = 0; e < gs; e++) {
-                float v = choice[g * gs + e];
-                if (v > b1) {
-                    b2 = b1;
-                    b1 = v;
-                } else if (v > b2) {
-                    b2 = v;
-                }
-            }
-            gsc[g] = (p->topk_method == 2 && gs >= 2) ? b1 + b2 : b1;
-        }
-        for (uint32_t k = 0; k < p->topk_group; k++) {
-            int best = -1;
-            for (uint32_t g = 0; g < p->n_group; g++)
-                if (!keep[g] && (best < 0 || gsc[g] > gsc[best]))
-                    best = (int)g;
-            keep[best] = true;
-        }
-        for (uint32_t e = 0; e < E; e++)
-            if (!keep[e / gs])
-                choice[e] = p->masked_score;
-    }
-    double sum = 0;
-    for (uint32_t k = 0; k < p->top_k; k++) {
-        int best = -1;
-        for (uint32_t e = 0; e < E; e++)
-            if (!taken[e] && (best < 0 || choice[e] > choice[best]))
-                best = (int)e;
-        taken[best] = true;
-        ids[k] = best;
-        sum += score[best];
-    }
-    for (uint32_t k = 0; k < p->top_k; k++)
-        wts[k] = (float)(score[ids[k]] / (p->norm_topk_prob ? sum + 1e-20 : 1.0) * p->routed_scaling_factor);
-}
-
 static void run_router_case(const char *name, mp_cuda_router_params p, uint32_t m, bool with_bias)
 {
     const size_t ld = p.n_experts + 3;
@@ -845,7 +783,7 @@ static void run_router_case(const char *name, mp_cuda_router_params p, uint32_t 
     int bad_ids = 0;
     double worst = 0;
     for (uint32_t t = 0; t < m; t++) {
-        ref_router(&p, lg + t * ld, bias, rids, rw);
+        ref_router_token(&p, lg + t * ld, bias, rids, rw);
         for (uint32_t k = 0; k < p.top_k; k++) {
             bad_ids += ids[t * p.top_k + k] != rids[k];
             double d = fabs((double)w[t * p.top_k + k] - rw[k]) / (fabs(rw[k]) + 1e-30);
