@@ -37,17 +37,18 @@ expect_in "$err" "turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached\)"
 if printf '%s' "$err" | grep -q "turn 3"; then fail "an empty line became a turn"; else ok; fi
 expect_exit 0 "$MP" chat "$X" -n 4 < /dev/null
 
-# compare: exact mode matches the oracle; thresholds exit 3 when violated
-expect_exit 0 "$MP" compare "$X" "$REF" --no-greedy --max-abs 5e-3 --min-top1 1 --max-kl 1e-6
+# compare: exact mode matches the oracle; thresholds exit 3 when violated. --cpu-only: these are the CPU
+# path's figures (on a GPU machine the default is the hybrid path, checked in cli_hybrid)
+expect_exit 0 "$MP" compare "$X" "$REF" --cpu-only --no-greedy --max-abs 5e-3 --min-top1 1 --max-kl 1e-6
 expect_in "$out" "^all +751 "
-expect_exit 0 "$MP" compare "$X" "$REF" --prompt 2 --min-greedy 32 --json
+expect_exit 0 "$MP" compare "$X" "$REF" --cpu-only --prompt 2 --min-greedy 32 --json
 expect_in "$out" '"greedy_match": 32'
 expect_in "$out" '"pass": true'
-expect_exit 3 "$MP" compare "$Q" "$REF" --no-greedy --min-top1 0.999
+expect_exit 3 "$MP" compare "$Q" "$REF" --cpu-only --no-greedy --min-top1 0.999
 expect_in "$err" "top-1 agreement 0\.[0-9]+ is below --min-top1 0.999"
-expect_exit 3 "$MP" compare "$Q" "$REF" --no-greedy --max-abs 1e-3 --json
+expect_exit 3 "$MP" compare "$Q" "$REF" --cpu-only --no-greedy --max-abs 1e-3 --json
 expect_in "$out" '"pass": false'
-expect_exit 3 "$MP" compare "$X" "$REF" --experts-per-token 3 --no-greedy --max-kl 1e-6
+expect_exit 3 "$MP" compare "$X" "$REF" --cpu-only --experts-per-token 3 --no-greedy --max-kl 1e-6
 expect_in "$err" "mean KL .* is above --max-kl"
 
 # reference: a container's own outputs, which compare then matches exactly; fewer experts per

@@ -197,6 +197,25 @@ sse "$D/r1s.txt" >"$D/r1s.json"
 expect_eq "$(js "$D/r1s.json" 'd["reasoning"]')" "$reasoning" "streamed reasoning_content"
 stop_server "$SRV_PID"
 
+# ---- the default back end (hybrid on a GPU machine, where the tests above ran with --cpu-only) ---
+# answers and cache reuse; the text is not compared across cache states (see start_server)
+start_server_default_backend "$D/srv4.log" "$D/tiny.moepack" --threads 2 --slots 1
+curl -s "$URL/health" >"$D/h4.json"
+expect_in "$(js "$D/h4.json" 'd["backend"]')" '^(cpu|hybrid \(cuda) \+?'
+GPU8='{"messages":[{"role":"user","content":"Hello there"}],"temperature":0,"max_tokens":8,"ignore_eos":true}'
+for i in 1 2; do
+    expect_eq "$(post /v1/chat/completions "$GPU8" "$D/g$i.json")" 200 "default back end, request $i"
+    expect_eq "$(js "$D/g$i.json" '[d["usage"]["completion_tokens"], len(d["choices"][0]["message"]["content"]) > 0]')" \
+        '[8, true]' "default back end, answer $i"
+done
+expect_eq "$(js "$D/g2.json" 'd["usage"]["prompt_tokens_details"]["cached_tokens"] == d["usage"]["prompt_tokens"] - 1')" true \
+    "default back end, repeat cached"
+expect_eq "$(post /v1/chat/completions "${GPU8%\}},\"stream\":true,\"stream_options\":{\"include_usage\":true}}" "$D/g3.txt")" 200 \
+    "default back end, stream"
+sse "$D/g3.txt" >"$D/g3.json" && ok || fail "default back end: bad event stream: $(head -c 300 "$D/g3.txt")"
+expect_eq "$(js "$D/g3.json" '[d["done"], d["usage"]["completion_tokens"]]')" '[true, 8]' "default back end, stream shape"
+stop_server "$SRV_PID"
+
 # ---- usage errors ----------------------------------------------------------------------------
 expect_exit 1 "$MP" serve
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --slots 0

@@ -14,8 +14,12 @@ for variant in group-scale greedy-norm; do
     python3 "$PY" make-v2 "$FIX/tiny-v3" "$D/$variant" $arg && ok || fail "make-v2 $variant"
     python3 "$PY" reference "$D/$variant" "$REF" "$D/$variant.ref.safetensors" && ok || fail "numpy reference $variant"
     "$MP" convert "$D/$variant" -o "$D/$variant.moepack" --cpu-quant bf16 --gpu-quant bf16 --quiet && ok || fail "convert $variant"
-    expect_exit 0 "$MP" compare "$D/$variant.moepack" "$D/$variant.ref.safetensors" --max-abs 1e-4 --min-top1 1 --min-greedy 6
+    # exact mode is the CPU path's promise (--cpu-only); the default back end, hybrid on a GPU machine
+    # (bf16 GEMMs and KV cache there), is held to looser limits: on the H100, max |diff| 0.03,
+    # mean KL 1.4e-5, top-1 43 of 44, greedy 12 of 12
+    expect_exit 0 "$MP" compare "$D/$variant.moepack" "$D/$variant.ref.safetensors" --cpu-only --max-abs 1e-4 --min-top1 1 --min-greedy 6
     expect_in "$out" "^all +44 "
+    expect_exit 0 "$MP" compare "$D/$variant.moepack" "$D/$variant.ref.safetensors" --max-kl 1e-3 --min-top1 0.9
 done
 # the numpy reference itself against the fixture's oracle (V3)
 python3 "$PY" reference "$FIX/tiny-v3" "$REF" "$D/v3.ref.safetensors" && ok || fail "numpy reference v3"

@@ -28,9 +28,17 @@ PY
     "$MP" convert "$1/r1-src" -o "$1/r1.moepack" --quiet --threads 2 >/dev/null || { echo "convert failed"; exit 1; }
 }
 
-# start_server LOG ARGS...: moepack serve ARGS on a free port (the kernel picks it: --port 0);
-# sets SRV_PID, PORT and URL, and waits until /health answers.
+# start_server LOG ARGS...: moepack serve ARGS --cpu-only on a free port (the kernel picks it: --port
+# 0); sets SRV_PID, PORT and URL, and waits until /health answers. --cpu-only because the tests compare
+# answers bit for bit across cache states (prefix reuse), which only the CPU path promises: on the
+# hybrid path the GPU rounds a prompt evaluated whole differently from one taken from the cache plus
+# its last token. start_server_default_backend LOG ARGS... leaves the back end to the server.
 start_server() {
+    local log=$1; shift
+    start_server_default_backend "$log" "$@" --cpu-only
+}
+
+start_server_default_backend() {
     local log=$1; shift
     "$MP" serve "$@" --port 0 >"$log" 2>&1 &
     SRV_PID=$!
