@@ -16,6 +16,10 @@
  * MOEPACK_AMX_KERNEL=v1 selects) in the same process, row by row after the
  * current one, against the same peak.
  *
+ * --decode-active A: afterwards, decode steps of A experts each (a V3
+ * token's 8) that rotate through all E, which is what the runner's decode
+ * reads: A experts' weights once per step, none of them in the caches.
+ *
  * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
  * sets).
@@ -102,6 +106,9 @@ typedef struct run_ctx {
     uint32_t H, I, S;
     size_t kp_in, kp_down; /* row strides of xq and hq */
     int threads;
+    /* --decode-active: each step runs experts [rot, rot + E) of rot_all[rot_total] */
+    expert *rot_all;
+    uint32_t rot_total, rot;
 } run_ctx;
 
 /* gate/up items: (expert, slice) computing both matrices' rows of the slice */
@@ -155,6 +162,16 @@ static void run_both(run_ctx *c)
     run_down(c);
 }
 
+/* A decode step of the runner: E experts at M = 1, the next E of the
+ * rot_total at every call, so each step reads weights no earlier step of
+ * the last rot_total / E read. */
+static void run_both_rotating(run_ctx *c)
+{
+    c->ex = c->rot_all + c->rot;
+    run_both(c);
+    c->rot = (c->rot + c->E) % c->rot_total;
+}
+
 /* Bytes of the last-level cache (0 when unknown). */
 static size_t llc_bytes(void)
 {
@@ -182,6 +199,7 @@ int main(int argc, char **argv)
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
     bool with_v1 = false;
+    uint32_t active = 0; /* --decode-active */
     size_t ld_pad = 64; /* activation row stride = K + 64, as the runner's */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -200,15 +218,19 @@ int main(int argc, char **argv)
                 return 1;
         } else if (!strcmp(argv[i], "--v1")) {
             with_v1 = true;
+        } else if (!strcmp(argv[i], "--decode-active") && i + 1 < argc) {
+            active = (uint32_t)atoi(argv[++i]);
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B]\n");
+                    "[--ld-pad B] [--decode-active A]\n");
             return 1;
         }
     }
-    if (threads < 1 || E < 1 || E > 256)
+    if (threads < 1 || E < 1 || E > 256 || (active && (active > E || E % active))) {
+        fprintf(stderr, "bench_amx: need --threads >= 1, 1 <= --experts <= 256 and --decode-active dividing --experts\n");
         return 1;
+    }
     mp_error err = {0};
     if (!mp_isa_available(MP_ISA_AMX)) {
         printf("SKIP: no AMX here\n");
@@ -269,7 +291,7 @@ int main(int argc, char **argv)
         for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
             run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
                          ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
-                         gu.kp + ld_pad, dn.kp + ld_pad, threads};
+                         gu.kp + ld_pad, dn.kp + ld_pad, threads, NULL, 0, 0};
             c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
             c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
             c.g = aligned_alloc(64, (size_t)E * M * I * 4);
@@ -308,6 +330,46 @@ int main(int argc, char **argv)
     if (decode_gbs > 0)
         printf("\ndecode (M = 1): weights streamed at %.1f GB/s = %.1f%% of the %.1f GB/s read bandwidth\n",
                decode_gbs * 1e-9, 100 * decode_gbs / bw, bw * 1e-9);
+    if (active) {
+        run_ctx c = {K->gemm_q8, ex, active, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
+                     gu.kp + ld_pad, dn.kp + ld_pad, threads, ex, E, 0};
+        c.xq = aligned_alloc(64, (size_t)active * c.kp_in);
+        c.xs = aligned_alloc(64, (size_t)active * 4 + 64);
+        c.g = aligned_alloc(64, (size_t)active * I * 4);
+        c.u = aligned_alloc(64, (size_t)active * I * 4);
+        c.hq = aligned_alloc(64, (size_t)active * c.kp_down);
+        c.hs = aligned_alloc(64, (size_t)active * dn.groups * 4 + 64);
+        c.y = aligned_alloc(64, (size_t)active * H * 4);
+        if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
+            return 2;
+        fill_random(c.xq, (size_t)active * c.kp_in, 77);
+        fill_random(c.hq, (size_t)active * c.kp_down, 78);
+        for (uint32_t i = 0; i < active; i++)
+            c.xs[i] = 1e-2f;
+        for (size_t i = 0; i < (size_t)active * dn.groups; i++)
+            c.hs[i] = 1e-2f;
+        /* every call is a new set of experts: the mean over whole rotations, not the best call */
+        const uint32_t steps = E / active;
+        run_both_rotating(&c);
+        double t0 = now();
+        uint32_t n = 0;
+        do {
+            for (uint32_t i = 0; i < steps; i++)
+                run_both_rotating(&c);
+            n += steps;
+        } while (now() - t0 < min_time || n < 3 * steps);
+        double t = (now() - t0) / n, bytes = (double)active * (2.0 * gu.total_bytes + dn.total_bytes);
+        printf("decode, %u of %u experts per step (M = 1, rotating): %.3f ms per step, %.1f GB/s = %.1f%% of the "
+               "%.1f GB/s read bandwidth\n",
+               active, E, t * 1e3, bytes / t * 1e-9, 100 * bytes / t / bw, bw * 1e-9);
+        free(c.xq);
+        free(c.xs);
+        free(c.g);
+        free(c.u);
+        free(c.hq);
+        free(c.hs);
+        free(c.y);
+    }
     for (size_t i = 0; i < 3 * (size_t)E; i++)
         free(bufs[i]);
     free(bufs);
