@@ -42,8 +42,9 @@ static void usage(FILE *out)
             "  --real-experts N     its routed experts (default: 256, 160, 64 by width; else the container's)\n"
             "  --seed S             seed of the random prompt ids (default 1)\n"
             "  --experts-per-token K  routed experts per token (default: the model's)\n"
+            "  --batch N            prompt tokens evaluated per step (default %u; see moepack run --help)\n"
             "  -q, --quiet          no progress on standard error\n",
-            MP_BENCH_MAX_PROMPTS);
+            MP_BENCH_MAX_PROMPTS, MP_DEFAULT_BATCH);
 }
 
 static void on_progress(void *ctx, const char *what)
@@ -105,7 +106,7 @@ static void print_text(const mp_bench_result *r)
     printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
            d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
            r->experts_q8 ? "int8" : "bf16");
-    printf("backend %s, %d threads\n", r->backend, r->threads);
+    printf("backend %s, %d threads, prompts in steps of up to %u tokens\n", r->backend, r->threads, r->batch);
     printf("\nload\n  open + map%s: %.3f s\n", r->hybrid ? " + GPU upload" : "", r->load_seconds);
     if (r->gpu_load.active)
         printf("  GPU upload: %.2f GB in %.3f s (%.2f GB/s), context %.3f s\n", r->gpu_load.upload_bytes / 1e9,
@@ -310,6 +311,11 @@ int mp_cmd_bench(int argc, char **argv)
             if (!mp_cli_parse_u64("bench", a, v, 1, 4096, &u))
                 return MP_ERR_USAGE;
             o.experts_per_token = (uint32_t)u;
+        } else if (!strcmp(a, "--batch")) {
+            NEEDV();
+            if (!mp_cli_parse_u64("bench", a, v, 1, MP_BATCH_LIMIT, &u))
+                return MP_ERR_USAGE;
+            o.batch = (uint32_t)u;
         } else if (!strcmp(a, "--seed")) {
             NEEDV();
             if (!mp_cli_parse_u64("bench", a, v, 0, UINT64_MAX, &u))

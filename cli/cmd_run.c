@@ -17,7 +17,7 @@
 typedef struct run_opts {
     const char *file, *prompt, *system;
     bool chat, verify, cpu_only, prefault;
-    uint32_t max_new, ctx, threads, experts;
+    uint32_t max_new, ctx, threads, experts, batch;
     mp_sampler_opts samp;
 } run_opts;
 
@@ -43,13 +43,16 @@ static void usage(FILE *out, bool chat)
                  "  --ctx N                  context length in tokens (default %u, at most the model's)\n"
                  "  --threads N              compute threads (default: all cores)\n"
                  "  --experts-per-token K    routed experts per token (default: the model's)\n"
+                 "  --batch N                prompt tokens evaluated per step (default %u): each routed\n"
+                 "                           expert's weights are read once per step, so larger is faster for\n"
+                 "                           long prompts, at more scratch memory\n"
                  "  --verify                 check every tensor checksum before running\n"
                  "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n"
                  "  --prefault               read the routed experts into memory at load, with all threads\n"
                  "                           (default: pages come in as experts first run)\n"
                  "R1 reasoning (<think>...</think>) is shown dim on a terminal, between [thinking] and\n"
                  "[/thinking] markers otherwise.\n",
-            DEFAULT_MAX_NEW, DEFAULT_CTX);
+            DEFAULT_MAX_NEW, DEFAULT_CTX, MP_DEFAULT_BATCH);
 }
 
 /* Parses the options run and chat share; returns -1 when fine, else the exit code. */
@@ -123,6 +126,11 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             if (!mp_cli_parse_u64(cmd, a, v, 1, 4096, &u))
                 return MP_ERR_USAGE;
             o->experts = (uint32_t)u;
+        } else if (!strcmp(a, "--batch")) {
+            NEEDV();
+            if (!mp_cli_parse_u64(cmd, a, v, 1, MP_BATCH_LIMIT, &u))
+                return MP_ERR_USAGE;
+            o->batch = (uint32_t)u;
         } else if (!strcmp(a, "--verify")) {
             o->verify = true;
         } else if (!strcmp(a, "--cpu-only")) {
@@ -164,6 +172,7 @@ static int open_model(const run_opts *o, mp_model **m, mp_session **s, mp_sample
     mp_model_opts_default(&mo);
     mo.threads = (int)o->threads;
     mo.experts_per_token = o->experts;
+    mo.max_batch = o->batch;
     mo.verify = o->verify;
     mo.cpu_only = o->cpu_only;
     mo.prefault = o->prefault;

@@ -142,6 +142,7 @@ int mp_cmd_serve(int argc, char **argv)
     /* Leave room below the OS limit for the listener and the model's files. */
     so.max_connections = so.slots + so.queue + 32;
 
+    mo.max_batch = MP_SERVE_PREFILL_CHUNK; /* each slot's scratch: no step evaluates more */
     mp_error err = {0};
     mp_model *m = NULL;
     int rc = mp_model_load(path, &mo, &m, &err);

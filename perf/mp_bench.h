@@ -39,6 +39,7 @@ typedef struct mp_bench_opts {
     int64_t real_layers, real_dense, real_experts;
     uint64_t seed;         /* of the synthetic prompts */
     uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
+    uint32_t batch;        /* prompt tokens per step (mp_model_opts.max_batch); 0: the default */
     /* Called at each step with a short description; may be NULL. */
     void (*progress)(void *ctx, const char *what);
     void *progress_ctx;
@@ -141,6 +142,7 @@ typedef struct mp_bench_result {
     int threads;
     mp_model_desc desc;
     uint32_t top_k;
+    uint32_t batch; /* prompt tokens per step of the session */
     bool experts_q8;
     bool hybrid;
     uint32_t gen, repeat, ctx;

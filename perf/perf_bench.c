@@ -251,6 +251,7 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     mo.threads = o->threads;
     mo.cpu_only = o->cpu_only;
     mo.experts_per_token = o->experts_per_token;
+    mo.max_batch = o->batch;
     double t_load = mp_perf_now();
     if ((rc = mp_model_load(path, &mo, &b.m, err)))
         return rc;
@@ -277,6 +278,7 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
         goto done;
     }
     r->ctx = (uint32_t)ctx64;
+    r->batch = r->ctx < b.m->max_batch ? r->ctx : b.m->max_batch; /* as mp_session_new takes it */
     double t_sess = mp_perf_now();
     if ((rc = mp_session_new(b.m, r->ctx, &b.s, err)))
         goto done;

@@ -73,6 +73,7 @@ struct mp_model {
     const mp_cpu_kernels *kern;
     int threads;
     uint32_t top_k;              /* routed experts per token used */
+    uint32_t max_batch;          /* tokens per step of a prompt (sessions take min(ctx, this)) */
     bool experts_q8;             /* routed experts amx_int8 (else amx_bf16) */
     uint32_t slice_width, slices; /* expert NUMA slices along moe_intermediate_size */
     float softmax_scale;         /* metadata attention.softmax_scale */

@@ -24,9 +24,15 @@
 typedef struct mp_model mp_model;
 typedef struct mp_session mp_session;
 
-/* Tokens evaluated together in one step of a long prompt: each routed expert
- * runs one GEMM per layer and batch. */
-#define MP_MAX_BATCH 256u
+/* Tokens evaluated together in one step of a long prompt, unless
+ * mp_model_opts.max_batch says otherwise. Each routed expert reads its weights
+ * once per layer and batch, so a prompt of N tokens reads every used expert
+ * ceil(N / batch) times: larger batches make long prompts faster (at 256, a
+ * DeepSeek-V3 prefill is bound by reading all experts once per 256 tokens);
+ * the session's scratch buffers, host and GPU, grow linearly with it. */
+#define MP_DEFAULT_BATCH 1024u
+/* The largest mp_model_opts.max_batch. */
+#define MP_BATCH_LIMIT 65536u
 
 typedef struct mp_model_opts {
     int threads;                /* 0: all cores (omp_get_max_threads) */
@@ -35,6 +41,7 @@ typedef struct mp_model_opts {
     bool cpu_only;              /* never use the GPU even when built with CUDA */
     bool prefault;              /* fault the CPU section in at load (all threads, MADV_HUGEPAGE first) */
     int isa;                    /* an mp_isa to force; -1: MOEPACK_ISA when set, else the best */
+    uint32_t max_batch;         /* tokens per step of a prompt, [1, MP_BATCH_LIMIT]; 0: MP_DEFAULT_BATCH */
 } mp_model_opts;
 
 void mp_model_opts_default(mp_model_opts *o);
@@ -87,8 +94,8 @@ void mp_session_truncate(mp_session *s, uint32_t n);
 /* Length of the common prefix of the session's tokens and ids. */
 uint32_t mp_session_common_prefix(const mp_session *s, const int32_t *ids, size_t n);
 
-/* Appends ids (any count: the prompt is processed in batches of up to
- * MP_MAX_BATCH, each expert running one GEMM per layer and batch) and
+/* Appends ids (any count: the prompt is processed in batches of up to the
+ * model's max_batch, each expert running one GEMM per layer and batch) and
  * computes logits. logits_last (vocab floats, may be NULL) gets the last
  * token's; logits_all (n x vocab, may be NULL) every new token's. A context
  * overflow or an id out of range is an error before anything is evaluated.

@@ -483,6 +483,12 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
         goto fail;
     }
     m->top_k = o->experts_per_token ? o->experts_per_token : d->num_experts_per_tok;
+    if (o->max_batch > MP_BATCH_LIMIT) {
+        rc = mp_fail(err, MP_ERR_USAGE, path, NULL, "--batch %u: at most %u tokens per step", o->max_batch,
+                     MP_BATCH_LIMIT);
+        goto fail;
+    }
+    m->max_batch = o->max_batch ? o->max_batch : MP_DEFAULT_BATCH;
     m->slice_width = MP_EXPERT_SLICE_WIDTH;
     m->slices = (d->moe_intermediate_size + m->slice_width - 1) / m->slice_width;
     if ((rc = mp_container_load_tokenizer(m->c, &m->tok, err)))

@@ -123,7 +123,7 @@ int mp_session_new(mp_model *m, uint32_t ctx, mp_session **out, mp_error *err)
         return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");
     s->m = m;
     s->ctx = ctx;
-    s->max_batch = ctx < MP_MAX_BATCH ? ctx : MP_MAX_BATCH;
+    s->max_batch = ctx < m->max_batch ? ctx : m->max_batch;
     size_t H = d->hidden_size;
     s->tokens = calloc(ctx, sizeof *s->tokens);
     s->x = mp_run_calloc64((size_t)s->max_batch * H, sizeof(float));

@@ -20,6 +20,11 @@
 #include "mp_error.h"
 #include "mp_runner.h"
 
+/* Prompt tokens evaluated in one scheduler step: big enough for efficient
+ * expert GEMMs, small enough that other slots get their turn soon. The
+ * server's sessions need no larger batch (mp_model_opts.max_batch). */
+#define MP_SERVE_PREFILL_CHUNK 256u
+
 typedef struct mp_serve_opts {
     const char *host;       /* address to bind (numeric IPv4/IPv6); default "127.0.0.1" */
     uint16_t port;          /* 0: any free port (see mp_server_port) */

@@ -19,10 +19,6 @@
 #define MP_SERVE_MAX_STOPS 16
 #define MP_SERVE_MAX_STOP_LEN 256
 #define MP_SERVE_MAX_MESSAGES 4096
-/* Prompt tokens evaluated in one scheduler step: big enough for efficient
- * expert GEMMs, small enough that other slots get their turn soon. */
-#define MP_SERVE_PREFILL_CHUNK 256u
-
 /* ---- requests (serve_api.c) ---------------------------------------------------------------- */
 
 typedef enum { MP_REQ_CHAT, MP_REQ_COMPLETION } mp_req_kind;

@@ -102,7 +102,7 @@ static void test_batching_and_threads(const char *path, const char *ref)
     mp_error err = {0};
     int rc;
     size_t n;
-    int32_t *ids = read_ids(ref, "prompt4.ids", &n); /* 493 tokens: two batches at once */
+    int32_t *ids = read_ids(ref, "prompt4.ids", &n); /* 493 tokens: one batch at the default size */
     mp_model *m2 = load(path, 2, 0, false, &rc, &err);
     REQUIRE(rc == MP_OK);
     mp_model *m1 = load(path, 1, 0, false, &rc, &err);
@@ -124,6 +124,29 @@ static void test_batching_and_threads(const char *path, const char *ref)
     double d = max_diff(all, piece, n * V);
     printf("  batched vs in pieces: max |diff| %.2e\n", d);
     CHECKF(d <= 1e-4, "%.3e", d);
+    /* the batch size does not change the bits: steps of 100 tokens (5 of them) against one step */
+    {
+        mp_model_opts bo;
+        mp_model_opts_default(&bo);
+        bo.cpu_only = true;
+        bo.threads = 2;
+        bo.max_batch = 100;
+        mp_model *mb = NULL;
+        mp_session *sb = NULL;
+        REQUIRE(mp_model_load(path, &bo, &mb, &err) == MP_OK);
+        REQUIRE(mp_session_new(mb, 600, &sb, &err) == MP_OK);
+        REQUIRE(mp_session_stats_enable(sb, true, &err) == MP_OK);
+        REQUIRE(mp_session_eval(sb, ids, n, NULL, piece, &err) == MP_OK);
+        CHECKF(mp_session_stats(sb)->batches == (n + 99) / 100, "%llu batches",
+               (unsigned long long)mp_session_stats(sb)->batches);
+        CHECKF(memcmp(piece, all, n * V * sizeof(float)) == 0, "batch 100 vs %u: max |diff| %.3e", MP_DEFAULT_BATCH,
+               max_diff(piece, all, n * V));
+        mp_session_free(sb);
+        mp_model_free(mb);
+        mb = NULL;
+        bo.max_batch = MP_BATCH_LIMIT + 1;
+        CHECK(mp_model_load(path, &bo, &mb, &err) == MP_ERR_USAGE && !mb && strstr(err.msg, "--batch"));
+    }
     /* a kept prefix: truncate and continue gives the same as from scratch */
     mp_session_truncate(s, 100);
     REQUIRE(mp_session_eval(s, ids + 100, 50, NULL, piece, &err) == MP_OK);

@@ -127,6 +127,11 @@ expect_in "$(cat "$T/j.json")" '"bench_version": 1'
 expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 0 --no-limits --json -q
 expect_in "$out" '"limits": null'
 expect_in "$out" '"decode": null'
+# --batch: the steps of the prompt (the context caps it: 16 prompt + 2 generated tokens)
+expect_exit 0 "$MP" bench "$X" --prompt 16 --gen 2 --no-limits -q --batch 5
+expect_in "$out" "prompts in steps of up to 5 tokens"
+expect_exit 0 "$MP" bench "$X" --prompt 16 --gen 2 --no-limits -q --json --batch 4096
+expect_in "$out" '"batch": 18,'
 
 # bad flags: usage errors (exit 1), no crash
 expect_exit 1 "$MP" bench
@@ -141,6 +146,7 @@ expect_exit 1 "$MP" bench "$X" --threads 0
 expect_exit 1 "$MP" bench "$X" --real-layers 4 --real-dense 5
 expect_exit 1 "$MP" bench "$X" --frobnicate
 expect_in "$err" "unknown option '--frobnicate'"
+expect_exit 1 "$MP" bench "$X" --batch 0
 expect_exit 1 "$MP" bench "$X" --svg
 expect_in "$err" "--svg needs a value"
 # bad input: exit 2 with the file named

@@ -16,6 +16,13 @@ first="$out"
 expect_in "$err" "prompt tokens: [0-9]+ \(0 cached\), prefill [0-9.]+ tok/s, generated 12, decode [0-9.]+ tok/s"
 expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 2
 [ "$out" = "$first" ] && ok || fail "greedy text differs between runs"
+# --batch: prompt steps of 2 tokens give the CPU path's greedy text unchanged; 0 is a usage error
+expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 1 --cpu-only
+cpu_text="$out"
+expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 1 --cpu-only --batch 2
+[ "$out" = "$cpu_text" ] && ok || fail "--batch 2 changed the text: '$out' vs '$cpu_text'"
+expect_exit 1 "$MP" run "$X" -p x --batch 0
+expect_exit 1 "$MP" run "$X" -p x --batch 65537
 # sampling: the same seed gives the same text, another seed other text
 expect_exit 0 "$MP" run "$Q" -p "Hello" -n 24 --temp 1 --seed 5
 s5="$out"
