@@ -172,6 +172,41 @@ static void run_both_rotating(run_ctx *c)
     c->rot = (c->rot + c->E) % c->rot_total;
 }
 
+/* c's activation and output buffers for c->E experts of c->M rows each,
+ * filled as the runner leaves them for the kernels (random int8 rows,
+ * scales 1e-2); false when out of memory (run_ctx_free still applies). */
+static bool run_ctx_buffers(run_ctx *c)
+{
+    const size_t rows = (size_t)c->E * c->M;
+    c->xq = aligned_alloc(64, rows * c->kp_in);
+    c->xs = aligned_alloc(64, rows * 4 + 64);
+    c->g = aligned_alloc(64, rows * c->I * 4);
+    c->u = aligned_alloc(64, rows * c->I * 4);
+    c->hq = aligned_alloc(64, rows * c->kp_down);
+    c->hs = aligned_alloc(64, rows * c->S * 4 + 64);
+    c->y = aligned_alloc(64, rows * c->H * 4);
+    if (!c->xq || !c->xs || !c->g || !c->u || !c->hq || !c->hs || !c->y)
+        return false;
+    fill_random(c->xq, rows * c->kp_in, 77);
+    fill_random(c->hq, rows * c->kp_down, 78);
+    for (size_t i = 0; i < rows; i++)
+        c->xs[i] = 1e-2f;
+    for (size_t i = 0; i < rows * c->S; i++)
+        c->hs[i] = 1e-2f;
+    return true;
+}
+
+static void run_ctx_free(run_ctx *c)
+{
+    free(c->xq);
+    free(c->xs);
+    free(c->g);
+    free(c->u);
+    free(c->hq);
+    free(c->hs);
+    free(c->y);
+}
+
 /* Bytes of the last-level cache (0 when unknown). */
 static size_t llc_bytes(void)
 {
@@ -292,21 +327,8 @@ int main(int argc, char **argv)
             run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
                          ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
                          gu.kp + ld_pad, dn.kp + ld_pad, threads, NULL, 0, 0};
-            c.xq = aligned_alloc(64, (size_t)E * M * c.kp_in);
-            c.xs = aligned_alloc(64, (size_t)E * M * 4 + 64);
-            c.g = aligned_alloc(64, (size_t)E * M * I * 4);
-            c.u = aligned_alloc(64, (size_t)E * M * I * 4);
-            c.hq = aligned_alloc(64, (size_t)E * M * c.kp_down);
-            c.hs = aligned_alloc(64, (size_t)E * M * dn.groups * 4 + 64);
-            c.y = aligned_alloc(64, (size_t)E * M * H * 4);
-            if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
+            if (!run_ctx_buffers(&c))
                 return 2;
-            fill_random(c.xq, (size_t)E * M * c.kp_in, 77);
-            fill_random(c.hq, (size_t)E * M * c.kp_down, 78);
-            for (size_t i = 0; i < (size_t)E * M; i++)
-                c.xs[i] = 1e-2f;
-            for (size_t i = 0; i < (size_t)E * M * dn.groups; i++)
-                c.hs[i] = 1e-2f;
             double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
             double ops_gu = 2.0 * 2 * (double)E * M * I * H, ops_dn = 2.0 * (double)E * M * H * I;
             if (with_v1)
@@ -318,13 +340,7 @@ int main(int argc, char **argv)
                    100 * ops_dn / t_dn / pn, (ops_gu + ops_dn) / t_all * 1e-12, 100 * (ops_gu + ops_dn) / t_all / pn);
             if (M == 1 && kv == 0)
                 decode_gbs = wbytes / t_all;
-            free(c.xq);
-            free(c.xs);
-            free(c.g);
-            free(c.u);
-            free(c.hq);
-            free(c.hs);
-            free(c.y);
+            run_ctx_free(&c);
         }
     }
     if (decode_gbs > 0)
@@ -333,21 +349,8 @@ int main(int argc, char **argv)
     if (active) {
         run_ctx c = {K->gemm_q8, ex, active, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
                      gu.kp + ld_pad, dn.kp + ld_pad, threads, ex, E, 0};
-        c.xq = aligned_alloc(64, (size_t)active * c.kp_in);
-        c.xs = aligned_alloc(64, (size_t)active * 4 + 64);
-        c.g = aligned_alloc(64, (size_t)active * I * 4);
-        c.u = aligned_alloc(64, (size_t)active * I * 4);
-        c.hq = aligned_alloc(64, (size_t)active * c.kp_down);
-        c.hs = aligned_alloc(64, (size_t)active * dn.groups * 4 + 64);
-        c.y = aligned_alloc(64, (size_t)active * H * 4);
-        if (!c.xq || !c.xs || !c.g || !c.u || !c.hq || !c.hs || !c.y)
+        if (!run_ctx_buffers(&c))
             return 2;
-        fill_random(c.xq, (size_t)active * c.kp_in, 77);
-        fill_random(c.hq, (size_t)active * c.kp_down, 78);
-        for (uint32_t i = 0; i < active; i++)
-            c.xs[i] = 1e-2f;
-        for (size_t i = 0; i < (size_t)active * dn.groups; i++)
-            c.hs[i] = 1e-2f;
         /* every call is a new set of experts: the mean over whole rotations, not the best call */
         const uint32_t steps = E / active;
         run_both_rotating(&c);
@@ -362,13 +365,7 @@ int main(int argc, char **argv)
         printf("decode, %u of %u experts per step (M = 1, rotating): %.3f ms per step, %.1f GB/s = %.1f%% of the "
                "%.1f GB/s read bandwidth\n",
                active, E, t * 1e3, bytes / t * 1e-9, 100 * bytes / t / bw, bw * 1e-9);
-        free(c.xq);
-        free(c.xs);
-        free(c.g);
-        free(c.u);
-        free(c.hq);
-        free(c.hs);
-        free(c.y);
+        run_ctx_free(&c);
     }
     for (size_t i = 0; i < 3 * (size_t)E; i++)
         free(bufs[i]);
