@@ -201,7 +201,7 @@ stop_server "$SRV_PID"
 # answers and cache reuse; the text is not compared across cache states (see start_server)
 start_server_default_backend "$D/srv4.log" "$D/tiny.moepack" --threads 2 --slots 1
 curl -s "$URL/health" >"$D/h4.json"
-expect_in "$(js "$D/h4.json" 'd["backend"]')" '^(cpu|hybrid \(cuda) \+?'
+expect_in "$(js "$D/h4.json" 'd["backend"]')" '^(cpu \(|hybrid \(cuda \+ )[a-z0-9]+\)$'
 GPU8='{"messages":[{"role":"user","content":"Hello there"}],"temperature":0,"max_tokens":8,"ignore_eos":true}'
 for i in 1 2; do
     expect_eq "$(post /v1/chat/completions "$GPU8" "$D/g$i.json")" 200 "default back end, request $i"
