@@ -28,7 +28,11 @@ static void serve_usage(FILE *out)
             "  --model-name NAME   the model id the API reports (default: FILE's name without .moepack)\n"
             "  --threads N         compute threads (default: all cores)\n"
             "  --cpu-only          never use the GPU\n"
-            "Stops on SIGINT / SIGTERM.\n");
+            "  --prefill-chunk N   prompt tokens a slot evaluates per scheduler round (default %u): larger\n"
+            "                      reads each routed expert less often on long prompts, but other slots wait\n"
+            "                      longer, and every slot's scratch memory grows with it\n"
+            "Stops on SIGINT / SIGTERM.\n",
+            MP_SERVE_PREFILL_CHUNK);
 }
 
 /* "dir/DeepSeek-V3.moepack" -> "DeepSeek-V3" */
@@ -66,7 +70,8 @@ int mp_cmd_serve(int argc, char **argv)
         O_BODY,
         O_TIMEOUT,
         O_NAME,
-        O_CPU
+        O_CPU,
+        O_CHUNK
     };
     static const struct option lo[] = {{"host", required_argument, 0, O_HOST},
                                        {"port", required_argument, 0, O_PORT},
@@ -80,6 +85,7 @@ int mp_cmd_serve(int argc, char **argv)
                                        {"timeout", required_argument, 0, O_TIMEOUT},
                                        {"model-name", required_argument, 0, O_NAME},
                                        {"cpu-only", no_argument, 0, O_CPU},
+                                       {"prefill-chunk", required_argument, 0, O_CHUNK},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     optind = 1;
@@ -132,6 +138,11 @@ int mp_cmd_serve(int argc, char **argv)
             break;
         case O_NAME: model_name = optarg; break;
         case O_CPU: mo.cpu_only = true; break;
+        case O_CHUNK:
+            if (!mp_cli_parse_u64("serve", "--prefill-chunk", optarg, 1, MP_BATCH_LIMIT, &v))
+                return MP_ERR_USAGE;
+            so.prefill_chunk = (uint32_t)v;
+            break;
         case 'h': serve_usage(stdout); return MP_OK;
         default: return mp_cli_usage_error("serve", "unknown option");
         }
@@ -142,7 +153,7 @@ int mp_cmd_serve(int argc, char **argv)
     /* Leave room below the OS limit for the listener and the model's files. */
     so.max_connections = so.slots + so.queue + 32;
 
-    mo.max_batch = MP_SERVE_PREFILL_CHUNK; /* each slot's scratch: no step evaluates more */
+    mo.max_batch = so.prefill_chunk; /* each slot's scratch: no step evaluates more */
     mp_error err = {0};
     mp_model *m = NULL;
     int rc = mp_model_load(path, &mo, &m, &err);

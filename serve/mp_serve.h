@@ -20,9 +20,10 @@
 #include "mp_error.h"
 #include "mp_runner.h"
 
-/* Prompt tokens evaluated in one scheduler step: big enough for efficient
- * expert GEMMs, small enough that other slots get their turn soon. The
- * server's sessions need no larger batch (mp_model_opts.max_batch). */
+/* Prompt tokens evaluated in one scheduler step by default
+ * (mp_serve_opts.prefill_chunk): big enough for efficient expert GEMMs, small
+ * enough that other slots get their turn soon. Load the model with
+ * mp_model_opts.max_batch = the chunk: the sessions never evaluate more. */
 #define MP_SERVE_PREFILL_CHUNK 256u
 
 typedef struct mp_serve_opts {
@@ -37,6 +38,7 @@ typedef struct mp_serve_opts {
     size_t max_body;        /* request body cap in bytes; beyond: 413 */
     unsigned timeout_s;     /* idle connection timeout */
     unsigned max_connections;
+    uint32_t prefill_chunk; /* prompt tokens per scheduler step (0: MP_SERVE_PREFILL_CHUNK) */
 } mp_serve_opts;
 
 void mp_serve_opts_default(mp_serve_opts *o);

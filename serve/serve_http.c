@@ -54,7 +54,8 @@ void mp_serve_opts_default(mp_serve_opts *o)
                          .queue = 16,
                          .max_body = 1u << 20,
                          .timeout_s = 60,
-                         .max_connections = 64};
+                         .max_connections = 64,
+                         .prefill_chunk = MP_SERVE_PREFILL_CHUNK};
 }
 
 /* ---- sockets ------------------------------------------------------------------------------- */

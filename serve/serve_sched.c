@@ -320,8 +320,9 @@ static void step(mp_server *s, mp_slot *sl)
     int rc;
     if (j->prefill_pos < j->prompt.n) {
         size_t n = j->prompt.n - j->prefill_pos;
-        if (n > MP_SERVE_PREFILL_CHUNK)
-            n = MP_SERVE_PREFILL_CHUNK;
+        const size_t chunk = s->o.prefill_chunk ? s->o.prefill_chunk : MP_SERVE_PREFILL_CHUNK;
+        if (n > chunk)
+            n = chunk;
         rc = mp_session_eval(sl->sess, j->prompt.ids + j->prefill_pos, n, s->logits, NULL, &err);
         if (rc == MP_OK) {
             j->prefill_pos += n;

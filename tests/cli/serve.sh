@@ -197,6 +197,13 @@ sse "$D/r1s.txt" >"$D/r1s.json"
 expect_eq "$(js "$D/r1s.json" 'd["reasoning"]')" "$reasoning" "streamed reasoning_content"
 stop_server "$SRV_PID"
 
+# ---- --prefill-chunk: the prompt read 5 tokens per round gives the same greedy answer ------------
+start_server "$D/srv5.log" "$D/tiny.moepack" --threads 1 --slots 1 --prefill-chunk 5
+expect_eq "$(post /v1/chat/completions "$CHAT" "$D/c5.json")" 200 "--prefill-chunk 5"
+expect_eq "$(js "$D/c5.json" 'd["choices"][0]["message"]["content"]')" "$text1" "--prefill-chunk 5: same answer"
+expect_eq "$(js "$D/c5.json" 'd["usage"]["prompt_tokens"] > 5')" true "--prefill-chunk 5: the prompt took several rounds"
+stop_server "$SRV_PID"
+
 # ---- the default back end (hybrid on a GPU machine, where the tests above ran with --cpu-only) ---
 # answers and cache reuse; the text is not compared across cache states (see start_server)
 start_server_default_backend "$D/srv4.log" "$D/tiny.moepack" --threads 2 --slots 1
@@ -219,6 +226,7 @@ stop_server "$SRV_PID"
 # ---- usage errors ----------------------------------------------------------------------------
 expect_exit 1 "$MP" serve
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --slots 0
+expect_exit 1 "$MP" serve "$D/tiny.moepack" --prefill-chunk 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --port 70000
 expect_exit 2 "$MP" serve "$D/missing.moepack" --port 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --host localhost --port 0
