@@ -29,6 +29,13 @@ _Noreturn void mp_fuzz_fail(const char *fmt, ...)
     abort();
 }
 
+void mp_fuzz_check_refused(int rc, const mp_error *err, const void *made, const char *what)
+{
+    mp_fuzz_check_error(rc, err, MP_ERR_INPUT);
+    if (made)
+        mp_fuzz_fail("a failed call returned %s", what);
+}
+
 void mp_fuzz_check_error(int rc, const mp_error *err, int allowed_code)
 {
     static int verbose = -1;

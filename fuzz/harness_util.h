@@ -57,6 +57,11 @@ const char *mp_fuzz_fixtures(void);
  * where seeds stop). */
 void mp_fuzz_check_error(int rc, const mp_error *err, int allowed_code);
 
+/* A refused open or load (rc != MP_OK): mp_fuzz_check_error with
+ * MP_ERR_INPUT, and aborts when it still handed out an object (`made`, the
+ * out-pointer's value; `what` names it in the message). */
+void mp_fuzz_check_refused(int rc, const mp_error *err, const void *made, const char *what);
+
 /* Aborts with a message: a broken invariant the harness checks. */
 _Noreturn void mp_fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
