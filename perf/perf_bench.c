@@ -278,10 +278,10 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
         goto done;
     }
     r->ctx = (uint32_t)ctx64;
-    r->batch = r->ctx < b.m->max_batch ? r->ctx : b.m->max_batch; /* as mp_session_new takes it */
     double t_sess = mp_perf_now();
     if ((rc = mp_session_new(b.m, r->ctx, &b.s, err)))
         goto done;
+    r->batch = mp_session_max_batch(b.s);
     r->session_seconds = mp_perf_now() - t_sess;
     r->kv_bytes = r->hybrid ? 0
                             : (uint64_t)r->desc.num_hidden_layers * r->ctx *

@@ -88,6 +88,8 @@ void mp_session_free(mp_session *s);
 uint32_t mp_session_len(const mp_session *s);
 const int32_t *mp_session_tokens(const mp_session *s);
 uint32_t mp_session_ctx(const mp_session *s);
+/* Tokens evaluated per step of a prompt: the model's max_batch, at most ctx. */
+uint32_t mp_session_max_batch(const mp_session *s);
 mp_model *mp_session_model(const mp_session *s);
 /* Forgets everything after the first n tokens (keeps a shared prefix). */
 void mp_session_truncate(mp_session *s, uint32_t n);

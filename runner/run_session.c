@@ -178,6 +178,11 @@ uint32_t mp_session_ctx(const mp_session *s)
     return s->ctx;
 }
 
+uint32_t mp_session_max_batch(const mp_session *s)
+{
+    return s->max_batch;
+}
+
 mp_model *mp_session_model(const mp_session *s)
 {
     return s->m;

@@ -135,6 +135,7 @@ static void test_batching_and_threads(const char *path, const char *ref)
         mp_session *sb = NULL;
         REQUIRE(mp_model_load(path, &bo, &mb, &err) == MP_OK);
         REQUIRE(mp_session_new(mb, 600, &sb, &err) == MP_OK);
+        CHECK(mp_session_max_batch(sb) == 100 && mp_session_max_batch(s) == 600); /* the context caps the default */
         REQUIRE(mp_session_stats_enable(sb, true, &err) == MP_OK);
         REQUIRE(mp_session_eval(sb, ids, n, NULL, piece, &err) == MP_OK);
         CHECKF(mp_session_stats(sb)->batches == (n + 99) / 100, "%llu batches",
