@@ -394,7 +394,7 @@ int mp_cuda_router(mp_cuda_ctx *ctx, const mp_cuda_router_params *p, const float
     (void)ctx;
     if (m == 0)
         return MP_OK;
-    const char *why = ref_router_bad_params(p);
+    const char *why = mp_cuda_router_params_problem(p);
     if (why)
         return mp_fail(err, MP_ERR_USAGE, "cuda", NULL, "router: %s", why);
     for (uint32_t t = 0; t < m; t++)

@@ -11,23 +11,8 @@
 
 #include "mp_cuda.h"
 
-#define REF_ROUTER_MAX_EXPERTS 1024u
-#define REF_ROUTER_MAX_GROUPS 1024u
-
-/* NULL when mp_cuda_router accepts p, else its complaint. */
-static inline const char *ref_router_bad_params(const mp_cuda_router_params *p)
-{
-    if (p->n_experts == 0 || p->n_experts > REF_ROUTER_MAX_EXPERTS || p->top_k == 0 || p->top_k > 32 ||
-        p->top_k > p->n_experts)
-        return "need 1 <= top_k <= min(32, n_experts), n_experts <= 1024";
-    if (p->topk_method < 0 || p->topk_method > 2 || p->scoring < 0 || p->scoring > 1)
-        return "unknown scoring function or top-k method";
-    if (p->topk_method != 0 && p->n_group > 1 &&
-        (p->n_experts % p->n_group || p->topk_group == 0 || p->topk_group > p->n_group ||
-         p->n_group > REF_ROUTER_MAX_GROUPS))
-        return "bad n_group / topk_group";
-    return NULL;
-}
+#define REF_ROUTER_MAX_EXPERTS MP_CUDA_ROUTER_MAX_EXPERTS
+#define REF_ROUTER_MAX_GROUPS MP_CUDA_ROUTER_MAX_GROUPS
 
 /* Index of the largest v[i] among i < n with !taken[i] (the lowest on ties). */
 static inline int ref_router_argmax_free(const float *v, const bool *taken, uint32_t n)
@@ -40,7 +25,7 @@ static inline int ref_router_argmax_free(const float *v, const bool *taken, uint
 }
 
 /* One token: logits [n_experts] and the optional bias give ids [top_k] and
- * wts [top_k]. p must pass ref_router_bad_params. */
+ * wts [top_k]. p must pass mp_cuda_router_params_problem. */
 static inline void ref_router_token(const mp_cuda_router_params *p, const float *logits, const float *bias,
                                     int32_t *ids, float *wts)
 {

@@ -8,8 +8,8 @@
 
 #include "mp_cuda_internal.h"
 
-#define RT_MAXE 1024
-#define RT_MAXG 1024
+#define RT_MAXE MP_CUDA_ROUTER_MAX_EXPERTS
+#define RT_MAXG MP_CUDA_ROUTER_MAX_GROUPS
 
 /* (value, index) pairs: larger value wins, then the lower index */
 __device__ __forceinline__ bool rt_better(float v, int i, float bv, int bi)
@@ -195,13 +195,9 @@ int mp_cuda_router(mp_cuda_ctx *ctx, const mp_cuda_router_params *p, const float
 {
     if (m == 0)
         return MP_OK;
-    if (p->n_experts == 0 || p->n_experts > RT_MAXE || p->top_k == 0 || p->top_k > 32 || p->top_k > p->n_experts)
-        return mp_cuda_bad_arg(err, "router", "need 1 <= top_k <= min(32, n_experts), n_experts <= 1024");
-    if (p->topk_method < 0 || p->topk_method > 2 || p->scoring < 0 || p->scoring > 1)
-        return mp_cuda_bad_arg(err, "router", "unknown scoring function or top-k method");
-    if (p->topk_method != 0 && p->n_group > 1 &&
-        (p->n_experts % p->n_group || p->topk_group == 0 || p->topk_group > p->n_group || p->n_group > RT_MAXG))
-        return mp_cuda_bad_arg(err, "router", "bad n_group / topk_group");
+    const char *problem = mp_cuda_router_params_problem(p);
+    if (problem)
+        return mp_cuda_bad_arg(err, "router", problem);
     if (m > 0x7fffffffu)
         return mp_cuda_bad_arg(err, "router", "too many tokens");
     router_kernel<<<m, 256, 0, ctx->stream>>>(logits, ld, bias, (int)p->n_experts, (int)p->top_k, (int)p->n_group,

@@ -309,6 +309,26 @@ typedef struct mp_cuda_router_params {
     float masked_score;
 } mp_cuda_router_params;
 
+/* Limits of mp_cuda_router (shared-memory arrays of its kernel). */
+#define MP_CUDA_ROUTER_MAX_EXPERTS 1024u
+#define MP_CUDA_ROUTER_MAX_GROUPS 1024u
+
+/* NULL when mp_cuda_router accepts p, else what is wrong with it. Inline so
+ * that host emulations of the router (tests/ref_router.h) refuse the same. */
+static inline const char *mp_cuda_router_params_problem(const mp_cuda_router_params *p)
+{
+    if (p->n_experts == 0 || p->n_experts > MP_CUDA_ROUTER_MAX_EXPERTS || p->top_k == 0 || p->top_k > 32 ||
+        p->top_k > p->n_experts)
+        return "need 1 <= top_k <= min(32, n_experts), n_experts <= 1024";
+    if (p->topk_method < 0 || p->topk_method > 2 || p->scoring < 0 || p->scoring > 1)
+        return "unknown scoring function or top-k method";
+    if (p->topk_method != 0 && p->n_group > 1 &&
+        (p->n_experts % p->n_group || p->topk_group == 0 || p->topk_group > p->n_group ||
+         p->n_group > MP_CUDA_ROUTER_MAX_GROUPS))
+        return "bad n_group / topk_group";
+    return NULL;
+}
+
 /* From router logits [m][n_experts] (f32, stride ld) and the optional
  * e_score_correction_bias (f32 [n_experts], noaux_tc only): ids [m][top_k]
  * int32 and weights [m][top_k] f32, in decreasing order of the selection
