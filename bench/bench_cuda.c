@@ -1,20 +1,26 @@
 /* bench_cuda: measures, in one run, the GPU's copy ceilings and the kernels of
- * kernels/cuda at DeepSeek-V3 shapes.
+ * kernels/cuda at DeepSeek-V3 shapes (and V2-Lite's q and kv_a, which it pairs).
  *   - device-to-device copy bandwidth (cudaMemcpy D2D) and pinned H2D,
  *   - the int4 GEMV (M = 1) on the attention / shared-expert projections, as
  *     effective weight-read bandwidth and its ratio to the D2D figure,
  *   - the int4 GEMM at M = 512 and 2048 in TFLOP/s (both paths),
  *   - MLA decode attention (128 heads, kv_lora 512, rope 64) at T = 1k/4k/16k,
- *   - one V3 layer's decode-step GPU work replayed as a CUDA Graph.
+ *   - one V3 layer's decode-step GPU work replayed as a CUDA Graph,
+ *   - uploads from a MAP_SHARED file mapping in the page cache (how the
+ *     runner uploads its GPU section) against pinned H2D.
  * Weights are rotated over enough copies to exceed the L2 cache; every timed
  * sequence is captured in a graph and replayed (median of the replays).
  * Usage: bench_cuda [--quick] */
+#include <cuda_runtime.h> /* the raw calls of the one-range upload comparison only */
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mp_cuda.h"
@@ -149,11 +155,13 @@ typedef struct shape {
 static const shape shapes[] = {
     {"q_a", 1536, 7168},         {"q_b", 24576, 1536},       {"kv_a", 576, 7168}, {"o", 7168, 16384},
     {"shexp gate/up", 2048, 7168}, {"shexp down", 7168, 2048},
+    /* V2-Lite has no q_lora: q (16 heads x 192) and kv_a read the normed hidden state */
+    {"V2-Lite q", 3072, 2048},     {"V2-Lite kv_a", 576, 2048},
 };
 #define NSHAPES (sizeof shapes / sizeof shapes[0])
 
 /* a valid gpu_int4 blob (random nibbles, f16 scales in a real range) on the device */
-static void *make_int4(uint32_t n, uint32_t k, bool asym, size_t *bytes_out)
+static void *make_gpu_int4(uint32_t n, uint32_t k, bool asym, size_t *bytes_out)
 {
     size_t bytes = mp_cuda_int4_bytes(n, k, asym);
     uint8_t *h = hmalloc(bytes);
@@ -197,7 +205,7 @@ static int rotation_calls(int count)
 static void wset_make(wset *s, uint32_t n, uint32_t k, bool asym)
 {
     size_t bytes;
-    void *first = make_int4(n, k, asym, &bytes);
+    void *first = make_gpu_int4(n, k, asym, &bytes);
     s->bytes = bytes;
     s->count = rotation_count(bytes);
     for (int i = 0; i < s->count; i++) {
@@ -343,8 +351,8 @@ static void bench_gemv(double d2d)
     }
     /* the pairs the runner launches together */
     const struct { const char *name; uint32_t n0, n1, k; } pairs[] = {
-        {"q_a | kv_a", 1536, 576, 7168}, {"shexp gate|up", 2048, 2048, 7168}};
-    for (size_t i = 0; i < 2; i++) {
+        {"q_a | kv_a", 1536, 576, 7168}, {"shexp gate|up", 2048, 2048, 7168}, {"V2L q | kv_a", 3072, 576, 2048}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         wset a, b;
         wset_make(&a, pairs[i].n0, pairs[i].k, false);
         wset_make(&b, pairs[i].n1, pairs[i].k, false);
@@ -469,13 +477,13 @@ static void bench_layer(void)
     uint16_t *wuk[4], *wuv[4], *router[4], *cache[4];
     float *tmp = drand_f32((size_t)H * L * nope, -0.05f, 0.05f);
     for (uint32_t l = 0; l < layers; l++) {
-        qa[l] = (mp_cuda_int4){make_int4(ql, hid, false, &b), ql, hid, false};
-        qb[l] = (mp_cuda_int4){make_int4(H * (nope + rope), ql, false, &b), H * (nope + rope), ql, false};
-        kva[l] = (mp_cuda_int4){make_int4(L + rope, hid, false, &b), L + rope, hid, false};
-        o[l] = (mp_cuda_int4){make_int4(hid, H * vh, false, &b), hid, H * vh, false};
-        sg[l] = (mp_cuda_int4){make_int4(I, hid, false, &b), I, hid, false};
-        su[l] = (mp_cuda_int4){make_int4(I, hid, false, &b), I, hid, false};
-        sd[l] = (mp_cuda_int4){make_int4(hid, I, false, &b), hid, I, false};
+        qa[l] = (mp_cuda_int4){make_gpu_int4(ql, hid, false, &b), ql, hid, false};
+        qb[l] = (mp_cuda_int4){make_gpu_int4(H * (nope + rope), ql, false, &b), H * (nope + rope), ql, false};
+        kva[l] = (mp_cuda_int4){make_gpu_int4(L + rope, hid, false, &b), L + rope, hid, false};
+        o[l] = (mp_cuda_int4){make_gpu_int4(hid, H * vh, false, &b), hid, H * vh, false};
+        sg[l] = (mp_cuda_int4){make_gpu_int4(I, hid, false, &b), I, hid, false};
+        su[l] = (mp_cuda_int4){make_gpu_int4(I, hid, false, &b), I, hid, false};
+        sd[l] = (mp_cuda_int4){make_gpu_int4(hid, I, false, &b), hid, I, false};
         wuk[l] = dalloc((size_t)H * L * nope * 2);
         wuv[l] = dalloc((size_t)H * vh * L * 2);
         router[l] = dalloc((size_t)E * hid * 2);
@@ -570,6 +578,102 @@ static void bench_layer(void)
         mp_cuda_free(ctx, bufs[i]);
 }
 
+/* ---- uploads ---------------------------------------------------------------- */
+
+static double wall(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A fresh MAP_SHARED read-only mapping of the file, as the runner maps a
+ * container: its page-table entries are made by the upload itself. */
+static const void *map_file(int fd, size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        perror("bench_cuda: mmap");
+        exit(1);
+    }
+    return p;
+}
+
+/* mp_cuda_upload (chunked registration; staged) against registering the
+ * whole range at once, which is what mp_cuda_upload did before, and against
+ * the pinned H2D rate, from a file in the page cache. */
+static void bench_upload(void)
+{
+    const size_t bytes = quick ? (size_t)512 << 20 : (size_t)2 << 30, block = (size_t)16 << 20;
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bench_cuda_upload.%d", dir, (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) {
+        perror(path);
+        exit(1);
+    }
+    unlink(path); /* the open descriptor keeps it until the process ends */
+    uint8_t *h = hmalloc(block);
+    for (size_t i = 0; i < block; i++)
+        h[i] = (uint8_t)rng_u64();
+    for (size_t off = 0; off < bytes; off += block)
+        if (write(fd, h, block) != (ssize_t)block) {
+            perror("bench_cuda: write");
+            exit(1);
+        }
+    free(h);
+    void *d = dalloc(bytes), *pinned = NULL;
+    const size_t pbytes = (size_t)256 << 20;
+    OK(mp_cuda_host_alloc(ctx, pbytes, "bench pinned", &pinned, &err));
+    memset(pinned, 1, pbytes);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = wall();
+        OK(mp_cuda_copy_async(ctx, d, pinned, pbytes, &err));
+        OK(mp_cuda_sync(ctx, &err));
+        double gbs = pbytes / (wall() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+    mp_cuda_host_free(ctx, pinned);
+    printf("\nUploads of %.2f GiB from a MAP_SHARED file mapping (page cache warm; a fresh mapping each time), "
+           "against pinned H2D %.1f GB/s (best of 3, 256 MiB):\n",
+           bytes / 1073741824.0, best);
+    for (int r = 0; r < (quick ? 1 : 3); r++) {
+        mp_cuda_upload_stats st;
+        const void *m = map_file(fd, bytes);
+        OK(mp_cuda_upload(ctx, d, m, bytes, 0, &st, &err));
+        munmap((void *)m, bytes);
+        printf("  mp_cuda_upload, %s in %u chunks: %.3f s = %.1f GB/s (%.0f%% of pinned), pinning %.3f s\n",
+               st.registered ? "registered" : "staged", st.chunks, st.seconds, bytes / st.seconds / 1e9,
+               100.0 * bytes / st.seconds / 1e9 / best, st.pin_seconds);
+        m = map_file(fd, bytes);
+        double t0 = wall();
+        cudaError_t e = cudaHostRegister((void *)m, bytes, cudaHostRegisterReadOnly);
+        double t1 = wall(), t2 = t1, t3 = t1;
+        if (e == cudaSuccess) {
+            e = cudaMemcpy(d, m, bytes, cudaMemcpyHostToDevice);
+            t2 = wall();
+            cudaHostUnregister((void *)m);
+            t3 = wall();
+        }
+        munmap((void *)m, bytes);
+        if (e != cudaSuccess)
+            printf("  whole range registered at once: %s\n", cudaGetErrorString(e));
+        else
+            printf("  whole range registered at once: %.3f s = %.1f GB/s (%.0f%% of pinned): register %.3f, copy %.3f, "
+                   "unregister %.3f\n",
+                   t3 - t0, bytes / (t3 - t0) / 1e9, 100.0 * bytes / (t3 - t0) / 1e9 / best, t1 - t0, t2 - t1, t3 - t2);
+        m = map_file(fd, bytes);
+        OK(mp_cuda_upload(ctx, d, m, bytes, MP_CUDA_UPLOAD_NO_REGISTER, &st, &err));
+        munmap((void *)m, bytes);
+        printf("  mp_cuda_upload, staged (forced) in %u chunks: %.3f s = %.1f GB/s (%.0f%% of pinned)\n", st.chunks,
+               st.seconds, bytes / st.seconds / 1e9, 100.0 * bytes / st.seconds / 1e9 / best);
+    }
+    close(fd);
+    mp_cuda_free(ctx, d);
+}
+
 /* Each section runs in its own process (own CUDA context), under an alarm:
  * one that fails or hangs costs its own numbers only. The parent never
  * touches CUDA (a context does not survive fork). */
@@ -625,5 +729,6 @@ int main(int argc, char **argv)
     run_section("mla", bench_mla, 60);
     run_section("layer", bench_layer, 90);
     run_section("gemm", bench_gemm, 120);
+    run_section("upload", bench_upload, 120);
     return 0;
 }

@@ -198,12 +198,13 @@ int main(int argc, char **argv)
            prefault ? ", --prefault" : "");
     /* the GPU's context and upload run on their own thread during the load */
     printf("  time to first token %.3f s = load %.3f (prefault %.3f s of %.0f MB%s; GPU thread alongside: context "
-           "%.3f + upload %.3f of %.0f MB at %.1f GB/s, %s) + session %.3f + prefill %.3f (%u tokens, %.0f tok/s)\n",
+           "%.3f + upload %.3f of %.0f MB at %.1f GB/s, %s, pinning %.3f) + session %.3f + prefill %.3f (%u tokens, "
+           "%.0f tok/s)\n",
            t_load + t_sess + t_prefill, t_load, m->load_info.prefault_seconds, m->load_info.prefault_bytes * 1e-6,
            !prefault ? "" : m->load_info.hugepage_advice ? ", MADV_HUGEPAGE taken" : ", MADV_HUGEPAGE refused",
            gs.context_seconds, gs.upload_seconds, gs.section_bytes * 1e-6,
            gs.upload_seconds > 0 ? gs.section_bytes / gs.upload_seconds * 1e-9 : 0.0,
-           gs.registered ? "registered" : "staged", t_sess, t_prefill, N, N / t_prefill);
+           gs.registered ? "registered" : "staged", gs.pin_seconds, t_sess, t_prefill, N, N / t_prefill);
     if (D) {
         double pf = 0;
         double tps = decode(m, prompt, N, D, &pf, &err);

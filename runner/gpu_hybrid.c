@@ -218,6 +218,7 @@ int mp_gpu_model_create(const mp_model *m, const mp_gpu_opts *o, mp_gpu_model **
         goto fail;
     }
     g->stats.upload_seconds = us.seconds;
+    g->stats.pin_seconds = us.pin_seconds;
     g->stats.registered = us.registered;
     const mp_model_desc *d = m->d;
     g->layers = calloc(d->num_hidden_layers ? d->num_hidden_layers : 1, sizeof *g->layers);
@@ -487,7 +488,7 @@ static int lin(mp_gpu_session *s, const gpu_lin *w, const float *x, size_t ldx, 
 }
 
 /* y0 = x . W0^T and y1 = x . W1^T: one GEMV launch when both are int4
- * (q_a and kv_a, gate and up read the same normed hidden state). */
+ * (q_a or q and kv_a, gate and up read the same normed hidden state). */
 static int lin_pair(mp_gpu_session *s, const gpu_lin *w0, float *y0, size_t ldy0, const gpu_lin *w1, float *y1,
                     size_t ldy1, const float *x, size_t ldx, uint32_t M, mp_error *err)
 {
@@ -583,9 +584,8 @@ static int enq_attention(mp_gpu_session *s, uint32_t L, uint32_t M, mp_error *er
             (rc = mp_cuda_rmsnorm(cx, s->d_qa, r, s->d_qa, r, M, r, gl->q_a_norm, MP_CUDA_F32, eps, err)) ||
             (rc = lin(s, &gl->q_b, s->d_qa, r, M, s->d_q, ldq, false, err)))
             return rc;
-    } else if ((rc = lin(s, &gl->q_proj, s->d_xn, H, M, s->d_q, ldq, false, err)) ||
-               (rc = lin(s, &gl->kv_a, s->d_xn, H, M, s->d_kv, row, false, err))) {
-        return rc;
+    } else if ((rc = lin_pair(s, &gl->q_proj, s->d_q, ldq, &gl->kv_a, s->d_kv, row, s->d_xn, H, M, err))) {
+        return rc; /* V2 / V2-Lite (no q_lora): q and kv_a read the same normed state */
     }
     /* cache row = [RMSNorm(c_kv) | rope(k_pe)] */
     if ((rc = mp_cuda_rmsnorm(cx, s->d_kv, row, s->d_kv, row, M, kvl, gl->kv_a_norm, MP_CUDA_F32, eps, err)) ||

@@ -56,7 +56,8 @@ typedef struct mp_gpu_load_stats {
     uint64_t section_bytes;
     double context_seconds; /* CUDA context, cuBLAS, workspace */
     double upload_seconds;  /* the GPU section's copy (registration included) */
-    bool registered;        /* the one-DMA path (mapping registered) was used */
+    double pin_seconds;     /* of it, registering and unregistering the mapping */
+    bool registered;        /* the mapping was registered (no staging copy) */
 } mp_gpu_load_stats;
 void mp_gpu_model_stats(const mp_gpu_model *g, mp_gpu_load_stats *st);
 /* Batches run by all sessions of g, and how many were decode steps replayed

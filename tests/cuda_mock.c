@@ -114,7 +114,7 @@ int mp_cuda_upload(mp_cuda_ctx *ctx, void *d_dst, const void *src, size_t bytes,
 {
     (void)flags;
     if (stats)
-        *stats = (mp_cuda_upload_stats){false, 0.0};
+        *stats = (mp_cuda_upload_stats){false, 1, 0.0, 0.0};
     return mp_cuda_copy_async(ctx, d_dst, src, bytes, err);
 }
 

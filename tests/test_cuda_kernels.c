@@ -1092,7 +1092,7 @@ static void upload_case(int c)
     uint8_t *back = xmalloc(len);
     OK(mp_cuda_memset_async(ctx, d, 0, len, &err));
     OK(mp_cuda_sync(ctx, &err));
-    mp_cuda_upload_stats st = {false, 0};
+    mp_cuda_upload_stats st = {false, 0, 0, 0};
     if (c >= 6) {
         raw_register(src, len, d);
     } else {
@@ -1102,15 +1102,23 @@ static void upload_case(int c)
         /* a private file mapping is never registered (it stalled the driver) */
         if (staged || c == 5)
             CHECK(!st.registered);
+        /* the range spans three registered chunks (whole pages), or five staging buffers */
+        const long page = sysconf(_SC_PAGESIZE);
+        const uintptr_t pa = (uintptr_t)src / (uintptr_t)page * (uintptr_t)page;
+        const uintptr_t pb = ((uintptr_t)src + len + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+        const size_t want = st.registered ? (pb - pa + MP_CUDA_UPLOAD_CHUNK - 1) / MP_CUDA_UPLOAD_CHUNK
+                                          : (len + MP_CUDA_UPLOAD_STAGE - 1) / MP_CUDA_UPLOAD_STAGE;
+        CHECKF(st.chunks == want && want >= 3, "upload case %d: %u chunks, want %zu", c, st.chunks, want);
     }
     step("reading back");
     dget(back, d, len);
     const bool same = memcmp(back, buf + off, len) == 0;
     CHECKF(same, "upload case %d corrupted the data", c);
     if (c < 6)
-        printf("upload case %d (%s, %s): %s path, %.1f MiB at %.2f GB/s, data %s\n", c, c <= 2 ? "heap" : "file mapping",
+        printf("upload case %d (%s, %s): %s path in %u chunks, %.1f MiB at %.2f GB/s, data %s\n", c,
+               c <= 2 ? "heap" : "file mapping",
                c == 5 ? "MAP_PRIVATE" : c >= 3 ? "MAP_SHARED" : "malloc", st.registered ? "registered" : "staged",
-               len / 1048576.0, len / st.seconds / 1e9, same ? "ok" : "CORRUPT");
+               st.chunks, len / 1048576.0, len / st.seconds / 1e9, same ? "ok" : "CORRUPT");
     else
         printf("upload case %d (raw calls): data %s\n", c, same ? "ok" : "CORRUPT");
     fflush(stdout);

@@ -79,17 +79,23 @@ int mp_cuda_memset_async(mp_cuda_ctx *ctx, void *d_dst, int byte, size_t bytes, 
 
 /* Synchronous upload of a host range (typically part of an mmapped file) to
  * device memory. First tries to register the pages read-only
- * (cudaHostRegisterReadOnly) and copy them in one DMA; when the device or the
- * OS refuses, or the range is a private file mapping (see below), falls back
- * to a double-buffered pipeline through two pinned staging buffers. */
+ * (cudaHostRegisterReadOnly), in chunks of 128 MiB, each copied by a DMA
+ * while the next is registered; when the device or the OS refuses, or the
+ * range is a private file mapping (see below), falls back to a
+ * double-buffered pipeline through two pinned staging buffers. */
 enum { MP_CUDA_UPLOAD_NO_REGISTER = 1 }; /* force the staging path (tests) */
+/* bytes per registered chunk (page-aligned ranges) and per staging buffer */
+#define MP_CUDA_UPLOAD_CHUNK ((size_t)128 << 20)
+#define MP_CUDA_UPLOAD_STAGE ((size_t)64 << 20)
 /* Whether mp_cuda_upload will try to register this range: not when part of
  * it is a private file mapping (MAP_PRIVATE of a file), whose registration
  * stalled in the driver on the test machine. Map a container MAP_SHARED
- * (read-only is fine) to get the one-DMA path. */
+ * (read-only is fine) to get the registered path. */
 bool mp_cuda_upload_can_register(const void *src, size_t bytes);
 typedef struct mp_cuda_upload_stats {
-    bool registered;    /* the one-DMA path was used */
+    bool registered;    /* the registered path was used */
+    unsigned chunks;    /* DMAs it took (registered chunks or staging buffers) */
+    double pin_seconds; /* of those, spent in cudaHostRegister / Unregister */
     double seconds;     /* wall time of the whole upload */
 } mp_cuda_upload_stats;
 int mp_cuda_upload(mp_cuda_ctx *ctx, void *d_dst, const void *src, size_t bytes, unsigned flags,
