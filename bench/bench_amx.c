@@ -19,12 +19,19 @@
  * --decode-active A: afterwards, decode steps of A experts each (a V3
  * token's 8) that rotate through all E, which is what the runner's decode
  * reads: A experts' weights once per step, none of them in the caches.
+ * --active-m 1,16,...: the rows per expert of those steps (default 1). A
+ * prompt step at V3 width gives each of (nearly) all 256 experts
+ * steps x 8 / 256 rows (16 for 512 tokens) and reads every weight once:
+ * the same streaming with more work per byte.
+ * --tunes "ks=8;allkm=64": those steps for each MOEPACK_AMX_TUNE setting in
+ * turn, three rounds, in this one process.
  *
  * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
  * sets).
  *
- * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B] */
+ * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
+ *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +116,7 @@ typedef struct run_ctx {
     /* --decode-active: each step runs experts [rot, rot + E) of rot_all[rot_total] */
     expert *rot_all;
     uint32_t rot_total, rot;
+    double t_gate_up, t_down; /* rotating steps: time in each phase */
 } run_ctx;
 
 /* gate/up items: (expert, slice) computing both matrices' rows of the slice */
@@ -168,7 +176,12 @@ static void run_both(run_ctx *c)
 static void run_both_rotating(run_ctx *c)
 {
     c->ex = c->rot_all + c->rot;
-    run_both(c);
+    double t0 = now();
+    run_gate_up(c);
+    double t1 = now();
+    run_down(c);
+    c->t_gate_up += t1 - t0;
+    c->t_down += now() - t1;
     c->rot = (c->rot + c->E) % c->rot_total;
 }
 
@@ -178,13 +191,13 @@ static void run_both_rotating(run_ctx *c)
 static bool run_ctx_buffers(run_ctx *c)
 {
     const size_t rows = (size_t)c->E * c->M;
-    c->xq = aligned_alloc(64, rows * c->kp_in);
-    c->xs = aligned_alloc(64, rows * 4 + 64);
-    c->g = aligned_alloc(64, rows * c->I * 4);
-    c->u = aligned_alloc(64, rows * c->I * 4);
-    c->hq = aligned_alloc(64, rows * c->kp_down);
-    c->hs = aligned_alloc(64, rows * c->S * 4 + 64);
-    c->y = aligned_alloc(64, rows * c->H * 4);
+    c->xq = aligned_alloc(64, mp_align_up(rows * c->kp_in, 64));
+    c->xs = aligned_alloc(64, mp_align_up(rows * 4 + 64, 64));
+    c->g = aligned_alloc(64, mp_align_up(rows * c->I * 4, 64));
+    c->u = aligned_alloc(64, mp_align_up(rows * c->I * 4, 64));
+    c->hq = aligned_alloc(64, mp_align_up(rows * c->kp_down, 64));
+    c->hs = aligned_alloc(64, mp_align_up(rows * c->S * 4 + 64, 64));
+    c->y = aligned_alloc(64, mp_align_up(rows * c->H * 4, 64));
     if (!c->xq || !c->xs || !c->g || !c->u || !c->hq || !c->hs || !c->y)
         return false;
     fill_random(c->xq, rows * c->kp_in, 77);
@@ -235,6 +248,10 @@ int main(int argc, char **argv)
     int nms = 6;
     bool with_v1 = false;
     uint32_t active = 0; /* --decode-active */
+    size_t ams[16] = {1}; /* --active-m */
+    int nams = 1;
+    const char *tunes[8]; /* --tunes */
+    int ntunes = 0;
     size_t ld_pad = 64; /* activation row stride = K + 64, as the runner's */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -255,10 +272,17 @@ int main(int argc, char **argv)
             with_v1 = true;
         } else if (!strcmp(argv[i], "--decode-active") && i + 1 < argc) {
             active = (uint32_t)atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--tunes") && i + 1 < argc) {
+            for (char *s = strtok(argv[++i], ";"); s && ntunes < 8; s = strtok(NULL, ";"))
+                tunes[ntunes++] = s;
+        } else if (!strcmp(argv[i], "--active-m") && i + 1 < argc) {
+            nams = 0;
+            for (char *s = strtok(argv[++i], ","); s && nams < 16; s = strtok(NULL, ","))
+                ams[nams++] = (size_t)atol(s);
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B] [--decode-active A]\n");
+                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"]\n");
             return 1;
         }
     }
@@ -326,7 +350,7 @@ int main(int argc, char **argv)
         for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
             run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
                          ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
-                         gu.kp + ld_pad, dn.kp + ld_pad, threads, NULL, 0, 0};
+                         gu.kp + ld_pad, dn.kp + ld_pad, threads, NULL, 0, 0, 0, 0};
             if (!run_ctx_buffers(&c))
                 return 2;
             double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
@@ -346,25 +370,42 @@ int main(int argc, char **argv)
     if (decode_gbs > 0)
         printf("\ndecode (M = 1): weights streamed at %.1f GB/s = %.1f%% of the %.1f GB/s read bandwidth\n",
                decode_gbs * 1e-9, 100 * decode_gbs / bw, bw * 1e-9);
-    if (active) {
-        run_ctx c = {K->gemm_q8, ex, active, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
-                     gu.kp + ld_pad, dn.kp + ld_pad, threads, ex, E, 0};
+    for (int a = 0; active && a < nams; a++) {
+        const size_t M = ams[a];
+        if (M < 1 || M > 4096)
+            continue;
+        run_ctx c = {K->gemm_q8, ex, active, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
+                     gu.kp + ld_pad, dn.kp + ld_pad, threads, ex, E, 0, 0, 0};
         if (!run_ctx_buffers(&c))
             return 2;
-        /* every call is a new set of experts: the mean over whole rotations, not the best call */
-        const uint32_t steps = E / active;
-        run_both_rotating(&c);
-        double t0 = now();
-        uint32_t n = 0;
-        do {
-            for (uint32_t i = 0; i < steps; i++)
+        /* --tunes: each setting in turn, three rounds, so that a machine
+         * whose speed drifts affects them alike */
+        for (int round = 0; round < (ntunes ? 3 : 1); round++)
+            for (int ti = 0; ti < (ntunes ? ntunes : 1); ti++) {
+                if (ntunes)
+                    mp_amx_tune_set(tunes[ti]);
+                /* every call is a new set of experts: the mean over whole rotations, not the best call */
+                const uint32_t steps = E / active;
                 run_both_rotating(&c);
-            n += steps;
-        } while (now() - t0 < min_time || n < 3 * steps);
-        double t = (now() - t0) / n, bytes = (double)active * (2.0 * gu.total_bytes + dn.total_bytes);
-        printf("decode, %u of %u experts per step (M = 1, rotating): %.3f ms per step, %.1f GB/s = %.1f%% of the "
-               "%.1f GB/s read bandwidth\n",
-               active, E, t * 1e3, bytes / t * 1e-9, 100 * bytes / t / bw, bw * 1e-9);
+                c.t_gate_up = c.t_down = 0;
+                double t0 = now();
+                uint32_t n = 0;
+                do {
+                    for (uint32_t i = 0; i < steps; i++)
+                        run_both_rotating(&c);
+                    n += steps;
+                } while (now() - t0 < min_time || n < 3 * steps);
+                double t = (now() - t0) / n, bytes = (double)active * (2.0 * gu.total_bytes + dn.total_bytes);
+                double ops = 2.0 * 3 * (double)active * M * I * H;
+                if (ntunes)
+                    printf("[%s] ", tunes[ti]);
+                printf("%u of %u experts per step (M = %zu, rotating): %.3f ms per step, %.1f GB/s = %.1f%% of the "
+                       "%.1f GB/s read bandwidth, %.2f TOPS = %.1f%% of the AMX peak; gate/up %.1f GB/s, down %.1f "
+                       "GB/s\n",
+                       active, E, M, t * 1e3, bytes / t * 1e-9, 100 * bytes / t / bw, bw * 1e-9, ops / t * 1e-12,
+                       100 * ops / t / pn, active * 2.0 * gu.total_bytes * n / c.t_gate_up * 1e-9,
+                       active * (double)dn.total_bytes * n / c.t_down * 1e-9);
+            }
         run_ctx_free(&c);
     }
     for (size_t i = 0; i < 3 * (size_t)E; i++)

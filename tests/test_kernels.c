@@ -161,8 +161,9 @@ static void test_q8_big(void)
         size_t m;
     } cases[] = {
         {136, 3200, 3200, 270}, /* one long group: split-K; 9 blocks, odd */
-        {296, 3200, 3200, 37},  /* split-K, 19 blocks = 2 output blocks of 256 (the second odd) */
-        {72, 3584, 1024, 45},   /* 4 groups of 1024: split-K with a running f32 sum */
+        {296, 3200, 3200, 37},  /* few rows: all-K (split-K in the allkm=0 child), 19 blocks = 2 of 256 */
+        {72, 3584, 1024, 45},   /* 4 groups of 1024: all-K, and split-K with a running f32 sum in the child */
+        {72, 3584, 1024, 150},  /* the same, more rows than all-K takes: split-K */
         {40, 2048, 256, 290},   /* down-like: all-K, 2 row blocks, the last of 34 rows */
     };
     mp_rng r = {91};
@@ -671,7 +672,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         test_capped_child(argv[0]);
         if (tabs[MP_ISA_AMX]) {
-            test_amx_tune_child(argv[0], "ks=3,order=1,mc=64,allk=0,pf=0");
+            test_amx_tune_child(argv[0], "ks=3,order=1,mc=64,allk=0,allkm=0,pf=0");
             test_amx_tune_child(argv[0], "ks=1000,allk=1000,mc=32,order=0");
         }
     }

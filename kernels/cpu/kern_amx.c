@@ -23,8 +23,10 @@
  *     activations then come from L3 once per matrix, not twice (one
  *     thread: +5-8% at M = 256, +13-16% at M = 1024 against NC = 128).
  *   - "all-K" (K <= ALL_K_MAX k-steps: the down projection, K = 2048 in
- *     groups of 256): for each output pair the B panel over all K (64 KiB)
- *     stays in L2 while every m-block runs the whole K with C in tiles. A
+ *     groups of 256; and any K for at most ALL_K_MAX_M rows, as in the
+ *     prompt steps of many-expert models): for each output pair the B panel
+ *     over all K (64 KiB for down) stays in L2 while every m-block runs the
+ *     whole K with C in tiles. A
  *     group's integer sums (stored every 4 k-steps) go to f32 in a 32x32
  *     accumulator that stays in L1, while the tile unit works on the next
  *     group; that conversion costs as much as a third of the time on one
@@ -49,6 +51,14 @@
 /* All-K (by default) when the padded K has at most this many k-steps of 64:
  * MC rows of it (768 KiB) and an output pair's B panel (192 KiB) fit L2. */
 #define ALL_K_MAX 48
+/* All-K whatever K for at most this many rows: the activations (128 rows of
+ * K = 7168: 0.9 MiB) and a pair's B panel (224 KiB) still fit L2, and with so
+ * few rows per weight byte the two long sequential weight streams of a pair
+ * feed the tile unit better than split-K's short ones. On the device, the
+ * rotating prefill steps of `bench_amx --active-m` read gate/up weights
+ * 4-9% faster at M = 32-64 (settings alternated in one process), 1-2%
+ * slower at M = 8-16 (docs/BENCHMARKS.md). */
+#define ALL_K_MAX_M 128
 /* One C block's int32 sums (row stride 32); 64 bytes longer than 4 KiB so
  * that consecutive slots do not alias in L1. */
 #define SLOT (32 * 32 + 16)
@@ -106,12 +116,13 @@ static inline void convert_rows(const conv_job *j, int i0, int i1)
 typedef struct amx_tune {
     int ks;    /* split-K: k-steps per superchunk */
     int all_k; /* all-K up to this many k-steps of padded K */
+    int all_k_m; /* all-K whatever K for at most this many rows */
     int mc;    /* rows per m block (multiple of 32, <= MC) */
     int order; /* split-K: 0 = output pair outer, m-blocks inner; 1 = m-block outer */
     int pf;    /* prefetch the next region of B into L2 */
 } amx_tune;
 
-static amx_tune tune = {8, ALL_K_MAX, MC, 1, 1};
+static amx_tune tune = {8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1};
 
 /* The next region of weights to prefetch into L2, a few lines per k-step:
  * ranges r < nr; split-K: the k-steps [kb0, kb1) of blocks nb0 + r of group
@@ -477,7 +488,7 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
                 .done = done,
                 .acc = acc};
     const size_t mc = (size_t)tune.mc;
-    if (w->lay.kp / 64 <= (uint64_t)tune.all_k) {
+    if (w->lay.kp / 64 <= (uint64_t)tune.all_k || m <= (size_t)tune.all_k_m) {
         for (size_t mc0 = 0; mc0 < m; mc0 += mc)
             run_all_k(&r, mc0, m - mc0 < mc ? m - mc0 : mc);
     } else {
@@ -512,6 +523,26 @@ void mp_amx_peak_loop(uint64_t iters)
     _tile_release();
 }
 
+void mp_amx_tune_set(const char *spec)
+{
+    /* "ks=8,allk=48,allkm=128,mc=256,order=1,pf=1"; from the defaults, out-of-range values ignored */
+    tune = (amx_tune){8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1};
+    int v;
+    const char *q;
+    if ((q = strstr(spec, "ks=")) && (v = atoi(q + 3)) >= 1 && v <= 1024)
+        tune.ks = v;
+    if ((q = strstr(spec, "allk=")) && (v = atoi(q + 5)) >= 0)
+        tune.all_k = v;
+    if ((q = strstr(spec, "allkm=")) && (v = atoi(q + 6)) >= 0)
+        tune.all_k_m = v;
+    if ((q = strstr(spec, "mc=")) && (v = atoi(q + 3)) >= 32 && v <= MC && v % 32 == 0)
+        tune.mc = v;
+    if ((q = strstr(spec, "order=")) && (v = atoi(q + 6)) >= 0 && v <= 1)
+        tune.order = v;
+    if ((q = strstr(spec, "pf=")) && (v = atoi(q + 3)) >= 0 && v <= 1)
+        tune.pf = v;
+}
+
 void mp_kern_fill_amx(mp_cpu_kernels *t)
 {
     /* MOEPACK_AMX_KERNEL=v1 (read once, when the table is built) gives the
@@ -519,20 +550,8 @@ void mp_kern_fill_amx(mp_cpu_kernels *t)
      * for benchmarks; all give the same bits */
     const char *k = getenv("MOEPACK_AMX_KERNEL");
     const char *tn = getenv("MOEPACK_AMX_TUNE");
-    if (tn) { /* "ks=8,allk=48,mc=256,order=0,pf=1"; out-of-range values are ignored */
-        int v;
-        const char *q;
-        if ((q = strstr(tn, "ks=")) && (v = atoi(q + 3)) >= 1 && v <= 1024)
-            tune.ks = v;
-        if ((q = strstr(tn, "allk=")) && (v = atoi(q + 5)) >= 0)
-            tune.all_k = v;
-        if ((q = strstr(tn, "mc=")) && (v = atoi(q + 3)) >= 32 && v <= MC && v % 32 == 0)
-            tune.mc = v;
-        if ((q = strstr(tn, "order=")) && (v = atoi(q + 6)) >= 0 && v <= 1)
-            tune.order = v;
-        if ((q = strstr(tn, "pf=")) && (v = atoi(q + 3)) >= 0 && v <= 1)
-            tune.pf = v;
-    }
+    if (tn)
+        mp_amx_tune_set(tn);
     const char *pf = getenv("MOEPACK_AMX_PREFETCH");
     if (k && !strcmp(k, "v1"))
         t->gemm_q8 = pf && !strcmp(pf, "0") ? mp_gemm_q8_amx_v1_no_prefetch : mp_gemm_q8_amx_v1;

@@ -26,6 +26,10 @@ void mp_gemm_q8_amx_v1_no_prefetch(const mp_amx_int8_view *w, size_t m, const in
 /* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
  * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
 void mp_amx_peak_loop(uint64_t iters);
+/* The AMX int8 kernel's blocking, as MOEPACK_AMX_TUNE gives it ("ks=8,pf=0",
+ * unnamed keys at their defaults): for benchmarks that compare settings in
+ * one process. Not thread-safe; every setting gives the same bits. */
+void mp_amx_tune_set(const char *spec);
 int32_t mp_vnni_peak_loop(uint64_t iters);
 /* Reads `bytes` (a multiple of 512) sequentially with 64-byte loads: the
  * single-core read bandwidth probe. Returns a checksum. */
