@@ -317,19 +317,19 @@ bool mp_cuda_upload_can_register(const void *src, size_t bytes)
     return ok && covered;
 }
 
-/* Registration pins a chunk's pages (faulting them in) on the CPU while the
- * DMA engine copies the chunks before it. Measured on the H100 machine (2 GiB
- * of a warm MAP_SHARED file, docs/CUDA.md "Uploads"): registering the whole
- * range took 34-53 ms, then copying it 39 ms (55 GB/s) and unregistering it
- * 14-20 ms; in chunks of 32-256 MiB the copies hide behind the
- * registrations. Registering chunks from several threads at once was no
- * faster (the driver serializes it), and unregistering chunks while later
- * copies ran made the whole slower than unregistering them after the last. */
-
 /* Copies from the registered pages, chunk by chunk: registers a chunk and
  * queues its DMA; after the last, waits and unregisters them all. Returns 1
  * when registration was refused (the caller falls back to staging, which
- * copies everything again), MP_OK when copied, an error code otherwise. */
+ * copies everything again), MP_OK when copied, an error code otherwise.
+ *
+ * Why chunks: registration pins the pages (faulting them in) on the CPU, and
+ * took longer than the copy. Measured on the H100 machine (2 GiB of a warm
+ * MAP_SHARED file, docs/CUDA.md "Uploads"): registering the whole range took
+ * 34-55 ms, then copying it 39-40 ms (55 GB/s) and unregistering it 14-20 ms;
+ * in chunks of 32-256 MiB the copies hide behind the later registrations.
+ * Registering chunks from several threads at once was no faster (the driver
+ * serializes it), and unregistering chunks while later copies ran made the
+ * whole slower than unregistering them after the last. */
 static int upload_registered(mp_cuda_ctx *ctx, void *d_dst, const void *src, size_t bytes, unsigned *chunks,
                              double *pin_seconds, mp_error *err)
 {
