@@ -120,9 +120,10 @@ typedef struct amx_tune {
     int mc;    /* rows per m block (multiple of 32, <= MC) */
     int order; /* split-K: 0 = output pair outer, m-blocks inner; 1 = m-block outer */
     int pf;    /* prefetch the next region of B into L2 */
+    int pf_m;  /* but not for at most this many rows */
 } amx_tune;
 
-static amx_tune tune = {8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1};
+static amx_tune tune = {8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1, 0};
 
 /* The next region of weights to prefetch into L2, a few lines per k-step:
  * ranges r < nr; split-K: the k-steps [kb0, kb1) of blocks nb0 + r of group
@@ -147,6 +148,7 @@ typedef struct q8_run {
     size_t ldy;
     bool accumulate;
     int cfg0, cfg1; /* rows of the loaded tile configuration */
+    bool prefetch;  /* the next weights into L2 while these are used */
     conv_job pend;
     bool has_pend;
     unsigned flip;
@@ -181,7 +183,7 @@ static void pf_start(q8_run *r, bool all_k, uint32_t g0, uint32_t nb0, uint32_t 
                      uint64_t lines, uint64_t steps)
 {
     pf_cursor *c = &r->pf;
-    *c = (pf_cursor){.nr = tune.pf ? (all_k ? r->l->groups * nbn : nbn) : 0,
+    *c = (pf_cursor){.nr = r->prefetch ? (all_k ? r->l->groups * nbn : nbn) : 0,
                      .g0 = g0, .nb0 = nb0, .nbn = nbn, .kb0 = kb0, .kb1 = kb1, .all_k = all_k,
                      .per_step = (int)((lines + steps - 1) / (steps ? steps : 1))};
     pf_next_range(r);
@@ -486,7 +488,8 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
                 .cfg0 = -1,
                 .cfg1 = -1,
                 .done = done,
-                .acc = acc};
+                .acc = acc,
+                .prefetch = tune.pf && m > (size_t)tune.pf_m};
     const size_t mc = (size_t)tune.mc;
     if (w->lay.kp / 64 <= (uint64_t)tune.all_k || m <= (size_t)tune.all_k_m) {
         for (size_t mc0 = 0; mc0 < m; mc0 += mc)
@@ -525,8 +528,8 @@ void mp_amx_peak_loop(uint64_t iters)
 
 void mp_amx_tune_set(const char *spec)
 {
-    /* "ks=8,allk=48,allkm=128,mc=256,order=1,pf=1"; from the defaults, out-of-range values ignored */
-    tune = (amx_tune){8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1};
+    /* "ks=8,allk=48,allkm=128,mc=256,order=1,pf=1,pfm=0"; from the defaults, out-of-range values ignored */
+    tune = (amx_tune){8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1, 0};
     int v;
     const char *q;
     if ((q = strstr(spec, "ks=")) && (v = atoi(q + 3)) >= 1 && v <= 1024)
@@ -541,6 +544,8 @@ void mp_amx_tune_set(const char *spec)
         tune.order = v;
     if ((q = strstr(spec, "pf=")) && (v = atoi(q + 3)) >= 0 && v <= 1)
         tune.pf = v;
+    if ((q = strstr(spec, "pfm=")) && (v = atoi(q + 4)) >= 0)
+        tune.pf_m = v;
 }
 
 void mp_kern_fill_amx(mp_cpu_kernels *t)
