@@ -36,19 +36,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kern_internal.h"
 #include "mp_kernels.h"
 #include "mp_layout.h"
 #include "mp_perf.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double min_time = 0.5;
 
@@ -151,16 +143,16 @@ static void run_down(run_ctx *c)
 static double time_it(void (*fn)(run_ctx *), run_ctx *c)
 {
     fn(c); /* warm-up */
-    double best = 1e30, t0 = now();
+    double best = 1e30, t0 = mp_perf_now();
     int reps = 0;
     do {
-        double a = now();
+        double a = mp_perf_now();
         fn(c);
-        double dt = now() - a;
+        double dt = mp_perf_now() - a;
         if (dt < best)
             best = dt;
         reps++;
-    } while (now() - t0 < min_time || reps < 3);
+    } while (mp_perf_now() - t0 < min_time || reps < 3);
     return best;
 }
 
@@ -176,12 +168,12 @@ static void run_both(run_ctx *c)
 static void run_both_rotating(run_ctx *c)
 {
     c->ex = c->rot_all + c->rot;
-    double t0 = now();
+    double t0 = mp_perf_now();
     run_gate_up(c);
-    double t1 = now();
+    double t1 = mp_perf_now();
     run_down(c);
     c->t_gate_up += t1 - t0;
-    c->t_down += now() - t1;
+    c->t_down += mp_perf_now() - t1;
     c->rot = (c->rot + c->E) % c->rot_total;
 }
 
@@ -388,14 +380,14 @@ int main(int argc, char **argv)
                 const uint32_t steps = E / active;
                 run_both_rotating(&c);
                 c.t_gate_up = c.t_down = 0;
-                double t0 = now();
+                double t0 = mp_perf_now();
                 uint32_t n = 0;
                 do {
                     for (uint32_t i = 0; i < steps; i++)
                         run_both_rotating(&c);
                     n += steps;
-                } while (now() - t0 < min_time || n < 3 * steps);
-                double t = (now() - t0) / n, bytes = (double)active * (2.0 * gu.total_bytes + dn.total_bytes);
+                } while (mp_perf_now() - t0 < min_time || n < 3 * steps);
+                double t = (mp_perf_now() - t0) / n, bytes = (double)active * (2.0 * gu.total_bytes + dn.total_bytes);
                 double ops = 2.0 * 3 * (double)active * M * I * H;
                 if (ntunes)
                     printf("[%s] ", tunes[ti]);

@@ -20,11 +20,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mp_cuda.h"
 #include "mp_num.h"
+#include "mp_perf.h"
 #include "test_rand.h"
 
 static mp_error err;
@@ -580,13 +580,6 @@ static void bench_layer(void)
 
 /* ---- uploads ---------------------------------------------------------------- */
 
-static double wall(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* A fresh MAP_SHARED read-only mapping of the file, as the runner maps a
  * container: its page-table entries are made by the upload itself. */
 static const void *map_file(int fd, size_t bytes)
@@ -629,10 +622,10 @@ static void bench_upload(void)
     memset(pinned, 1, pbytes);
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = wall();
+        double t0 = mp_perf_now();
         OK(mp_cuda_copy_async(ctx, d, pinned, pbytes, &err));
         OK(mp_cuda_sync(ctx, &err));
-        double gbs = pbytes / (wall() - t0) / 1e9;
+        double gbs = pbytes / (mp_perf_now() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
     mp_cuda_host_free(ctx, pinned);
@@ -648,14 +641,14 @@ static void bench_upload(void)
                st.registered ? "registered" : "staged", st.chunks, st.seconds, bytes / st.seconds / 1e9,
                100.0 * bytes / st.seconds / 1e9 / best, st.pin_seconds);
         m = map_file(fd, bytes);
-        double t0 = wall();
+        double t0 = mp_perf_now();
         cudaError_t e = cudaHostRegister((void *)m, bytes, cudaHostRegisterReadOnly);
-        double t1 = wall(), t2 = t1, t3 = t1;
+        double t1 = mp_perf_now(), t2 = t1, t3 = t1;
         if (e == cudaSuccess) {
             e = cudaMemcpy(d, m, bytes, cudaMemcpyHostToDevice);
-            t2 = wall();
+            t2 = mp_perf_now();
             cudaHostUnregister((void *)m);
-            t3 = wall();
+            t3 = mp_perf_now();
         }
         munmap((void *)m, bytes);
         if (e != cudaSuccess)

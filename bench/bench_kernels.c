@@ -15,19 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kern_internal.h"
 #include "mp_kernels.h"
 #include "mp_perf.h"
 #include "test_rand.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double min_time = 0.3;
 static int only_kind = -1;
@@ -74,11 +66,11 @@ static double time_calls(bench_ctx *c, size_t copies)
 {
     call(c, 0);
     size_t calls = 0;
-    double t0 = now(), t1;
+    double t0 = mp_perf_now(), t1;
     do {
         call(c, calls % copies);
         calls++;
-        t1 = now();
+        t1 = mp_perf_now();
     } while (t1 - t0 < min_time || calls < 3);
     return (t1 - t0) / (double)calls;
 }
@@ -199,14 +191,14 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
         const mp_cpu_kernels *t = mp_cpu_kernels_get((mp_isa)isa, NULL);
         if (!t || isa == MP_ISA_AMX || (only_isa >= 0 && isa != only_isa))
             continue;
-        double t0 = now();
+        double t0 = mp_perf_now();
         int reps = 0;
         do {
             t->quantize_act_q8(64, x, k, k, kg, xq, ldxq, xs);
             reps++;
-        } while (now() - t0 < 0.1);
+        } while (mp_perf_now() - t0 < 0.1);
         printf("quantize_act_q8 %-7s M=64: %.2f GB/s of f32 input\n", mp_isa_name((mp_isa)isa),
-               64.0 * k * 4 * reps / (now() - t0) * 1e-9);
+               64.0 * k * 4 * reps / (mp_perf_now() - t0) * 1e-9);
     }
     free(w), free(x), free(y), free(wb), free(xq), free(xs);
 }
@@ -227,11 +219,11 @@ static void bench_peaks(void)
         uint64_t it = 1u << 22;
         double dt = 1e9;
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now();
+            double t0 = mp_perf_now();
             volatile int32_t sink = mp_vnni_peak_loop(it);
             (void)sink;
-            if (now() - t0 < dt)
-                dt = now() - t0;
+            if (mp_perf_now() - t0 < dt)
+                dt = mp_perf_now() - t0;
         }
         printf("AVX-512 VPDPBUSD, no loads: %.0f GOP/s (int8)\n", (double)it * 16 * 64 * 2 / dt * 1e-9);
     }

@@ -18,18 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mp_forward.h"
 #include "mp_gpu.h"
+#include "mp_perf.h"
 #include "mp_runner.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int32_t argmax(const float *v, uint32_t n)
 {
@@ -48,19 +41,19 @@ static double decode(mp_model *m, const int32_t *prompt, uint32_t N, uint32_t D,
         return -1;
     const uint32_t V = mp_model_vocab(m);
     float *logits = malloc((size_t)V * sizeof *logits);
-    double t0 = now();
+    double t0 = mp_perf_now();
     if (mp_session_eval(s, prompt, N, logits, NULL, err))
         return -1;
     if (prefill_s)
-        *prefill_s = now() - t0;
+        *prefill_s = mp_perf_now() - t0;
     int32_t next = argmax(logits, V);
-    double t1 = now();
+    double t1 = mp_perf_now();
     for (uint32_t i = 0; i < D; i++) {
         if (mp_session_eval(s, &next, 1, logits, NULL, err))
             return -1;
         next = argmax(logits, V);
     }
-    double dt = now() - t1;
+    double dt = mp_perf_now() - t1;
     free(logits);
     mp_session_free(s);
     return D ? D / dt : 0;
@@ -165,13 +158,13 @@ int main(int argc, char **argv)
     mo.cpu_only = cpu_only;
     mo.prefault = prefault;
     mo.threads = threads;
-    double t0 = now();
+    double t0 = mp_perf_now();
     mp_model *m = NULL;
     if (mp_model_load(file, &mo, &m, &err)) {
         fprintf(stderr, "bench_start: %s\n", err.msg);
         return 2;
     }
-    double t_load = now() - t0;
+    double t_load = mp_perf_now() - t0;
     mp_gpu_load_stats gs = {0};
     if (m->gpu)
         mp_gpu_model_stats(m->gpu, &gs);
@@ -180,19 +173,19 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < N; i++)
         prompt[i] = (int32_t)(3 + (i * 2654435761u) % (V - 3));
     mp_session *s = NULL;
-    double t1 = now();
+    double t1 = mp_perf_now();
     if (mp_session_new(m, N + 1, &s, &err)) {
         fprintf(stderr, "bench_start: %s\n", err.msg);
         return 2;
     }
-    double t_sess = now() - t1;
+    double t_sess = mp_perf_now() - t1;
     float *logits = malloc((size_t)V * sizeof *logits);
-    double t2 = now();
+    double t2 = mp_perf_now();
     if (mp_session_eval(s, prompt, N, logits, NULL, &err)) {
         fprintf(stderr, "bench_start: %s\n", err.msg);
         return 2;
     }
-    double t_prefill = now() - t2;
+    double t_prefill = mp_perf_now() - t2;
     mp_session_free(s);
     printf("%s%s: %s, %d threads%s\n", label, file, mp_model_backend_name(m), mp_model_threads(m),
            prefault ? ", --prefault" : "");
