@@ -162,9 +162,9 @@ static void run_both(run_ctx *c)
     run_down(c);
 }
 
-/* A decode step of the runner: E experts at M = 1, the next E of the
- * rot_total at every call, so each step reads weights no earlier step of
- * the last rot_total / E read. */
+/* One step of the runner (decode at M = 1, a prompt step at larger M): E
+ * experts, the next E of the rot_total at every call, so each step reads
+ * weights no earlier step of the last rot_total / E read. */
 static void run_both_rotating(run_ctx *c)
 {
     c->ex = c->rot_all + c->rot;

@@ -123,7 +123,8 @@ typedef struct amx_tune {
     int pf_m;  /* but not for at most this many rows */
 } amx_tune;
 
-static amx_tune tune = {8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1, 0};
+#define AMX_TUNE_DEFAULT {8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1, 0}
+static amx_tune tune = AMX_TUNE_DEFAULT;
 
 /* The next region of weights to prefetch into L2, a few lines per k-step:
  * ranges r < nr; split-K: the k-steps [kb0, kb1) of blocks nb0 + r of group
@@ -529,7 +530,7 @@ void mp_amx_peak_loop(uint64_t iters)
 void mp_amx_tune_set(const char *spec)
 {
     /* "ks=8,allk=48,allkm=128,mc=256,order=1,pf=1,pfm=0"; from the defaults, out-of-range values ignored */
-    tune = (amx_tune){8, ALL_K_MAX, ALL_K_MAX_M, MC, 1, 1, 0};
+    tune = (amx_tune)AMX_TUNE_DEFAULT;
     int v;
     const char *q;
     if ((q = strstr(spec, "ks=")) && (v = atoi(q + 3)) >= 1 && v <= 1024)
