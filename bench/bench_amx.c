@@ -26,12 +26,17 @@
  * --tunes "ks=8;allkm=64": those steps for each MOEPACK_AMX_TUNE setting in
  * turn, three rounds, in this one process.
  *
+ * The header also gives the kernel's 2x2 tile block fed from L1 (every
+ * k-step's 4 tile loads, no operand from beyond L1): the ceiling below the
+ * no-load peak that any kernel of that shape has. --tile-loads: that loop
+ * with 0-4 of its tile loads per k-step, to time the loads.
+ *
  * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
  * sets).
  *
  * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
- *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] */
+ *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,7 +243,7 @@ int main(int argc, char **argv)
         E = 8;
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
-    bool with_v1 = false;
+    bool with_v1 = false, tile_loads = false;
     uint32_t active = 0; /* --decode-active */
     size_t ams[16] = {1}; /* --active-m */
     int nams = 1;
@@ -262,6 +267,8 @@ int main(int argc, char **argv)
                 return 1;
         } else if (!strcmp(argv[i], "--v1")) {
             with_v1 = true;
+        } else if (!strcmp(argv[i], "--tile-loads")) {
+            tile_loads = true;
         } else if (!strcmp(argv[i], "--decode-active") && i + 1 < argc) {
             active = (uint32_t)atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--tunes") && i + 1 < argc) {
@@ -274,7 +281,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"]\n");
+                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads]\n");
             return 1;
         }
     }
@@ -302,6 +309,23 @@ int main(int argc, char **argv)
     double p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
     printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
            threads, pn * 1e-12, pn / p1);
+    /* what the kernel's 2x2 tile block can do when every operand is in L1:
+     * the peak above has no tile loads at all */
+    double f1 = mp_perf_amx_int8_fed(1, 5, 0, 4), fn = mp_perf_amx_int8_fed(threads, 5, 0, 4);
+    double s1 = mp_perf_amx_int8_fed(1, 5, 8, 4), sn = mp_perf_amx_int8_fed(threads, 5, 8, 4);
+    printf("AMX INT8 2x2 tile loop fed from L1 (2 A + 2 B tile loads per 4 TDPBSSD): 1 thread %.2f TOPS (%.1f%% of "
+           "its peak), %d threads %.2f TOPS (%.1f%%); C also stored and reloaded every 8 k-steps (as split-K): %.2f "
+           "(%.1f%%), %.2f (%.1f%%)\n",
+           f1 * 1e-12, 100 * f1 / p1, threads, fn * 1e-12, 100 * fn / pn, s1 * 1e-12, 100 * s1 / p1, sn * 1e-12,
+           100 * sn / pn);
+    if (tile_loads) { /* what each tile load costs: fewer loads per k-step (not a GEMM) */
+        for (int t = 1; t <= threads; t = t < threads ? threads : threads + 1) {
+            printf("tile loads per 4 TDPBSSD, %2d thread%s:", t, t > 1 ? "s" : " ");
+            for (int nl = 0; nl <= 4; nl++)
+                printf("  %d: %.2f TOPS", nl, mp_perf_amx_int8_fed(t, 5, 0, nl) * 1e-12);
+            printf("\n");
+        }
+    }
     fflush(stdout);
     size_t bw_bytes = (size_t)1 << 30;
     while (bw_bytes < 4 * llc)

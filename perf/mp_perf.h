@@ -55,6 +55,15 @@ double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps, b
  * available (or MOEPACK_ISA_MAX excludes it). */
 double mp_perf_amx_int8_peak(int threads, int reps);
 
+/* The same, but with tile loads as the gemm kernel does them (2x2 tile
+ * block: `loads` = 4, 2 A + 2 B per 4 TDPBSSD; fewer reload only some
+ * tiles, to time the loads: not a GEMM) from operands in L1; swap_every >
+ * 0: C also stored and reloaded every that many k-steps (the kernel's
+ * split-K does it every 8). With loads = 4, the most a kernel of that shape
+ * can do when no operand has to come from beyond L1. 0 without AMX or
+ * memory for the operands. */
+double mp_perf_amx_int8_fed(int threads, int reps, int swap_every, int loads);
+
 /* A handle on GPU 0 for the probes (its own CUDA stream and a small
  * workspace). NULL from open, with MP_OK, in builds without CUDA or on
  * machines without a device. */

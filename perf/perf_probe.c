@@ -140,3 +140,40 @@ double mp_perf_amx_int8_peak(int threads, int reps)
     }
     return best;
 }
+
+double mp_perf_amx_int8_fed(int threads, int reps, int swap_every, int loads)
+{
+    if (!mp_isa_available(MP_ISA_AMX))
+        return 0;
+    if (threads < 1)
+        threads = 1;
+    /* 2^19 k-steps: 10-60 ms a thread on the machines measured, long
+     * enough to dwarf waking the threads */
+    const uint64_t iters = (uint64_t)1 << 19;
+    double best = 0;
+    bool ok = true;
+    for (int rep = -1; rep < (reps > 0 ? reps : 1) && ok; rep++) {
+        double t0 = mp_perf_now();
+#pragma omp parallel num_threads(threads)
+        {
+            /* each thread its own operands, in its own L1 */
+            int8_t *buf = aligned_alloc(64, 32768);
+            int32_t *slots = aligned_alloc(64, 4 * MP_AMX_SLOT_INT32 * sizeof(int32_t));
+            if (buf && slots) {
+                memset(buf, 1, 32768);
+                memset(slots, 0, 4 * MP_AMX_SLOT_INT32 * sizeof(int32_t));
+                mp_amx_fed_loop(rep < 0 ? 1000 : iters, buf, slots, swap_every, loads); /* rep -1: warm-up */
+            } else {
+#pragma omp atomic write
+                ok = false;
+            }
+            free(buf);
+            free(slots);
+        }
+        double dt = mp_perf_now() - t0;
+        double ops = (double)iters * 4 * 16 * 16 * 64 * 2 * threads;
+        if (rep >= 0 && dt > 0 && ops / dt > best)
+            best = ops / dt;
+    }
+    return ok ? best : 0;
+}

@@ -285,6 +285,8 @@ static void test_probes(void)
     CHECK(mp_perf_read_bandwidth(4, 100, 1, &bw, &err) == MP_ERR_USAGE);
     double amx = mp_perf_amx_int8_peak(1, 1);
     CHECK(mp_isa_available(MP_ISA_AMX) ? amx > 1e11 : amx == 0);
+    double fed = mp_perf_amx_int8_fed(1, 1, 0, 4), fed_swapped = mp_perf_amx_int8_fed(2, 1, 8, 4);
+    CHECK(mp_isa_available(MP_ISA_AMX) ? fed > 1e11 && fed_swapped > 1e11 : fed == 0 && fed_swapped == 0);
     CHECK(mp_perf_default_probe_bytes() >= ((size_t)1 << 28));
     CHECK(mp_perf_peak_rss() > 0);
     mp_perf_gpu *g = (mp_perf_gpu *)1;

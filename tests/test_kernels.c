@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kern_internal.h"
 #include "mp_kernels.h"
 #include "mp_test.h"
 #include "test_rand.h"
@@ -597,6 +598,54 @@ static void test_numa_split(void)
     free(wg), free(wd), free(pg), free(pd);
 }
 
+/* The fed-loop probe (bench_amx's ceiling for the kernel's tile block)
+ * multiplies what it loads, and swaps C as it says: A all 1, B all 2, so
+ * every k-step adds 64 x 2 to each of the 32 x 32 sums. */
+static void test_amx_fed_loop(void)
+{
+    if (!tabs[MP_ISA_AMX])
+        return;
+    int8_t *buf = aligned_alloc(64, 32768);
+    int32_t *slots = aligned_alloc(64, 4 * MP_AMX_SLOT_INT32 * sizeof(int32_t));
+    REQUIRE(buf && slots);
+    memset(buf, 1, 16384);
+    memset(buf + 16384, 2, 16384);
+    const struct {
+        uint64_t iters;
+        int swap_every;
+        int32_t want[2]; /* every sum of slots 0 and 1 after the loop */
+    } cases[] = {
+        {10, 0, {10 * 128, 0}},
+        /* k-step 8: C to slot 0, slot 1 (zeros) in; 16: C to slot 1, slot 2
+         * (zeros) in; the end: C (0) to slot 0 */
+        {16, 8, {0, 8 * 128}},
+        /* k-step 8: C to slot 0, slot 1 in; the end: 4 k-steps' sums to slot 0 */
+        {12, 8, {4 * 128, 0}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        memset(slots, 0, 4 * MP_AMX_SLOT_INT32 * sizeof(int32_t));
+        mp_amx_fed_loop(cases[c].iters, buf, slots, cases[c].swap_every, 4);
+        int bad = 0;
+        for (int sl = 0; sl < 2; sl++)
+            for (int r = 0; r < 32; r++)
+                for (int col = 0; col < 32; col++)
+                    bad += slots[(size_t)sl * MP_AMX_SLOT_INT32 + (size_t)r * 32 + (size_t)col] != cases[c].want[sl];
+        CHECKF(bad == 0, "fed loop, %llu k-steps, swap every %d: %d sums wrong", (unsigned long long)cases[c].iters,
+               cases[c].swap_every, bad);
+    }
+    for (int loads = 0; loads < 4; loads++) { /* the tiles not reloaded keep k-step 0's (all alike here) */
+        memset(slots, 0, 4 * MP_AMX_SLOT_INT32 * sizeof(int32_t));
+        mp_amx_fed_loop(5, buf, slots, 0, loads);
+        int bad = 0;
+        for (int r = 0; r < 32; r++)
+            for (int col = 0; col < 32; col++)
+                bad += slots[(size_t)r * 32 + (size_t)col] != 5 * 128;
+        CHECKF(bad == 0, "fed loop with %d tile loads a k-step: %d sums wrong", loads, bad);
+    }
+    free(buf);
+    free(slots);
+}
+
 /* The int8 tests again in a child with MOEPACK_AMX_TUNE set: other block
  * sizes and loop orders of the AMX kernel must give the same bits. */
 static void test_amx_tune_child(const char *self, const char *tune)
@@ -663,6 +712,7 @@ int main(int argc, char **argv)
     test_q8();
     test_q8_big();
     test_float_kernels();
+    test_amx_fed_loop();
     test_determinism();
     test_numa_split();
     if (cap) {

@@ -61,7 +61,7 @@
 #define ALL_K_MAX_M 128
 /* One C block's int32 sums (row stride 32); 64 bytes longer than 4 KiB so
  * that consecutive slots do not alias in L1. */
-#define SLOT (32 * 32 + 16)
+#define SLOT MP_AMX_SLOT_INT32
 
 /* The conversion of a finished group of one block, spread over the next
  * block's k-steps (AVX-512 work while the tile unit multiplies):
@@ -524,6 +524,48 @@ void mp_amx_peak_loop(uint64_t iters)
         _tile_dpbssd(T_C10, T_A1, T_B0);
         _tile_dpbssd(T_C11, T_A1, T_B1);
     }
+    _tile_release();
+}
+
+void mp_amx_fed_loop(uint64_t iters, const int8_t *buf, int32_t *slots, int swap_every, int loads)
+{
+    /* A in buf[0, 16 KiB), B in buf[16, 32 KiB): eight k-steps of a 32-row
+     * m-block and of an output pair, all in L1 after the first round */
+    const int8_t *a = buf, *b = buf + 16384;
+    load_tile_config(16, 16);
+    _tile_zero(T_C00);
+    _tile_zero(T_C01);
+    _tile_zero(T_C10);
+    _tile_zero(T_C11);
+    _tile_loadd(T_B0, b, 64); /* the tiles not reloaded keep k-step 0 */
+    _tile_loadd(T_B1, b + 1024, 64);
+    _tile_loadd(T_A0, a, 64);
+    _tile_loadd(T_A1, a + 1024, 64);
+    unsigned slot = 0;
+    int left = swap_every; /* k-steps to the next swap (a counter: a division per k-step would show) */
+    for (uint64_t i = 0; i < iters; i++) {
+        const size_t k = (size_t)(i & 7);
+        if (loads >= 1)
+            _tile_loadd(T_B0, b + k * 2048, 64);
+        if (loads >= 3)
+            _tile_loadd(T_A0, a + k * 2048, 64);
+        _tile_dpbssd(T_C00, T_A0, T_B0);
+        if (loads >= 2)
+            _tile_loadd(T_B1, b + k * 2048 + 1024, 64);
+        _tile_dpbssd(T_C01, T_A0, T_B1);
+        if (loads >= 4)
+            _tile_loadd(T_A1, a + k * 2048 + 1024, 64);
+        _tile_dpbssd(T_C10, T_A1, T_B0);
+        _tile_dpbssd(T_C11, T_A1, T_B1);
+        if (swap_every > 0 && --left == 0) {
+            /* as split-K between blocks: C out to one slot, the next in */
+            store_c(slots + (size_t)(slot & 3) * SLOT, true, true);
+            slot++;
+            load_c(slots + (size_t)(slot & 3) * SLOT, true, true);
+            left = swap_every;
+        }
+    }
+    store_c(slots, true, true);
     _tile_release();
 }
 

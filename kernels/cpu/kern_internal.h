@@ -26,6 +26,16 @@ void mp_gemm_q8_amx_v1_no_prefetch(const mp_amx_int8_view *w, size_t m, const in
 /* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
  * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
 void mp_amx_peak_loop(uint64_t iters);
+/* The same 2x2 tile block fed as the kernel feeds it: `iters` k-steps of
+ * `loads` tile loads (4: 2 A and 2 B, stride 64, as every k-step of a GEMM
+ * needs; fewer keep some tiles from k-step 0, in the order B0, B1, A0, A1
+ * reloaded, to time the loads) and 4 TDPBSSD, operands cycling through the
+ * first 32 KiB of buf (64-byte aligned; in L1 after the first round).
+ * swap_every > 0: C stored to and reloaded from `slots` (4 slots of
+ * MP_AMX_SLOT_INT32, 64-byte aligned) every that many k-steps, as split-K
+ * does between blocks; the last C goes to slot 0. */
+#define MP_AMX_SLOT_INT32 (32 * 32 + 16) /* one 32x32 block of int32 sums, row stride 32, and 64 bytes */
+void mp_amx_fed_loop(uint64_t iters, const int8_t *buf, int32_t *slots, int swap_every, int loads);
 /* The AMX int8 kernel's blocking, as MOEPACK_AMX_TUNE gives it ("ks=8,pf=0",
  * unnamed keys at their defaults): for benchmarks that compare settings in
  * one process. Not thread-safe; every setting gives the same bits. */
