@@ -165,7 +165,8 @@ static void print_text(const mp_bench_result *r)
             printf(", four %.2f GB/s", l->read_four_streams / 1e9);
         printf(")\n");
         if (l->amx_int8_ops_per_second > 0)
-            printf("  AMX int8 peak: %.2f TOPS\n", l->amx_int8_ops_per_second / 1e12);
+            printf("  AMX int8 peak: %.2f TOPS; the kernel's 2x2 tile loop fed from L1: %.2f TOPS\n",
+                   l->amx_int8_ops_per_second / 1e12, l->amx_int8_fed_ops_per_second / 1e12);
         else
             printf("  AMX int8 peak: no AMX here\n");
         if (l->gpu)
@@ -193,6 +194,8 @@ static void print_text(const mp_bench_result *r)
         printf("  prefill: routed experts %.3f TOPS", q->prefill_expert_ops_per_second / 1e12);
         if (q->prefill_vs_amx > 0)
             printf(" = %.1f%% of the AMX int8 peak", 100 * q->prefill_vs_amx);
+        if (q->prefill_vs_amx_fed > 0)
+            printf(", %.1f%% of the fed tile loop", 100 * q->prefill_vs_amx_fed);
         printf("\n");
     }
     printf("\nreal size: %u layers (%u dense), %u experts [%s]%s\n", e->layers, e->dense, e->experts, e->source,

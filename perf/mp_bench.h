@@ -90,6 +90,10 @@ typedef struct mp_bench_limits {
     uint64_t read_probe_bytes;
     bool read_avx512;
     double amx_int8_ops_per_second; /* 0: no AMX */
+    /* the kernel's 2x2 tile block with its 4 tile loads a k-step, operands
+     * in L1 (mp_perf_amx_int8_fed): the ceiling below the peak that the
+     * int8 kernel's tile shape has; 0: no AMX */
+    double amx_int8_fed_ops_per_second;
     bool gpu;
     char gpu_name[128];
     double h2d_bytes_per_second, d2d_bytes_per_second;
@@ -103,7 +107,7 @@ typedef struct mp_bench_ratios {
     double decode_gpu_bytes_per_token; /* ... the GPU (hybrid; 0 on the CPU path) */
     double decode_cpu_bytes_per_second, decode_cpu_vs_read;
     double decode_gpu_bytes_per_second, decode_gpu_vs_d2d;
-    double prefill_expert_ops_per_second, prefill_vs_amx;
+    double prefill_expert_ops_per_second, prefill_vs_amx, prefill_vs_amx_fed;
     double upload_bytes_per_second, upload_vs_h2d;
     bool experts_estimated; /* no expert counts were recorded: top_k per token assumed */
 } mp_bench_ratios;

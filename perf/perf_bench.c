@@ -383,6 +383,7 @@ static int measure_limits(const mp_bench_opts *o, mp_bench_result *r, mp_perf_gp
     l->read_avx512 = bw.avx512;
     progress(o, "limits: AMX int8 peak (%d threads)", r->threads);
     l->amx_int8_ops_per_second = mp_perf_amx_int8_peak(r->threads, 5);
+    l->amx_int8_fed_ops_per_second = mp_perf_amx_int8_fed(r->threads, 5, 0, 4);
     if (gpu) {
         progress(o, "limits: GPU copy bandwidth");
         mp_perf_copies cp;

@@ -246,6 +246,8 @@ json_t *mp_bench_to_json(const mp_bench_result *r)
         json_object_set_new(lj, "read_probe", json_string(l->read_avx512 ? "avx512" : "portable"));
         json_object_set_new(lj, "amx_int8_ops_per_second",
                             num_or_null(l->amx_int8_ops_per_second, l->amx_int8_ops_per_second > 0));
+        json_object_set_new(lj, "amx_int8_fed_ops_per_second",
+                            num_or_null(l->amx_int8_fed_ops_per_second, l->amx_int8_fed_ops_per_second > 0));
         if (l->gpu) {
             json_t *g = json_object();
             json_object_set_new(g, "name", json_string(l->gpu_name));
@@ -271,6 +273,7 @@ json_t *mp_bench_to_json(const mp_bench_result *r)
     RQ("decode_gpu_vs_d2d_bandwidth", q->decode_gpu_vs_d2d);
     RQ("prefill_expert_ops_per_second", q->prefill_expert_ops_per_second);
     RQ("prefill_vs_amx_peak", q->prefill_vs_amx);
+    RQ("prefill_vs_amx_fed", q->prefill_vs_amx_fed);
     RQ("upload_bytes_per_second", q->upload_bytes_per_second);
     RQ("upload_vs_h2d", q->upload_vs_h2d);
 #undef RQ

@@ -177,6 +177,7 @@ static void fake_result(mp_bench_result *r, mp_layer_stats *lp, mp_layer_stats *
     r->limits.measured = true;
     r->limits.read_bytes_per_second = 1e4;
     r->limits.amx_int8_ops_per_second = 1e13;
+    r->limits.amx_int8_fed_ops_per_second = 4e12;
 }
 
 static void test_derived(const char *dir)
@@ -202,6 +203,7 @@ static void test_derived(const char *dir)
     CHECK(near(r.ratios.decode_cpu_vs_read, per_token * 5 / 1e4, 1e-12));
     CHECK(!r.ratios.experts_estimated && r.ratios.decode_gpu_bytes_per_token == 0);
     CHECK(near(r.ratios.prefill_vs_amx, r.runs[0].expert_ops_per_second / 1e13, 1e-12));
+    CHECK(near(r.ratios.prefill_vs_amx_fed, r.runs[0].expert_ops_per_second / 4e12, 1e-12));
     CHECK(r.ratios.upload_vs_h2d == 0);
 
     mp_bench_extrapolate(&r, &o);

@@ -81,6 +81,11 @@ check(abs(q["decode_cpu_vs_read_bandwidth"] - q["decode_cpu_bytes_per_second"] /
       "decode vs read")
 if lim["amx_int8_ops_per_second"]:
     check(q["prefill_vs_amx_peak"] > 0, "AMX ratio")
+    check(0 < lim["amx_int8_fed_ops_per_second"] and q["prefill_vs_amx_fed"] > 0, "AMX fed-loop limit and ratio")
+    check(abs(q["prefill_vs_amx_fed"] - q["prefill_expert_ops_per_second"] / lim["amx_int8_fed_ops_per_second"])
+          < 1e-4 * q["prefill_vs_amx_fed"], "fed-loop ratio")
+else:
+    check(lim["amx_int8_fed_ops_per_second"] is None and q["prefill_vs_amx_fed"] is None, "no AMX: no fed-loop limit")
 # extrapolation: the formula with the JSON's own numbers
 e = r["extrapolation"]
 check(e["real"] == {"layers": 10, "dense": 2, "experts": 64} and e["scaled"], "real counts from the flags")
