@@ -222,8 +222,9 @@ static void bench_peaks(void)
             double t0 = mp_perf_now();
             volatile int32_t sink = mp_vnni_peak_loop(it);
             (void)sink;
-            if (mp_perf_now() - t0 < dt)
-                dt = mp_perf_now() - t0;
+            const double d = mp_perf_now() - t0;
+            if (d < dt)
+                dt = d;
         }
         printf("AVX-512 VPDPBUSD, no loads: %.0f GOP/s (int8)\n", (double)it * 16 * 64 * 2 / dt * 1e-9);
     }
