@@ -41,6 +41,8 @@ typedef struct bench_ctx {
     size_t ldxq;
     const float *xs, *x;
     float *y;
+    const uint16_t *xb; /* bf16 on the AMX table: x split in two bf16 (not timed, as xq) */
+    size_t ldxb, lo_off;
 } bench_ctx;
 
 static void call(bench_ctx *c, size_t i)
@@ -50,7 +52,10 @@ static void call(bench_ctx *c, size_t i)
         c->t->gemm_q8(&c->q8[i], c->m, c->xq, c->ldxq, c->xs, 0, c->n, c->y, c->n, false);
         break;
     case 1:
-        c->t->gemm_bf16_amx(&c->bf[i], c->m, c->x, c->k, 0, c->n, c->y, c->n, false);
+        if (c->xb)
+            c->t->gemm_bf16_split(&c->bf[i], c->m, c->xb, c->ldxb, c->lo_off, 0, c->n, c->y, c->n, false);
+        else
+            c->t->gemm_bf16_amx(&c->bf[i], c->m, c->x, c->k, 0, c->n, c->y, c->n, false);
         break;
     case 2:
         c->t->gemm_int4(&c->i4[i], c->m, c->x, c->k, 0, c->n, c->y, c->n, false);
@@ -105,6 +110,8 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
     uint64_t bytes[4] = {ql.total_bytes, bl.total_bytes, il.total_bytes, (uint64_t)n * k * 2};
     size_t ldxq = ql.kp;
     int8_t *xq = aligned_alloc(64, mmax * ldxq); /* 64-aligned rows: see gemm_q8 */
+    const size_t ldxb = mp_bf16_split_ld(bl.kp);
+    uint16_t *xb = aligned_alloc(64, mmax * ldxb * 2);
     float *xs = malloc(mmax * ql.groups * sizeof *xs);
 
     printf("\n== %s: W[%u, %u], Kg %u (int8 %.1f MiB, bf16 %.1f MiB, int4 %.1f MiB)\n", label, n, k, kg,
@@ -160,7 +167,7 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
                 v1_table.gemm_q8 = mp_gemm_q8_amx_v1;
                 t = &v1_table;
             }
-            if (kind != 0 && isa == MP_ISA_AMX)
+            if ((kind >= 2 || (kind == 1 && !t->gemm_bf16_split)) && isa == MP_ISA_AMX)
                 continue; /* same functions as avx512 */
             for (size_t mi = 0; mi < 5; mi++) {
                 size_t m = ms[mi];
@@ -168,9 +175,13 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
                     continue;
                 if (quick && m > 16 && isa < MP_ISA_AVX512)
                     continue;
-                bench_ctx c = {t, kind, m, n, k, copies[kind], q8, bf, i4, rm, xq, ldxq, xs, x, y};
+                const bool split = kind == 1 && t->gemm_bf16_split;
+                bench_ctx c = {t, kind, m, n, k, copies[kind], q8, bf, i4, rm, xq, ldxq, xs, x, y,
+                               split ? xb : NULL, ldxb, bl.kp};
                 if (kind == 0)
                     t->quantize_act_q8(m, x, k, k, kg, xq, ldxq, xs);
+                if (split)
+                    t->split_act_bf16(m, x, k, k, bl.kp, xb, ldxb, bl.kp);
                 double hot = time_calls(&c, 1);
                 double cold = m <= 16 || isa >= MP_ISA_AVX512 ? time_calls(&c, copies[kind]) : 0.0;
                 double fl = 2.0 * (double)m * n * k;
@@ -200,7 +211,18 @@ static void bench_shape(const char *label, uint32_t n, uint32_t k, uint32_t kg, 
         printf("quantize_act_q8 %-7s M=64: %.2f GB/s of f32 input\n", mp_isa_name((mp_isa)isa),
                64.0 * k * 4 * reps / (mp_perf_now() - t0) * 1e-9);
     }
-    free(w), free(x), free(y), free(wb), free(xq), free(xs);
+    const mp_cpu_kernels *ta = mp_cpu_kernels_get(MP_ISA_AMX, NULL);
+    if (ta && ta->split_act_bf16 && (only_isa < 0 || only_isa == MP_ISA_AMX)) {
+        double t0 = mp_perf_now();
+        int reps = 0;
+        do {
+            ta->split_act_bf16(64, x, k, k, bl.kp, xb, ldxb, bl.kp);
+            reps++;
+        } while (mp_perf_now() - t0 < 0.1);
+        printf("split_act_bf16  amx     M=64: %.2f GB/s of f32 input\n",
+               64.0 * k * 4 * reps / (mp_perf_now() - t0) * 1e-9);
+    }
+    free(w), free(x), free(y), free(wb), free(xq), free(xb), free(xs);
 }
 
 static void bench_peaks(void)
@@ -212,6 +234,8 @@ static void bench_peaks(void)
         /* a 16x16x64 TDPBSSD issues every 16 cycles at best */
         printf("AMX TDPBSSD, no loads: %.0f GOP/s (int8), %.2f ns each (= 16 cycles at %.2f GHz)\n", amx * 1e-9, ns,
                16.0 / ns);
+        double bf = mp_perf_amx_bf16_peak(1, 5);
+        printf("AMX TDPBF16PS, no loads: %.0f GFLOP/s (bf16)\n", bf * 1e-9);
     } else {
         printf("AMX: not available here\n");
     }

@@ -54,6 +54,8 @@ double mp_perf_read_pass(const void *buf, size_t bytes, int threads, int reps, b
  * `threads` threads running TDPBSSD back to back; 0 when AMX is not
  * available (or MOEPACK_ISA_MAX excludes it). */
 double mp_perf_amx_int8_peak(int threads, int reps);
+/* The same for TDPBF16PS: bf16 flops per second (2 per multiply-add). */
+double mp_perf_amx_bf16_peak(int threads, int reps);
 
 /* The same, but with tile loads as the gemm kernel does them (2x2 tile
  * block: `loads` = 4, 2 A + 2 B per 4 TDPBSSD; fewer reload only some

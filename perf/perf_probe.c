@@ -116,29 +116,42 @@ int mp_perf_read_bandwidth(int threads, size_t bytes, int reps, mp_perf_bandwidt
     return MP_OK;
 }
 
-double mp_perf_amx_int8_peak(int threads, int reps)
+/* `threads` threads running `loop` (rounds of 4 independent tile products
+ * with no loads), best of reps; ops_per_round: what one round computes. */
+static double amx_peak(void (*loop)(uint64_t), double ops_per_round, int threads, int reps)
 {
     if (!mp_isa_available(MP_ISA_AMX))
         return 0;
     if (threads < 1)
         threads = 1;
-    /* 2^20 rounds of 4 TDPBSSD: ~30 ms a thread at 2 GHz, long enough to
-     * dwarf waking the threads */
+    /* 2^20 rounds of 4 tile products: ~30 ms a thread at 2 GHz, long
+     * enough to dwarf waking the threads */
     const uint64_t iters = (uint64_t)1 << 20;
     double best = 0;
 #pragma omp parallel num_threads(threads)
-    mp_amx_peak_loop(1000); /* warm: tile state, thread start-up */
+    loop(1000); /* warm: tile state, thread start-up */
     for (int rep = 0; rep < (reps > 0 ? reps : 1); rep++) {
         double t0 = mp_perf_now();
 #pragma omp parallel num_threads(threads)
-        mp_amx_peak_loop(iters);
+        loop(iters);
         double dt = mp_perf_now() - t0;
-        /* each TDPBSSD: 16 x 16 x 64 multiply-adds, 2 ops each */
-        double ops = (double)iters * 4 * 16 * 16 * 64 * 2 * threads;
+        double ops = (double)iters * ops_per_round * threads;
         if (dt > 0 && ops / dt > best)
             best = ops / dt;
     }
     return best;
+}
+
+double mp_perf_amx_int8_peak(int threads, int reps)
+{
+    /* each TDPBSSD: 16 x 16 x 64 multiply-adds, 2 ops each */
+    return amx_peak(mp_amx_peak_loop, 4.0 * 16 * 16 * 64 * 2, threads, reps);
+}
+
+double mp_perf_amx_bf16_peak(int threads, int reps)
+{
+    /* each TDPBF16PS: 16 x 16 x 32 multiply-adds, 2 flops each */
+    return amx_peak(mp_amx_bf16_peak_loop, 4.0 * 16 * 16 * 32 * 2, threads, reps);
 }
 
 double mp_perf_amx_int8_fed(int threads, int reps, int swap_every, int loads)

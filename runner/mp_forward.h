@@ -154,7 +154,7 @@ typedef struct mp_moe_ws {
     float *xs;                /* [max_batch][groups_in] their scales */
     int8_t *xq_slot;          /* [slots][ld_in] input rows gathered by expert */
     float *xs_slot;           /* [slots][groups_in] */
-    float *x_slot;            /* [slots][hidden] f32 inputs (bf16 experts) */
+    float *x_slot;            /* [slots][ld_x] inputs (bf16 experts): f32, or split (see ld_xb) */
     float *g, *u;             /* [slots][inter] gate, up; g becomes silu(g) * u */
     int8_t *hq;               /* [slots][ld_down] quantized silu(g) * u (int8 experts) */
     float *hs;                /* their scales: node j's [slots][its slices] at slots * slice0[j] */
@@ -162,6 +162,12 @@ typedef struct mp_moe_ws {
     float *y_part;            /* [nodes - 1][slots][hidden] other nodes' partial down products */
     size_t *next;             /* [nodes] per-node work queue positions */
     size_t ld_in, groups_in, ld_down; /* row strides of xq / xq_slot and hq: padded K + 64 bytes */
+    /* bf16 experts on a table with gemm_bf16_split: an expert with at least
+     * bf16_split_min_m rows gets its x_slot rows split in two bf16 (ld_xb =
+     * 2 * ld_x values a row, lo kp_xb after hi) and its silu(g) * u rows
+     * split into hb (ld_hb a row, lo kp_hb after hi) */
+    size_t ld_x, ld_xb, kp_xb, ld_hb, kp_hb;
+    uint16_t *hb;
 } mp_moe_ws;
 
 int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error *err);

@@ -75,7 +75,22 @@ int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error
         w->hs = mp_run_calloc64(slots * m->slices, sizeof *w->hs);
         ok = ok && w->xq && w->xs && w->xq_slot && w->xs_slot && w->hq && w->hs;
     } else {
-        w->x_slot = mp_run_calloc64(slots * H, sizeof *w->x_slot);
+        /* a slot row holds an f32 input row or the same row split in two
+         * bf16 for the AMX kernel: 4 bytes a value either way */
+        w->ld_x = H;
+        if (m->kern->gemm_bf16_split) {
+            const mp_amx_bf16_layout *in = &ly->exp_gate[0].amx_bf16.lay, *dn = &ly->exp_down[0].amx_bf16.lay;
+            w->kp_xb = in->kp;
+            w->ld_x = (mp_bf16_split_ld(in->kp) / 2 + 15) & ~(size_t)15; /* 64-byte rows */
+            if (w->ld_x * 4 % 1024 == 0) /* tile rows spread over L1's sets (mp_kernels.h) */
+                w->ld_x += 16;
+            w->ld_xb = 2 * w->ld_x;
+            w->kp_hb = dn->kp;
+            w->ld_hb = mp_bf16_split_ld(dn->kp);
+            w->hb = mp_run_calloc64(slots, w->ld_hb * sizeof *w->hb);
+            ok = ok && w->hb;
+        }
+        w->x_slot = mp_run_calloc64(slots * w->ld_x, sizeof *w->x_slot);
         ok = ok && w->x_slot;
     }
     if (!ok) {
@@ -103,6 +118,7 @@ void mp_moe_ws_free(mp_moe_ws *w)
     free(w->u);
     free(w->hq);
     free(w->hs);
+    free(w->hb);
     free(w->y);
     free(w->y_part);
     free(w->next);
@@ -145,6 +161,13 @@ typedef struct expert_job {
     uint32_t hblock, hblocks;
 } expert_job;
 
+/* Whether bf16 expert e runs on split rows (the AMX BF16 kernel): with
+ * enough rows to fill tiles. */
+static inline bool bf16_split(const mp_model *m, const mp_moe_ws *w, uint32_t e)
+{
+    return !m->experts_q8 && m->kern->gemm_bf16_split && w->count[e] >= m->kern->bf16_split_min_m;
+}
+
 /* silu(gate x) * up x of slice s of expert e for its tokens; int8 experts
  * also quantize it as down's K-group s. s0/s1: the slices of the node that
  * owns s (their scales sit together: [slots][s1 - s0] at nslots * s0). */
@@ -153,19 +176,24 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
     const mp_model *m = j->m;
     mp_moe_ws *w = j->w;
     const mp_cpu_kernels *K = m->kern;
-    const uint32_t H = m->d->hidden_size, I = m->d->moe_intermediate_size, SW = m->slice_width;
+    const uint32_t I = m->d->moe_intermediate_size, SW = m->slice_width;
     uint32_t r0 = s * SW, r1 = r0 + SW < I ? r0 + SW : I;
     size_t first = w->start[e], rows = w->count[e];
     float *g = w->g + first * I, *u = w->u + first * I;
+    const bool split = bf16_split(m, w, e);
     if (m->experts_q8) {
         const int8_t *xq = w->xq_slot + first * w->ld_in;
         const float *xs = w->xs_slot + first * w->groups_in;
         K->gemm_q8(&j->ly->exp_gate[e].q8, rows, xq, w->ld_in, xs, r0, r1, g, I, false);
         K->gemm_q8(&j->ly->exp_up[e].q8, rows, xq, w->ld_in, xs, r0, r1, u, I, false);
+    } else if (split) {
+        const uint16_t *xb = (const uint16_t *)(const void *)(w->x_slot + first * w->ld_x);
+        K->gemm_bf16_split(&j->ly->exp_gate[e].amx_bf16, rows, xb, w->ld_xb, w->kp_xb, r0, r1, g, I, false);
+        K->gemm_bf16_split(&j->ly->exp_up[e].amx_bf16, rows, xb, w->ld_xb, w->kp_xb, r0, r1, u, I, false);
     } else {
-        const float *x = w->x_slot + first * H;
-        K->gemm_bf16_amx(&j->ly->exp_gate[e].amx_bf16, rows, x, H, r0, r1, g, I, false);
-        K->gemm_bf16_amx(&j->ly->exp_up[e].amx_bf16, rows, x, H, r0, r1, u, I, false);
+        const float *x = w->x_slot + first * w->ld_x;
+        K->gemm_bf16_amx(&j->ly->exp_gate[e].amx_bf16, rows, x, w->ld_x, r0, r1, g, I, false);
+        K->gemm_bf16_amx(&j->ly->exp_up[e].amx_bf16, rows, x, w->ld_x, r0, r1, u, I, false);
     }
     const uint32_t ns = s1 - s0;
     float *hs = w->hs + j->nslots * s0;
@@ -175,6 +203,9 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
         if (m->experts_q8) /* this slice is exactly K-group s of down */
             K->quantize_act_q8(1, gr, I, r1 - r0, SW, w->hq + (first + r) * w->ld_down + r0, w->ld_down,
                                hs + (first + r) * ns + (s - s0));
+        else if (split) /* the last slice also writes down's zero padding */
+            K->split_act_bf16(1, gr, I, r1 - r0, r1 == I ? w->kp_hb - r0 : r1 - r0,
+                              w->hb + (first + r) * w->ld_hb + r0, w->ld_hb, w->kp_hb);
     }
 }
 
@@ -216,7 +247,11 @@ static void down_item(const expert_job *j, uint32_t e, uint32_t b, uint32_t s0, 
             bf16_view_groups(v, s0, s1, &sub);
             v = &sub;
         }
-        K->gemm_bf16_amx(v, rows, w->g + first * I + (size_t)s0 * SW, I, n0, n1, y, H, false);
+        if (bf16_split(m, w, e))
+            K->gemm_bf16_split(v, rows, w->hb + first * w->ld_hb + (size_t)s0 * SW, w->ld_hb, w->kp_hb, n0, n1, y,
+                               H, false);
+        else
+            K->gemm_bf16_amx(v, rows, w->g + first * I + (size_t)s0 * SW, I, n0, n1, y, H, false);
     }
 }
 
@@ -295,8 +330,22 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
             memcpy(w->xs_slot + s * w->groups_in, w->xs + (size_t)t * w->groups_in, w->groups_in * sizeof(float));
         }
     } else {
-        for (size_t s = 0; s < nslots; s++)
-            memcpy(w->x_slot + s * H, xn + (size_t)w->slot_token[s] * H, H * sizeof(float));
+        /* each expert's rows: f32, or split in two bf16 once for every
+         * slice and both matrices when its kernel is the AMX one */
+        int nt = mp_threads_for(m, (uint64_t)nslots * H * 4, w->n_active);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+        for (size_t a = 0; a < w->n_active; a++) {
+            const uint32_t e = w->active[a];
+            const bool split = bf16_split(m, w, e);
+            for (size_t s = w->start[e]; s < (size_t)w->start[e] + w->count[e]; s++) {
+                const float *src = xn + (size_t)w->slot_token[s] * H;
+                if (split)
+                    K->split_act_bf16(1, src, H, H, w->kp_xb, (uint16_t *)(void *)(w->x_slot + s * w->ld_x),
+                                      w->ld_xb, w->kp_xb);
+                else
+                    memcpy(w->x_slot + s * w->ld_x, src, H * sizeof(float));
+            }
+        }
     }
 
     /* gate/up: one item per (expert, slice); down: one per (expert, block of

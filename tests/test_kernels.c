@@ -297,7 +297,21 @@ static const char *kind_name(fkind k)
     return k == K_BF16_AMX ? "bf16_amx" : k == K_BF16_RM ? "bf16_rm" : k == K_INT4 ? "int4" : "f32";
 }
 
-static double worst_rel[4];
+static double worst_rel[4], worst_split;
+
+/* Largest |y - ref| / sum|x w| over rows [0, m), columns [n0, n1). */
+static double worst_error(const float *y, const double *ref, const double *mag, size_t m, size_t ldy, uint32_t n0,
+                          uint32_t n1)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < m; i++)
+        for (uint32_t nn = n0; nn < n1; nn++) {
+            double e = fabs(y[i * ldy + nn] - ref[i * ldy + nn]) / (mag[i * ldy + nn] + 1e-30);
+            if (!(e <= worst))
+                worst = e;
+        }
+    return worst;
+}
 
 static void test_fcase(mp_rng *r, fcase c, size_t max_m)
 {
@@ -338,13 +352,24 @@ static void test_fcase(mp_rng *r, fcase c, size_t max_m)
                         continue;
                     memcpy(y, y0, m * ldy * sizeof *y);
                     fcase_run(tabs[t], &c, m, x, ldx, n0, n1, y, ldy, acc);
-                    double worst = 0.0;
-                    for (size_t i = 0; i < m; i++)
-                        for (uint32_t nn = n0; nn < n1; nn++) {
-                            double e = fabs(y[i * ldy + nn] - ref[i * ldy + nn]) / (mag[i * ldy + nn] + 1e-30);
-                            if (!(e <= worst))
-                                worst = e;
-                        }
+                    double worst = worst_error(y, ref, mag, m, ldy, n0, n1);
+                    if (c.kind == K_BF16_AMX && tabs[t]->gemm_bf16_split) {
+                        /* the AMX BF16 path: x split in two bf16 first, hi + lo within 2^-16 |x| */
+                        const uint64_t kp = c.bv.lay.kp;
+                        const size_t ldb = mp_bf16_split_ld(kp);
+                        uint16_t *xb = aligned_alloc(64, mp_align_up(m * ldb * 2, 64));
+                        tabs[t]->split_act_bf16(m, x, ldx, k, kp, xb, ldb, kp);
+                        float *ys = malloc(m * ldy * sizeof *ys);
+                        memcpy(ys, y0, m * ldy * sizeof *ys);
+                        tabs[t]->gemm_bf16_split(&c.bv, m, xb, ldb, kp, n0, n1, ys, ldy, acc);
+                        double ws = worst_error(ys, ref, mag, m, ldy, n0, n1);
+                        if (ws > worst_split)
+                            worst_split = ws;
+                        CHECKF(ws <= tol + 0x1p-16, "bf16_split %ux%u/%u m=%zu [%u,%u) acc=%d: error %.3g of sum|xw|", n,
+                               k, c.kg, m, n0, n1, acc, ws);
+                        CHECKF(outside_changed(ys, y0, m, ldy, n0, n1) == 0, "bf16_split wrote outside its range");
+                        free(xb), free(ys);
+                    }
                     if (worst > worst_rel[c.kind])
                         worst_rel[c.kind] = worst;
                     CHECKF(worst <= tol, "%s %s %ux%u m=%zu [%u,%u) acc=%d: error %.3g of sum|xw|", kind_name(c.kind),
@@ -378,8 +403,120 @@ static void test_float_kernels(void)
         for (int sc = 0; sc < 2; sc++)
             test_fcase(&r, (fcase){.kind = K_INT4, .n = is[i].n, .k = is[i].k, .scheme = (mp_int4_scheme)sc},
                        is[i].max_m);
-    printf("worst error / sum|xw| over all paths: bf16_amx %.3g, bf16_rm %.3g, int4 %.3g, f32 %.3g\n", worst_rel[0],
-           worst_rel[1], worst_rel[2], worst_rel[3]);
+    printf("worst error / sum|xw| over all paths: bf16_amx %.3g, bf16_rm %.3g, int4 %.3g, f32 %.3g; AMX bf16 on split "
+           "rows %.3g\n",
+           worst_rel[0], worst_rel[1], worst_rel[2], worst_rel[3], worst_split);
+}
+
+/* split_act_bf16 (AMX): hi = bf16(x) and lo = bf16(x - hi), both rounded
+ * to nearest even, so hi + lo within 2^-16 |x| for normal x, zeros from K to kp, nothing
+ * written past kp; non-finite x in hi with lo 0. */
+static void test_split_act(void)
+{
+    const mp_cpu_kernels *t = tabs[MP_ISA_AMX];
+    if (!t)
+        return;
+    CHECK(t->split_act_bf16 && t->gemm_bf16_split && t->bf16_split_min_m >= 1);
+    for (int i = 0; i < MP_ISA_AMX; i++)
+        CHECK(!tabs[i] || (!tabs[i]->split_act_bf16 && !tabs[i]->gemm_bf16_split));
+    mp_rng r = {57};
+    const uint32_t ks[] = {1, 17, 32, 100, 7168};
+    for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++) {
+        const uint32_t k = ks[a];
+        const uint64_t kp = mp_align_up(k, 32);
+        const size_t m = 3, ldx = k + 5, ldo = mp_bf16_split_ld(kp);
+        float *x = malloc(m * ldx * sizeof *x);
+        fill_gauss(&r, x, m * ldx, 3.0);
+        x[0] = 1e-30f;         /* small, still normal */
+        if (k > 5) {
+            x[1] = INFINITY;
+            x[2] = -INFINITY;
+            x[3] = NAN;
+            x[4] = 3.3e38f;    /* hi rounds to bf16's largest finite value or beyond */
+            x[5] = 0.0f;
+        }
+        uint16_t *out = malloc(m * ldo * sizeof *out);
+        memset(out, 0xab, m * ldo * sizeof *out);
+        t->split_act_bf16(m, x, ldx, k, kp, out, ldo, kp);
+        int bad = 0, pad_bad = 0, past = 0;
+        for (size_t i = 0; i < m; i++) {
+            const uint16_t *hi = out + i * ldo, *lo = hi + kp;
+            for (uint32_t j = 0; j < k; j++) {
+                const float v = x[i * ldx + j], h = mp_bf16_to_f32(hi[j]), l = mp_bf16_to_f32(lo[j]);
+                if (!isfinite(v) || !isfinite(h)) {
+                    /* carried by hi, lo 0 */
+                    bad += !(isnan(v) ? isnan(h) : h == v || (isinf(h) && fabsf(v) > 3e38f)) || l != 0.0f;
+                    continue;
+                }
+                const float rest = v - h; /* exact */
+                bad += hi[j] != mp_f32_to_bf16(v);
+                /* a denormal rest becomes 0 (the conversion flushes denormals) */
+                bad += fabsf(rest) < 0x1p-126f ? lo[j] != 0 && lo[j] != 0x8000 : lo[j] != mp_f32_to_bf16(rest);
+                bad += !(fabs((double)h + l - v) <= 0x1p-16 * fabs(v));
+            }
+            for (uint64_t j = k; j < kp; j++)
+                pad_bad += hi[j] != 0 || lo[j] != 0;
+            for (size_t j = 2 * kp; j < ldo; j++)
+                past += hi[j] != 0xabab;
+        }
+        CHECKF(bad == 0, "split_act_bf16 k=%u: %d values not split as promised", k, bad);
+        CHECKF(pad_bad == 0, "split_act_bf16 k=%u: %d padding values not zero", k, pad_bad);
+        CHECKF(past == 0, "split_act_bf16 k=%u: wrote %d values past the lo half", k, past);
+        free(x), free(out);
+    }
+}
+
+/* The AMX BF16 kernel on shapes that cross its blocks: several output
+ * blocks of 256 (the last partial), K-groups and superchunks (the last
+ * group short), row blocks of 256 and partial 16-row tiles. */
+static void test_bf16_split_blocks(void)
+{
+    const mp_cpu_kernels *t = tabs[MP_ISA_AMX];
+    if (!t)
+        return;
+    mp_rng r = {59};
+    fcase c = {.kind = K_BF16_AMX, .n = 600, .k = 420, .kg = 96};
+    fcase_build(&r, &c);
+    const uint32_t n = c.n, k = c.k;
+    const uint64_t kp = c.bv.lay.kp;
+    const size_t ms2[] = {1, 7, 16, 17, 33, 257, 300};
+    const size_t mmax = 300, ldx = k, ldy = n + 1, ldb = mp_bf16_split_ld(kp);
+    float *x = malloc(mmax * ldx * sizeof *x);
+    fill_gauss(&r, x, mmax * ldx, 1.0);
+    uint16_t *xb = aligned_alloc(64, mp_align_up(mmax * ldb * 2, 64));
+    t->split_act_bf16(mmax, x, ldx, k, kp, xb, ldb, kp);
+    float *y0 = malloc(mmax * ldy * sizeof *y0), *y = malloc(mmax * ldy * sizeof *y);
+    double *ref = malloc(mmax * ldy * sizeof *ref), *mag = malloc(mmax * ldy * sizeof *mag);
+    const uint32_t rg[][2] = {{0, 600}, {32, 560}, {256, 600}};
+    for (size_t mi = 0; mi < sizeof ms2 / sizeof ms2[0]; mi++)
+        for (size_t ri = 0; ri < 3; ri++)
+            for (int acc = 0; acc < 2; acc++) {
+                const size_t m = ms2[mi];
+                const uint32_t n0 = rg[ri][0], n1 = rg[ri][1];
+                prefill(&r, y0, m, ldy, acc);
+                for (size_t i = 0; i < m; i++)
+                    for (uint32_t nn = n0; nn < n1; nn++) {
+                        double sum = acc ? y0[i * ldy + nn] : 0.0, a = fabs(sum);
+                        for (uint32_t j = 0; j < k; j++) {
+                            double p = (double)x[i * ldx + j] * c.wf[(size_t)nn * k + j];
+                            sum += p;
+                            a += fabs(p);
+                        }
+                        ref[i * ldy + nn] = sum;
+                        mag[i * ldy + nn] = a;
+                    }
+                memcpy(y, y0, m * ldy * sizeof *y);
+                t->gemm_bf16_split(&c.bv, m, xb, ldb, kp, n0, n1, y, ldy, acc);
+                double ws = worst_error(y, ref, mag, m, ldy, n0, n1);
+                if (ws > worst_split)
+                    worst_split = ws;
+                CHECKF(ws <= 1e-6 + 0x1p-16, "bf16_split 600x420/96 m=%zu [%u,%u) acc=%d: error %.3g of sum|xw|", m,
+                       n0, n1, acc, ws);
+                CHECKF(outside_changed(y, y0, m, ldy, n0, n1) == 0, "bf16_split m=%zu wrote outside [%u,%u)", m, n0,
+                       n1);
+            }
+    free(x), free(xb), free(y0), free(y), free(ref), free(mag);
+    free(c.wf), free(c.packed);
 }
 
 /* ---- activation quantization: bit-identical on every path ------------------------- */
@@ -712,6 +849,8 @@ int main(int argc, char **argv)
     test_q8();
     test_q8_big();
     test_float_kernels();
+    test_split_act();
+    test_bf16_split_blocks();
     test_amx_fed_loop();
     test_determinism();
     test_numa_split();

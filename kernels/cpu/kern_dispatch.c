@@ -93,8 +93,10 @@ static void init_tables(void)
             mp_kern_fill_avx2(&tables[i]);
         if (i >= MP_ISA_AVX512)
             mp_kern_fill_avx512(&tables[i]);
-        if (i >= MP_ISA_AMX)
+        if (i >= MP_ISA_AMX) {
             mp_kern_fill_amx(&tables[i]);
+            mp_kern_fill_bf16_amx(&tables[i]);
+        }
         tables[i].isa = (mp_isa)i;
     }
 }

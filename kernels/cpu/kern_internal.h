@@ -11,10 +11,14 @@ void mp_kern_fill_scalar(mp_cpu_kernels *t);
 void mp_kern_fill_avx2(mp_cpu_kernels *t);
 void mp_kern_fill_avx512(mp_cpu_kernels *t);
 void mp_kern_fill_amx(mp_cpu_kernels *t);
+void mp_kern_fill_bf16_amx(mp_cpu_kernels *t);
 
 /* The AMX int8 kernel hands small M to this one. */
 void mp_gemm_q8_avx512(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
                        uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+
+/* From which M the AMX table's split bf16 rows beat gemm_bf16_amx (AVX-512). */
+#define MP_AMX_BF16_MIN_M 8
 
 /* The first AMX int8 kernel (kern_q8v1_amx.c), for comparison in benchmarks. */
 void mp_gemm_q8_amx_v1(const mp_amx_int8_view *w, size_t m, const int8_t *xq, size_t ldxq, const float *xscale,
@@ -26,6 +30,8 @@ void mp_gemm_q8_amx_v1_no_prefetch(const mp_amx_int8_view *w, size_t m, const in
 /* Peak probes for bench/bench_kernels: `iters` rounds of 4 independent
  * TDPBSSD (16x16x64) without loads / 16 independent VPDPBUSD (zmm). */
 void mp_amx_peak_loop(uint64_t iters);
+/* The same with 4 independent TDPBF16PS (16x16x32 bf16 pairs). */
+void mp_amx_bf16_peak_loop(uint64_t iters);
 /* The same 2x2 tile block fed as the kernel feeds it: `iters` k-steps of
  * `loads` tile loads (4: 2 A and 2 B, stride 64, as every k-step of a GEMM
  * needs; fewer keep some tiles from k-step 0, in the order B0, B1, A0, A1

@@ -54,6 +54,24 @@ typedef struct mp_cpu_kernels {
     void (*gemm_bf16_amx)(const mp_amx_bf16_view *w, size_t m, const float *x, size_t ldx, uint32_t n0,
                           uint32_t n1, float *y, size_t ldy, bool accumulate);
 
+    /* amx_bf16 weights x activations split in two bf16 (AMX only; NULL on
+     * the other tables). split_act_bf16 writes row i of x (k values, ldx
+     * apart) as hi = bf16(x) at out + i*ldo and lo = bf16(x - hi) at
+     * out + i*ldo + lo_off, zeros from k to kp (lo is 0 where hi is not
+     * finite); hi + lo is within 2^-16 |x| of x for normal x below bf16's
+     * largest value (denormals become 0, as in the tile unit). gemm_bf16_split reads
+     * such rows (hi at xh + i*ldx, lo lo_off further; kp = w->lay.kp values
+     * each) with AMX BF16 tiles: f32 sums of the exact products, so it
+     * agrees with an f32 computation to ~1e-6 + 2^-16 of sum|x*w|. For
+     * speed: rows 64-byte aligned, ldx*2 not a multiple of 1024
+     * (mp_bf16_split_ld), and at least bf16_split_min_m rows (fewer:
+     * gemm_bf16_amx is faster). */
+    void (*split_act_bf16)(size_t m, const float *x, size_t ldx, uint32_t k, uint64_t kp, uint16_t *out, size_t ldo,
+                           size_t lo_off);
+    void (*gemm_bf16_split)(const mp_amx_bf16_view *w, size_t m, const uint16_t *xh, size_t ldx, size_t lo_off,
+                            uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
+    uint32_t bf16_split_min_m;
+
     /* row_major bf16 W [N, K] (row stride ldw elements) x f32, as exact as above. */
     void (*gemm_bf16_rm)(const uint16_t *w, size_t ldw, uint32_t k, size_t m, const float *x, size_t ldx,
                          uint32_t n0, uint32_t n1, float *y, size_t ldy, bool accumulate);
@@ -103,6 +121,14 @@ const mp_cpu_kernels *mp_cpu_kernels_get(mp_isa isa, mp_error *err);
 /* The table to use: MOEPACK_ISA when set (an unknown or unavailable one is an
  * MP_ERR_USAGE error naming what this machine has), else the best. */
 const mp_cpu_kernels *mp_cpu_kernels_best(mp_error *err);
+
+/* A row stride (elements) for split_act_bf16 rows of kp values with the lo
+ * half kp after the hi: 64 bytes more than both, so that the stride in
+ * bytes is never a multiple of 1024 (kp is a multiple of 32). */
+static inline size_t mp_bf16_split_ld(uint64_t kp)
+{
+    return (size_t)(2 * kp + 32);
+}
 
 /* From which M the AMX table's gemm_q8 uses tiles (below: AVX-512 VNNI). */
 #define MP_AMX_Q8_MIN_M 5
