@@ -43,7 +43,7 @@
 #define NC 256
 /* k tiles (32 k values) per superchunk: a 32-row m-block's hi and lo take
  * 16 KiB of L1, an output pair's B 8 KiB. On the development machine (one
- * thread, V3 gate/up, M = 256) 4 gave 630-730 GFLOP/s, 8 gave 470-550. */
+ * thread, V3 gate/up, M = 256) 4 gave 605-734 GFLOP/s, 8 gave 466-567. */
 #define KS 4
 /* One 32x32 block of f32 sums (row stride 32), 64 bytes longer than 4 KiB
  * so that consecutive slots do not alias in L1. */
