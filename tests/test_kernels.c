@@ -299,6 +299,24 @@ static const char *kind_name(fkind k)
 
 static double worst_rel[4], worst_split;
 
+/* In double: ref = (y0 or 0) + sum_k x w and mag = |y0 or 0| + sum_k |x w|
+ * (wf: the exact weights, row-major [n][k]) for rows [0, m), columns [n0, n1). */
+static void reference(const float *x, size_t ldx, const float *wf, uint32_t k, const float *y0, size_t m, size_t ldy,
+                      uint32_t n0, uint32_t n1, bool acc, double *ref, double *mag)
+{
+    for (size_t i = 0; i < m; i++)
+        for (uint32_t nn = n0; nn < n1; nn++) {
+            double sum = acc ? y0[i * ldy + nn] : 0.0, a = fabs(sum);
+            for (uint32_t j = 0; j < k; j++) {
+                double p = (double)x[i * ldx + j] * wf[(size_t)nn * k + j];
+                sum += p;
+                a += fabs(p);
+            }
+            ref[i * ldy + nn] = sum;
+            mag[i * ldy + nn] = a;
+        }
+}
+
 /* Largest |y - ref| / sum|x w| over rows [0, m), columns [n0, n1). */
 static double worst_error(const float *y, const double *ref, const double *mag, size_t m, size_t ldy, uint32_t n0,
                           uint32_t n1)
@@ -336,17 +354,7 @@ static void test_fcase(mp_rng *r, fcase c, size_t max_m)
             for (int acc = 0; acc < 2; acc++) {
                 uint32_t n0 = rg[ri][0], n1 = rg[ri][1];
                 prefill(r, y0, m, ldy, acc);
-                for (size_t i = 0; i < m; i++)
-                    for (uint32_t nn = n0; nn < n1; nn++) {
-                        double s = acc ? y0[i * ldy + nn] : 0.0, a = fabs(s);
-                        for (uint32_t j = 0; j < k; j++) {
-                            double p = (double)x[i * ldx + j] * c.wf[(size_t)nn * k + j];
-                            s += p;
-                            a += fabs(p);
-                        }
-                        ref[i * ldy + nn] = s;
-                        mag[i * ldy + nn] = a;
-                    }
+                reference(x, ldx, c.wf, k, y0, m, ldy, n0, n1, acc, ref, mag);
                 for (int t = 0; t < MP_ISA_COUNT; t++) {
                     if (!tabs[t])
                         continue;
@@ -494,17 +502,7 @@ static void test_bf16_split_blocks(void)
                 const size_t m = ms2[mi];
                 const uint32_t n0 = rg[ri][0], n1 = rg[ri][1];
                 prefill(&r, y0, m, ldy, acc);
-                for (size_t i = 0; i < m; i++)
-                    for (uint32_t nn = n0; nn < n1; nn++) {
-                        double sum = acc ? y0[i * ldy + nn] : 0.0, a = fabs(sum);
-                        for (uint32_t j = 0; j < k; j++) {
-                            double p = (double)x[i * ldx + j] * c.wf[(size_t)nn * k + j];
-                            sum += p;
-                            a += fabs(p);
-                        }
-                        ref[i * ldy + nn] = sum;
-                        mag[i * ldy + nn] = a;
-                    }
+                reference(x, ldx, c.wf, k, y0, m, ldy, n0, n1, acc, ref, mag);
                 memcpy(y, y0, m * ldy * sizeof *y);
                 t->gemm_bf16_split(&c.bv, m, xb, ldb, kp, n0, n1, y, ldy, acc);
                 double ws = worst_error(y, ref, mag, m, ldy, n0, n1);

@@ -1,11 +1,13 @@
-/* amx_tiles: what both AMX INT8 kernels (kern_amx.c, kern_q8v1_amx.c) share:
- * the tile configuration of their 2x2 blocking and the column mask of a
- * partial 16-output tile. Include only from files compiled with the AMX
+/* amx_tiles: what the AMX kernels (kern_amx.c, kern_q8v1_amx.c,
+ * kern_bf16_amx.c) share: the tile configuration of their 2x2 blocking, the
+ * C block's zeroing, loads and stores, and the column mask of a partial
+ * 16-output tile. Include only from files compiled with the AMX
  * flags (an `_amx.c` suffix). */
 #ifndef MP_AMX_TILES_H
 #define MP_AMX_TILES_H
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -42,6 +44,47 @@ static inline void load_tile_config(int mr0, int mr1)
     /* not _tile_loadconfig: GCC 12's version declares only 8 bytes of the
      * config as read, so the stores of rows/colsb could be dropped as dead */
     __asm__ volatile("ldtilecfg %0" ::"m"(c));
+}
+
+/* The C tiles of a block (C00, and C01 / C10 / C11 when `two` outputs
+ * blocks / a `lower` row half are in use) zeroed, or loaded from or stored
+ * to a 32x32 block of 4-byte sums (int32 or f32) with row stride 32. */
+static inline void amx_c_zero(bool two, bool lower)
+{
+    _tile_zero(T_C00);
+    if (two)
+        _tile_zero(T_C01);
+    if (lower) {
+        _tile_zero(T_C10);
+        if (two)
+            _tile_zero(T_C11);
+    }
+}
+
+static inline void amx_c_load(const void *c, bool two, bool lower)
+{
+    const char *p = c;
+    _tile_loadd(T_C00, p, 128);
+    if (two)
+        _tile_loadd(T_C01, p + 64, 128);
+    if (lower) {
+        _tile_loadd(T_C10, p + 16 * 128, 128);
+        if (two)
+            _tile_loadd(T_C11, p + 16 * 128 + 64, 128);
+    }
+}
+
+static inline void amx_c_store(void *c, bool two, bool lower)
+{
+    char *p = c;
+    _tile_stored(T_C00, p, 128);
+    if (two)
+        _tile_stored(T_C01, p + 64, 128);
+    if (lower) {
+        _tile_stored(T_C10, p + 16 * 128, 128);
+        if (two)
+            _tile_stored(T_C11, p + 16 * 128 + 64, 128);
+    }
 }
 
 /* The lanes of the 16 outputs starting at c0 that lie in [n0, n1). */

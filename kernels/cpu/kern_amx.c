@@ -268,42 +268,6 @@ static inline void run_kloop(q8_run *r, const int8_t *a0, const int8_t *b0, size
         kloop(r, a0, r->ldxq, b0, b_next, kb0, kb1, false, false);
 }
 
-static inline void zero_c(bool two, bool lower)
-{
-    _tile_zero(T_C00);
-    if (two)
-        _tile_zero(T_C01);
-    if (lower) {
-        _tile_zero(T_C10);
-        if (two)
-            _tile_zero(T_C11);
-    }
-}
-
-static inline void load_c(const int32_t *c, bool two, bool lower)
-{
-    _tile_loadd(T_C00, c, 128);
-    if (two)
-        _tile_loadd(T_C01, c + 16, 128);
-    if (lower) {
-        _tile_loadd(T_C10, c + 16 * 32, 128);
-        if (two)
-            _tile_loadd(T_C11, c + 16 * 32 + 16, 128);
-    }
-}
-
-static inline void store_c(int32_t *c, bool two, bool lower)
-{
-    _tile_stored(T_C00, c, 128);
-    if (two)
-        _tile_stored(T_C01, c + 16, 128);
-    if (lower) {
-        _tile_stored(T_C10, c + 16 * 32, 128);
-        if (two)
-            _tile_stored(T_C11, c + 16 * 32 + 16, 128);
-    }
-}
-
 /* Stores C of group g of the block (m0, rows) x (nb, two) for conversion
  * from src into dst (row strides lds, ldd; masks of y's columns when one of
  * them is y). */
@@ -311,7 +275,7 @@ static inline void finish_group(q8_run *r, size_t m0, int rows, uint32_t nb, boo
                                 size_t lds, float *dst, size_t ldd, bool dst_is_y)
 {
     int32_t *c = r->done[r->flip++ & 1];
-    store_c(c, two, rows > 16);
+    amx_c_store(c, two, rows > 16);
     const mp_amx_int8_layout *l = r->l;
     conv_job *j = &r->pend;
     j->c = c;
@@ -363,7 +327,7 @@ static void run_all_k(q8_run *r, size_t mc0, size_t mcn)
             float *yb = r->y + m0 * r->ldy + (size_t)nb * 16;
             for (uint32_t g = 0; g < G; g++) {
                 const uint32_t kpg = mp_amx_int8_group_kp(l, g);
-                zero_c(two, lower);
+                amx_c_zero(two, lower);
                 run_kloop(r, r->xq + m0 * r->ldxq + (size_t)g * l->kg, r->w->data + mp_q8_block_offset(l, g, nb),
                           (size_t)kpg * 16, 0, kpg / 64, two, lower);
                 /* the running sum: from y (or 0) at group 0, in acc between
@@ -387,13 +351,13 @@ static inline void split_block(q8_run *r, size_t m0, int rows, uint32_t nb, bool
     const uint32_t kpg = mp_amx_int8_group_kp(l, g), nk = kpg / 64;
     const bool lower = rows > 16;
     if (kb0)
-        load_c(slot, two, lower);
+        amx_c_load(slot, two, lower);
     else
-        zero_c(two, lower);
+        amx_c_zero(two, lower);
     run_kloop(r, r->xq + m0 * r->ldxq + (size_t)g * l->kg, r->w->data + mp_q8_block_offset(l, g, nb),
               (size_t)kpg * 16, kb0, kb1, two, lower);
     if (kb1 < nk) {
-        store_c(slot, two, lower);
+        amx_c_store(slot, two, lower);
     } else {
         float *yb = r->y + m0 * r->ldy + (size_t)nb * 16;
         finish_group(r, m0, rows, nb, two, g, g || r->accumulate ? yb : NULL, r->ldy, yb, r->ldy, true);
@@ -559,13 +523,13 @@ void mp_amx_fed_loop(uint64_t iters, const int8_t *buf, int32_t *slots, int swap
         _tile_dpbssd(T_C11, T_A1, T_B1);
         if (swap_every > 0 && --left == 0) {
             /* as split-K between blocks: C out to one slot, the next in */
-            store_c(slots + (size_t)(slot & 3) * SLOT, true, true);
+            amx_c_store(slots + (size_t)(slot & 3) * SLOT, true, true);
             slot++;
-            load_c(slots + (size_t)(slot & 3) * SLOT, true, true);
+            amx_c_load(slots + (size_t)(slot & 3) * SLOT, true, true);
             left = swap_every;
         }
     }
-    store_c(slots, true, true);
+    amx_c_store(slots, true, true);
     _tile_release();
 }
 

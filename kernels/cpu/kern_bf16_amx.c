@@ -164,42 +164,6 @@ static inline __attribute__((always_inline)) void kloop(bf16_run *r, const char 
     }
 }
 
-static inline void c_zero(bool two, bool lower)
-{
-    _tile_zero(T_C00);
-    if (two)
-        _tile_zero(T_C01);
-    if (lower) {
-        _tile_zero(T_C10);
-        if (two)
-            _tile_zero(T_C11);
-    }
-}
-
-static inline void c_load(const float *c, bool two, bool lower)
-{
-    _tile_loadd(T_C00, c, 128);
-    if (two)
-        _tile_loadd(T_C01, c + 16, 128);
-    if (lower) {
-        _tile_loadd(T_C10, c + 16 * 32, 128);
-        if (two)
-            _tile_loadd(T_C11, c + 16 * 32 + 16, 128);
-    }
-}
-
-static inline void c_store(float *c, bool two, bool lower)
-{
-    _tile_stored(T_C00, c, 128);
-    if (two)
-        _tile_stored(T_C01, c + 16, 128);
-    if (lower) {
-        _tile_stored(T_C10, c + 16 * 32, 128);
-        if (two)
-            _tile_stored(T_C11, c + 16 * 32 + 16, 128);
-    }
-}
-
 /* The finished sums of a block (in its slot, row stride 32) into y: rows
  * [m0, m0 + rows), outputs [nb * 16, +32) inside [n0, n1). */
 static void c_to_y(const bf16_run *r, const float *c, size_t m0, int rows, uint32_t nb, bool two)
@@ -284,12 +248,12 @@ static void run_rows(bf16_run *r, size_t mc0, size_t mcn)
                         const bool two = nb + 1 < nce;
                         float *slot = r->slots[mb * (NC / 32) + (nb - nc0) / 2];
                         if (first)
-                            c_zero(two, lower);
+                            amx_c_zero(two, lower);
                         else
-                            c_load(slot, two, lower);
+                            amx_c_load(slot, two, lower);
                         run_block(r, a, gbase + (size_t)nb * kpg * 32 + (size_t)t0 * 1024, (size_t)kpg * 32, nt, two,
                                   lower);
-                        c_store(slot, two, lower);
+                        amx_c_store(slot, two, lower);
                         if (last)
                             c_to_y(r, slot, m0, rows, nb, two);
                     }
