@@ -1,7 +1,7 @@
 /* amx_tiles: what the AMX kernels (kern_amx.c, kern_q8v1_amx.c,
- * kern_bf16_amx.c) share: the tile configuration of their 2x2 blocking, the
- * C block's zeroing, loads and stores, and the column mask of a partial
- * 16-output tile. Include only from files compiled with the AMX
+ * kern_bf16_amx.c) share: the tile configuration of their 2x2 blocking (and
+ * its cache), the C block's zeroing, loads and stores, and the column mask
+ * of a partial 16-output tile. Include only from files compiled with the AMX
  * flags (an `_amx.c` suffix). */
 #ifndef MP_AMX_TILES_H
 #define MP_AMX_TILES_H
@@ -44,6 +44,33 @@ static inline void load_tile_config(int mr0, int mr1)
     /* not _tile_loadconfig: GCC 12's version declares only 8 bytes of the
      * config as read, so the stores of rows/colsb could be dropped as dead */
     __asm__ volatile("ldtilecfg %0" ::"m"(c));
+}
+
+/* The configuration for a block of `rows` (1-32) rows, loaded only when it
+ * differs from cfg (the halves' rows now loaded; -1 before the first). */
+static inline void amx_set_rows(int cfg[2], int rows)
+{
+    const int mr0 = rows >= 16 ? 16 : rows, mr1 = rows - mr0;
+    if (mr0 != cfg[0] || mr1 != cfg[1]) {
+        load_tile_config(mr0, mr1);
+        cfg[0] = mr0;
+        cfg[1] = mr1;
+    }
+}
+
+/* Full 16-row tiles, all eight zeroed: the start of the peak loops (tile
+ * products with no loads). */
+static inline void amx_peak_tiles(void)
+{
+    load_tile_config(16, 16);
+    _tile_zero(T_A0);
+    _tile_zero(T_A1);
+    _tile_zero(T_B0);
+    _tile_zero(T_B1);
+    _tile_zero(T_C00);
+    _tile_zero(T_C01);
+    _tile_zero(T_C10);
+    _tile_zero(T_C11);
 }
 
 /* The C tiles of a block (C00, and C01 / C10 / C11 when `two` outputs

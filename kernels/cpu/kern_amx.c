@@ -148,7 +148,7 @@ typedef struct q8_run {
     float *y;
     size_t ldy;
     bool accumulate;
-    int cfg0, cfg1; /* rows of the loaded tile configuration */
+    int cfg[2]; /* rows of the loaded tile configuration */
     bool prefetch;  /* the next weights into L2 while these are used */
     conv_job pend;
     bool has_pend;
@@ -204,16 +204,6 @@ static inline void pf_some(q8_run *r)
         c->p += 64;
         if (c->p >= c->end)
             pf_next_range(r);
-    }
-}
-
-static inline void set_rows(q8_run *r, int rows)
-{
-    int mr0 = rows >= 16 ? 16 : rows, mr1 = rows - mr0;
-    if (mr0 != r->cfg0 || mr1 != r->cfg1) {
-        load_tile_config(mr0, mr1);
-        r->cfg0 = mr0;
-        r->cfg1 = mr1;
     }
 }
 
@@ -301,7 +291,7 @@ static inline void finish_group(q8_run *r, size_t m0, int rows, uint32_t nb, boo
 static inline int block_rows(q8_run *r, size_t mcn, size_t mb)
 {
     int rows = mcn - mb * 32 >= 32 ? 32 : (int)(mcn - mb * 32);
-    set_rows(r, rows);
+    amx_set_rows(r->cfg, rows);
     return rows;
 }
 
@@ -450,8 +440,7 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
                 .y = y,
                 .ldy = ldy,
                 .accumulate = accumulate,
-                .cfg0 = -1,
-                .cfg1 = -1,
+                .cfg = {-1, -1},
                 .done = done,
                 .acc = acc,
                 .prefetch = tune.pf && m > (size_t)tune.pf_m};
@@ -473,15 +462,7 @@ static void gemm_q8_amx(const mp_amx_int8_view *w, size_t m, const int8_t *xq, s
 
 void mp_amx_peak_loop(uint64_t iters)
 {
-    load_tile_config(16, 16);
-    _tile_zero(T_A0);
-    _tile_zero(T_A1);
-    _tile_zero(T_B0);
-    _tile_zero(T_B1);
-    _tile_zero(T_C00);
-    _tile_zero(T_C01);
-    _tile_zero(T_C10);
-    _tile_zero(T_C11);
+    amx_peak_tiles();
     for (uint64_t i = 0; i < iters; i++) {
         _tile_dpbssd(T_C00, T_A0, T_B0);
         _tile_dpbssd(T_C01, T_A0, T_B1);

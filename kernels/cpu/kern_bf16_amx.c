@@ -84,7 +84,7 @@ typedef struct bf16_run {
     float *y;
     size_t ldy;
     bool accumulate;
-    int cfg0, cfg1;
+    int cfg[2]; /* rows of the loaded tile configuration */
     float (*slots)[SLOT]; /* C between superchunks, [MC/32][NC/32] */
     /* the L2 prefetch of the next superchunk's weights: nr ranges of `len`
      * bytes, `stride` apart, from `base`, a few lines per k-step */
@@ -93,16 +93,6 @@ typedef struct bf16_run {
     uint32_t pf_r, pf_nr;
     int pf_per_step;
 } bf16_run;
-
-static inline void set_rows(bf16_run *r, int rows)
-{
-    int mr0 = rows >= 16 ? 16 : rows, mr1 = rows - mr0;
-    if (mr0 != r->cfg0 || mr1 != r->cfg1) {
-        load_tile_config(mr0, mr1);
-        r->cfg0 = mr0;
-        r->cfg1 = mr1;
-    }
-}
 
 static void pf_next_range(bf16_run *r)
 {
@@ -243,7 +233,7 @@ static void run_rows(bf16_run *r, size_t mc0, size_t mcn)
                     const int rows = mcn - mb * 32 >= 32 ? 32 : (int)(mcn - mb * 32);
                     const bool lower = rows > 16;
                     const char *a = (const char *)(r->xh + m0 * r->ldx + (size_t)g * l->kg + (size_t)t0 * 32);
-                    set_rows(r, rows);
+                    amx_set_rows(r->cfg, rows);
                     for (uint32_t nb = nc0; nb < nce; nb += 2) {
                         const bool two = nb + 1 < nce;
                         float *slot = r->slots[mb * (NC / 32) + (nb - nc0) / 2];
@@ -280,8 +270,7 @@ static void gemm_bf16_split_tiles(const mp_amx_bf16_view *w, size_t m, const uin
                   .y = y,
                   .ldy = ldy,
                   .accumulate = accumulate,
-                  .cfg0 = -1,
-                  .cfg1 = -1,
+                  .cfg = {-1, -1},
                   .slots = slots};
     for (size_t mc0 = 0; mc0 < m; mc0 += MC)
         run_rows(&r, mc0, m - mc0 < MC ? m - mc0 : MC);
@@ -290,15 +279,7 @@ static void gemm_bf16_split_tiles(const mp_amx_bf16_view *w, size_t m, const uin
 
 void mp_amx_bf16_peak_loop(uint64_t iters)
 {
-    load_tile_config(16, 16);
-    _tile_zero(T_A0);
-    _tile_zero(T_A1);
-    _tile_zero(T_B0);
-    _tile_zero(T_B1);
-    _tile_zero(T_C00);
-    _tile_zero(T_C01);
-    _tile_zero(T_C10);
-    _tile_zero(T_C11);
+    amx_peak_tiles();
     for (uint64_t i = 0; i < iters; i++) {
         _tile_dpbf16ps(T_C00, T_A0, T_B0);
         _tile_dpbf16ps(T_C01, T_A0, T_B1);

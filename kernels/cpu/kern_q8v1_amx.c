@@ -106,25 +106,10 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
         if (two)                                                                                               \
             prefetch_tile(b1 + (size_t)(kb + B_PREFETCH) * 1024);                                              \
     }
-    if (c_in) {
-        _tile_loadd(T_C00, c_in, 128);
-        if (two)
-            _tile_loadd(T_C01, c_in + 16, 128);
-        if (lower) {
-            _tile_loadd(T_C10, c_in + 16 * 32, 128);
-            if (two)
-                _tile_loadd(T_C11, c_in + 16 * 32 + 16, 128);
-        }
-    } else {
-        _tile_zero(T_C00);
-        if (two)
-            _tile_zero(T_C01);
-        if (lower) {
-            _tile_zero(T_C10);
-            if (two)
-                _tile_zero(T_C11);
-        }
-    }
+    if (c_in)
+        amx_c_load(c_in, two, lower);
+    else
+        amx_c_zero(two, lower);
     if (two && lower) {
         for (uint32_t kb = kb0; kb < kb1; kb++) {
             PREFETCH_B();
@@ -171,14 +156,7 @@ static inline void block_tiles(const int8_t *a0, size_t lda, const int8_t *b0, s
 #undef PREFETCH_B
     if (pend && prow < pend->rows)
         convert_rows(pend, prow, pend->rows, o);
-    _tile_stored(T_C00, c_out, 128);
-    if (two)
-        _tile_stored(T_C01, c_out + 16, 128);
-    if (lower) {
-        _tile_stored(T_C10, c_out + 16 * 32, 128);
-        if (two)
-            _tile_stored(T_C11, c_out + 16 * 32 + 16, 128);
-    }
+    amx_c_store(c_out, two, lower);
 }
 
 /* Loads (or zeroes) the accumulators of the rows [m0, m0+rows) x columns
@@ -222,7 +200,7 @@ static inline void gemm_q8_amx_impl(const mp_amx_int8_view *w, size_t m, const i
     int32_t partial[M_CHUNK / 32][32 * 32 + 16] __attribute__((aligned(64)));
     float acc[M_CHUNK / 32][32 * ACC_STRIDE + 16] __attribute__((aligned(64)));
     int32_t done[2][32 * 32 + 16] __attribute__((aligned(64)));
-    int cur0 = -1, cur1 = -1;
+    int cfg[2] = {-1, -1}; /* rows of the loaded tile configuration */
     unsigned flip = 0;
     pending_block pend = {0};
     bool has_pend = false;
@@ -245,19 +223,15 @@ static inline void gemm_q8_amx_impl(const mp_amx_int8_view *w, size_t m, const i
                     bool last = kb1 == nk;
                     for (size_t mb = 0; mb * 32 < mcn; mb++) {
                         size_t m0 = mc0 + mb * 32;
-                        int mr0 = m - m0 >= 16 ? 16 : (int)(m - m0);
-                        int mr1 = m - m0 >= 32 ? 16 : (int)(m - m0 - (size_t)mr0);
-                        if (mr0 != cur0 || mr1 != cur1) {
-                            load_tile_config(mr0, mr1);
-                            cur0 = mr0;
-                            cur1 = mr1;
-                        }
+                        const int rows = m - m0 >= 32 ? 32 : (int)(m - m0);
+                        amx_set_rows(cfg, rows);
+                        const int mr1 = rows - (rows >= 16 ? 16 : rows);
                         int32_t *out = last ? done[flip++ & 1] : partial[mb];
                         block_tiles(xq + m0 * ldxq + (size_t)g * l->kg, ldxq, b0, (size_t)kpg * 16, kb0, kb1, two,
                                     mr1 > 0, kb0 ? partial[mb] : NULL, out, has_pend ? &pend : NULL, &oc, prefetch && mb == 0);
                         has_pend = last;
                         if (last)
-                            pend = (pending_block){out, acc[mb], m0, mr0 + mr1, g, nb, two};
+                            pend = (pending_block){out, acc[mb], m0, rows, g, nb, two};
                     }
                 }
             }

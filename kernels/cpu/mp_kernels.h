@@ -6,8 +6,8 @@
  * checked: the hot path trusts its caller). n indexes the whole output row
  * (not n1 - n0 wide); columns outside [n0, n1) are never written.
  * `accumulate` adds to y instead of overwriting it. Kernels are
- * single-threaded, allocate nothing, keep no state (the AMX one loads its own
- * tile configuration on entry and releases the tiles on exit; it uses ~280 KiB
+ * single-threaded, allocate nothing, keep no state (the AMX ones load their own
+ * tile configurations on entry and release the tiles on exit; each uses ~280 KiB
  * of stack), and may be called from many threads at once on disjoint outputs:
  * the runner parallelizes over experts and row ranges. For speed give n0 (and
  * n1 unless it is N) as multiples of 16 (32 for AMX).
