@@ -81,10 +81,9 @@ int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error
         if (m->kern->gemm_bf16_split) {
             const mp_amx_bf16_layout *in = &ly->exp_gate[0].amx_bf16.lay, *dn = &ly->exp_down[0].amx_bf16.lay;
             w->kp_xb = in->kp;
-            w->ld_x = (mp_bf16_split_ld(in->kp) / 2 + 15) & ~(size_t)15; /* 64-byte rows */
-            if (w->ld_x * 4 % 1024 == 0) /* tile rows spread over L1's sets (mp_kernels.h) */
-                w->ld_x += 16;
-            w->ld_xb = 2 * w->ld_x;
+            /* mp_bf16_split_ld: 64-byte rows whose stride is no multiple of 1 KiB */
+            w->ld_xb = mp_bf16_split_ld(in->kp);
+            w->ld_x = w->ld_xb / 2;
             w->kp_hb = dn->kp;
             w->ld_hb = mp_bf16_split_ld(dn->kp);
             w->hb = mp_run_calloc64(slots, w->ld_hb * sizeof *w->hb);
