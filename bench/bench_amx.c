@@ -35,8 +35,15 @@
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
  * sets).
  *
+ * --bf16: the same shapes with bf16 experts (amx_bf16, what `convert
+ * --cpu-quant bf16` writes), run as the runner runs them: rows already split
+ * in two bf16 (hi, lo) for the TDPBF16PS kernel from bf16_split_min_m rows
+ * per expert, f32 rows into the AVX-512 kernel below that; flops against
+ * the all-thread TDPBF16PS peak. The split kernel multiplies every weight
+ * tile by both halves, so half that peak is its ceiling in useful flops.
+ *
  * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
- *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] */
+ *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--bf16] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +65,7 @@ static double min_time = 0.5;
 
 typedef struct expert {
     mp_amx_int8_view gate, up, down;
+    mp_amx_bf16_view bgate, bup, bdown; /* --bf16 */
 } expert;
 
 static void fill_random(void *p, size_t n, uint64_t seed)
@@ -77,13 +85,38 @@ static void fill_random(void *p, size_t n, uint64_t seed)
     }
 }
 
-static void *alloc_matrix(const mp_amx_int8_layout *l, mp_amx_int8_view *v, uint64_t seed)
+/* bf16 values of magnitude 2^-7 .. 2^-6 with random signs and mantissas:
+ * finite and normal, as the speed of the tile unit wants nothing else. */
+static void fill_random_bf16(void *p, size_t n, uint64_t seed)
 {
-    uint8_t *p = aligned_alloc(4096, (l->total_bytes + 4095) / 4096 * 4096);
+    fill_random(p, n, seed);
+    uint64_t *q = p;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n / 8; i++)
+        q[i] = (q[i] & 0x807f807f807f807full) | 0x3c003c003c003c00ull;
+}
+
+static void *alloc_bytes(uint64_t bytes)
+{
+    void *p = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
     if (!p) {
         fprintf(stderr, "out of memory\n");
         exit(2);
     }
+    return p;
+}
+
+static void *alloc_matrix_bf16(const mp_amx_bf16_layout *l, mp_amx_bf16_view *v, uint64_t seed)
+{
+    void *p = alloc_bytes(l->total_bytes);
+    fill_random_bf16(p, l->data_bytes, seed);
+    mp_amx_bf16_view_init(l, p, v);
+    return p;
+}
+
+static void *alloc_matrix(const mp_amx_int8_layout *l, mp_amx_int8_view *v, uint64_t seed)
+{
+    uint8_t *p = alloc_bytes(l->total_bytes);
     fill_random(p, l->data_bytes, seed);
     float *sc = (float *)(p + l->scale_offset);
     for (uint64_t i = 0; i < l->scale_bytes / 4; i++)
@@ -114,6 +147,12 @@ typedef struct run_ctx {
     expert *rot_all;
     uint32_t rot_total, rot;
     double t_gate_up, t_down; /* rotating steps: time in each phase */
+    /* --bf16: the table, and the rows as the runner gives them to it */
+    const mp_cpu_kernels *K;
+    bool bf16, split;      /* bf16 experts; the split kernel (M >= bf16_split_min_m) */
+    uint16_t *xb, *hb;     /* split rows [E][M][ld_xb] / [E][M][ld_hb], lo lo_x / lo_h after hi */
+    float *xf;             /* f32 rows [E][M][H] (no split) */
+    size_t ld_xb, ld_hb, lo_x, lo_h;
 } run_ctx;
 
 /* gate/up items: (expert, slice) computing both matrices' rows of the slice */
@@ -124,10 +163,21 @@ static void run_gate_up(run_ctx *c)
     for (size_t it = 0; it < items; it++) {
         uint32_t e = (uint32_t)(it / c->S), s = (uint32_t)(it % c->S);
         uint32_t r0 = s * 256, r1 = r0 + 256 < c->I ? r0 + 256 : c->I;
-        const int8_t *xq = c->xq + (size_t)e * c->M * c->kp_in;
-        const float *xs = c->xs + (size_t)e * c->M;
-        c->gemm_q8(&c->ex[e].gate, c->M, xq, c->kp_in, xs, r0, r1, c->g + (size_t)e * c->M * c->I, c->I, false);
-        c->gemm_q8(&c->ex[e].up, c->M, xq, c->kp_in, xs, r0, r1, c->u + (size_t)e * c->M * c->I, c->I, false);
+        float *g = c->g + (size_t)e * c->M * c->I, *u = c->u + (size_t)e * c->M * c->I;
+        if (c->bf16 && c->split) {
+            const uint16_t *xb = c->xb + (size_t)e * c->M * c->ld_xb;
+            c->K->gemm_bf16_split(&c->ex[e].bgate, c->M, xb, c->ld_xb, c->lo_x, r0, r1, g, c->I, false);
+            c->K->gemm_bf16_split(&c->ex[e].bup, c->M, xb, c->ld_xb, c->lo_x, r0, r1, u, c->I, false);
+        } else if (c->bf16) {
+            const float *x = c->xf + (size_t)e * c->M * c->H;
+            c->K->gemm_bf16_amx(&c->ex[e].bgate, c->M, x, c->H, r0, r1, g, c->I, false);
+            c->K->gemm_bf16_amx(&c->ex[e].bup, c->M, x, c->H, r0, r1, u, c->I, false);
+        } else {
+            const int8_t *xq = c->xq + (size_t)e * c->M * c->kp_in;
+            const float *xs = c->xs + (size_t)e * c->M;
+            c->gemm_q8(&c->ex[e].gate, c->M, xq, c->kp_in, xs, r0, r1, g, c->I, false);
+            c->gemm_q8(&c->ex[e].up, c->M, xq, c->kp_in, xs, r0, r1, u, c->I, false);
+        }
     }
 }
 
@@ -140,8 +190,15 @@ static void run_down(run_ctx *c)
     for (size_t it = 0; it < items; it++) {
         uint32_t e = (uint32_t)(it / hb), b = (uint32_t)(it % hb);
         uint32_t n0 = b * 256, n1 = n0 + 256 < c->H ? n0 + 256 : c->H;
-        c->gemm_q8(&c->ex[e].down, c->M, c->hq + (size_t)e * c->M * c->kp_down, c->kp_down,
-                      c->hs + (size_t)e * c->M * c->S, n0, n1, c->y + (size_t)e * c->M * c->H, c->H, false);
+        float *y = c->y + (size_t)e * c->M * c->H;
+        if (c->bf16 && c->split)
+            c->K->gemm_bf16_split(&c->ex[e].bdown, c->M, c->hb + (size_t)e * c->M * c->ld_hb, c->ld_hb, c->lo_h, n0,
+                                  n1, y, c->H, false);
+        else if (c->bf16)
+            c->K->gemm_bf16_amx(&c->ex[e].bdown, c->M, c->g + (size_t)e * c->M * c->I, c->I, n0, n1, y, c->H, false);
+        else
+            c->gemm_q8(&c->ex[e].down, c->M, c->hq + (size_t)e * c->M * c->kp_down, c->kp_down,
+                       c->hs + (size_t)e * c->M * c->S, n0, n1, y, c->H, false);
     }
 }
 
@@ -188,14 +245,35 @@ static void run_both_rotating(run_ctx *c)
 static bool run_ctx_buffers(run_ctx *c)
 {
     const size_t rows = (size_t)c->E * c->M;
-    c->xq = aligned_alloc(64, mp_align_up(rows * c->kp_in, 64));
-    c->xs = aligned_alloc(64, mp_align_up(rows * 4 + 64, 64));
     c->g = aligned_alloc(64, mp_align_up(rows * c->I * 4, 64));
     c->u = aligned_alloc(64, mp_align_up(rows * c->I * 4, 64));
+    c->y = aligned_alloc(64, mp_align_up(rows * c->H * 4, 64));
+    if (!c->g || !c->u || !c->y)
+        return false;
+    if (c->bf16) { /* random bf16 halves: their values do not matter to the speed */
+        if (c->split) {
+            c->xb = aligned_alloc(64, mp_align_up(rows * c->ld_xb * 2, 64));
+            c->hb = aligned_alloc(64, mp_align_up(rows * c->ld_hb * 2, 64));
+            if (!c->xb || !c->hb)
+                return false;
+            fill_random_bf16(c->xb, rows * c->ld_xb * 2, 77);
+            fill_random_bf16(c->hb, rows * c->ld_hb * 2, 78);
+        } else {
+            c->xf = aligned_alloc(64, mp_align_up(rows * c->H * 4, 64));
+            if (!c->xf)
+                return false;
+            for (size_t i = 0; i < rows * c->H; i++)
+                c->xf[i] = (float)(i % 17) * 0.01f - 0.08f;
+            for (size_t i = 0; i < rows * c->I; i++)
+                c->g[i] = (float)(i % 13) * 0.01f - 0.06f;
+        }
+        return true;
+    }
+    c->xq = aligned_alloc(64, mp_align_up(rows * c->kp_in, 64));
+    c->xs = aligned_alloc(64, mp_align_up(rows * 4 + 64, 64));
     c->hq = aligned_alloc(64, mp_align_up(rows * c->kp_down, 64));
     c->hs = aligned_alloc(64, mp_align_up(rows * c->S * 4 + 64, 64));
-    c->y = aligned_alloc(64, mp_align_up(rows * c->H * 4, 64));
-    if (!c->xq || !c->xs || !c->g || !c->u || !c->hq || !c->hs || !c->y)
+    if (!c->xq || !c->xs || !c->hq || !c->hs)
         return false;
     fill_random(c->xq, rows * c->kp_in, 77);
     fill_random(c->hq, rows * c->kp_down, 78);
@@ -215,6 +293,9 @@ static void run_ctx_free(run_ctx *c)
     free(c->hq);
     free(c->hs);
     free(c->y);
+    free(c->xb);
+    free(c->hb);
+    free(c->xf);
 }
 
 /* Bytes of the last-level cache (0 when unknown). */
@@ -237,13 +318,10 @@ int main(int argc, char **argv)
     /* experts: enough that the weights are twice the last-level cache, so
      * decode reads them from memory (at least 8, a V3 token's top-8) */
     const size_t llc = llc_bytes();
-    const size_t per_expert = (size_t)45 << 20;
-    uint32_t E = (uint32_t)((2 * llc + per_expert - 1) / per_expert);
-    if (E < 8)
-        E = 8;
+    uint32_t E = 0;
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
-    bool with_v1 = false, tile_loads = false;
+    bool with_v1 = false, tile_loads = false, bf16 = false;
     uint32_t active = 0; /* --decode-active */
     size_t ams[16] = {1}; /* --active-m */
     int nams = 1;
@@ -269,6 +347,8 @@ int main(int argc, char **argv)
             with_v1 = true;
         } else if (!strcmp(argv[i], "--tile-loads")) {
             tile_loads = true;
+        } else if (!strcmp(argv[i], "--bf16")) {
+            bf16 = true;
         } else if (!strcmp(argv[i], "--decode-active") && i + 1 < argc) {
             active = (uint32_t)atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--tunes") && i + 1 < argc) {
@@ -281,12 +361,21 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads]\n");
+                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads] [--bf16]\n");
             return 1;
         }
     }
+    if (!E) { /* at least 8 (a V3 token's top-8) */
+        const size_t per_expert = bf16 ? (size_t)88 << 20 : (size_t)45 << 20;
+        E = (uint32_t)((2 * llc + per_expert - 1) / per_expert);
+        E = E < 8 ? 8 : E;
+    }
     if (threads < 1 || E < 1 || E > 256 || (active && (active > E || E % active))) {
         fprintf(stderr, "bench_amx: need --threads >= 1, 1 <= --experts <= 256 and --decode-active dividing --experts\n");
+        return 1;
+    }
+    if (bf16 && (with_v1 || active || tile_loads)) {
+        fprintf(stderr, "bench_amx: --bf16 takes none of --v1, --decode-active, --tile-loads\n");
         return 1;
     }
     mp_error err = {0};
@@ -301,23 +390,36 @@ int main(int argc, char **argv)
     }
     const char *pf = getenv("MOEPACK_AMX_PREFETCH");
     const char *kern = getenv("MOEPACK_AMX_KERNEL"), *tune = getenv("MOEPACK_AMX_TUNE");
-    printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + %zu "
-           "bytes apart; kernel %s%s%s%s\n",
-           threads, E, ld_pad, kern && !strcmp(kern, "v1") ? "v1" : "current", tune ? ", MOEPACK_AMX_TUNE=" : "",
-           tune ? tune : "", kern && !strcmp(kern, "v1") && pf && !strcmp(pf, "0") ? ", v1 B prefetch off" : "");
+    if (bf16)
+        printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, bf16 (amx_bf16): rows split in two "
+               "bf16 (TDPBF16PS kernel) from M = %u, f32 rows (AVX-512) below\n",
+               threads, E, K->bf16_split_min_m);
+    else
+        printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + "
+               "%zu bytes apart; kernel %s%s%s%s\n",
+               threads, E, ld_pad, kern && !strcmp(kern, "v1") ? "v1" : "current", tune ? ", MOEPACK_AMX_TUNE=" : "",
+               tune ? tune : "", kern && !strcmp(kern, "v1") && pf && !strcmp(pf, "0") ? ", v1 B prefetch off" : "");
 
-    double p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
-    printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
-           threads, pn * 1e-12, pn / p1);
-    /* what the kernel's 2x2 tile block can do when every operand is in L1:
-     * the peak above has no tile loads at all */
-    double f1 = mp_perf_amx_int8_fed(1, 5, 0, 4), fn = mp_perf_amx_int8_fed(threads, 5, 0, 4);
-    double s1 = mp_perf_amx_int8_fed(1, 5, 8, 4), sn = mp_perf_amx_int8_fed(threads, 5, 8, 4);
-    printf("AMX INT8 2x2 tile loop fed from L1 (2 A + 2 B tile loads per 4 TDPBSSD): 1 thread %.2f TOPS (%.1f%% of "
-           "its peak), %d threads %.2f TOPS (%.1f%%); C also stored and reloaded every 8 k-steps (as split-K): %.2f "
-           "(%.1f%%), %.2f (%.1f%%)\n",
-           f1 * 1e-12, 100 * f1 / p1, threads, fn * 1e-12, 100 * fn / pn, s1 * 1e-12, 100 * s1 / p1, sn * 1e-12,
-           100 * sn / pn);
+    double p1, pn;
+    if (bf16) {
+        p1 = mp_perf_amx_bf16_peak(1, 5), pn = mp_perf_amx_bf16_peak(threads, 5);
+        printf("AMX BF16 peak (TDPBF16PS, no loads): 1 thread %.2f TFLOP/s, %d threads %.2f TFLOP/s (%.1fx); the "
+               "split kernel's ceiling is half of it\n",
+               p1 * 1e-12, threads, pn * 1e-12, pn / p1);
+    } else {
+        p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
+        printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
+               threads, pn * 1e-12, pn / p1);
+        /* what the kernel's 2x2 tile block can do when every operand is in L1:
+         * the peak above has no tile loads at all */
+        double f1 = mp_perf_amx_int8_fed(1, 5, 0, 4), fn = mp_perf_amx_int8_fed(threads, 5, 0, 4);
+        double s1 = mp_perf_amx_int8_fed(1, 5, 8, 4), sn = mp_perf_amx_int8_fed(threads, 5, 8, 4);
+        printf("AMX INT8 2x2 tile loop fed from L1 (2 A + 2 B tile loads per 4 TDPBSSD): 1 thread %.2f TOPS (%.1f%% "
+               "of its peak), %d threads %.2f TOPS (%.1f%%); C also stored and reloaded every 8 k-steps (as "
+               "split-K): %.2f (%.1f%%), %.2f (%.1f%%)\n",
+               f1 * 1e-12, 100 * f1 / p1, threads, fn * 1e-12, 100 * fn / pn, s1 * 1e-12, 100 * s1 / p1,
+               sn * 1e-12, 100 * sn / pn);
+    }
     if (tile_loads) { /* what each tile load costs: fewer loads per k-step (not a GEMM) */
         for (int t = 1; t <= threads; t = t < threads ? threads : threads + 1) {
             printf("tile loads per 4 TDPBSSD, %2d thread%s:", t, t > 1 ? "s" : " ");
@@ -348,25 +450,40 @@ int main(int argc, char **argv)
     mp_amx_int8_layout gu, dn;
     if (mp_expert_layouts(H, I, 256, &gu, &dn, &err))
         return 1;
+    mp_amx_bf16_layout bgu, bdn; /* gate/up one K-group, down K-groups of 256, as convert writes them */
+    if (mp_amx_bf16_layout_init(I, H, mp_align_up(H, 32), &bgu, &err) ||
+        mp_amx_bf16_layout_init(H, I, 256, &bdn, &err))
+        return 1;
+    const uint64_t gu_bytes = bf16 ? bgu.total_bytes : gu.total_bytes;
+    const uint64_t dn_bytes = bf16 ? bdn.total_bytes : dn.total_bytes;
     expert *ex = calloc(E, sizeof *ex);
     void **bufs = calloc(3 * (size_t)E, sizeof *bufs);
     for (uint32_t e = 0; e < E; e++) {
-        bufs[3 * e] = alloc_matrix(&gu, &ex[e].gate, 3 * e + 1);
-        bufs[3 * e + 1] = alloc_matrix(&gu, &ex[e].up, 3 * e + 2);
-        bufs[3 * e + 2] = alloc_matrix(&dn, &ex[e].down, 3 * e + 3);
+        if (bf16) {
+            bufs[3 * e] = alloc_matrix_bf16(&bgu, &ex[e].bgate, 3 * e + 1);
+            bufs[3 * e + 1] = alloc_matrix_bf16(&bgu, &ex[e].bup, 3 * e + 2);
+            bufs[3 * e + 2] = alloc_matrix_bf16(&bdn, &ex[e].bdown, 3 * e + 3);
+        } else {
+            bufs[3 * e] = alloc_matrix(&gu, &ex[e].gate, 3 * e + 1);
+            bufs[3 * e + 1] = alloc_matrix(&gu, &ex[e].up, 3 * e + 2);
+            bufs[3 * e + 2] = alloc_matrix(&dn, &ex[e].down, 3 * e + 3);
+        }
     }
-    const double wbytes = (double)E * (2.0 * gu.total_bytes + dn.total_bytes);
-    printf("weights: %.1f MB (%u experts x (2 x %.1f + %.1f) MB)\n", wbytes * 1e-6, E, gu.total_bytes * 1e-6,
-           dn.total_bytes * 1e-6);
-    printf("\n%6s %10s %10s %8s %10s %10s %8s %10s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", "TOPS",
-           "of peak", "down ms", "TOPS", "of peak", "both TOPS", "of peak");
+    const double wbytes = (double)E * (2.0 * gu_bytes + dn_bytes);
+    printf("weights: %.1f MB (%u experts x (2 x %.1f + %.1f) MB)\n", wbytes * 1e-6, E, gu_bytes * 1e-6,
+           dn_bytes * 1e-6);
+    const char *rate = bf16 ? "TFLOP/s" : "TOPS";
+    printf("\n%6s %10s %10s %8s %10s %10s %8s %7s %-7s %8s\n", with_v1 ? "M (kernel)" : "M", "gate/up ms", rate,
+           "of peak", "down ms", rate, "of peak", "both", rate, "of peak");
     double decode_gbs = 0;
     for (int mi = 0; mi < nms; mi++) {
         size_t M = ms[mi];
         for (int kv = 0; kv < (with_v1 ? 2 : 1); kv++) {
-            run_ctx c = {kv ? mp_gemm_q8_amx_v1 : K->gemm_q8,
-                         ex, E, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
-                         gu.kp + ld_pad, dn.kp + ld_pad, threads, NULL, 0, 0, 0, 0};
+            run_ctx c = {.gemm_q8 = kv ? mp_gemm_q8_amx_v1 : K->gemm_q8, .ex = ex, .E = E, .M = M, .H = H,
+                         .I = I, .S = dn.groups, .kp_in = gu.kp + ld_pad, .kp_down = dn.kp + ld_pad,
+                         .threads = threads, .K = K, .bf16 = bf16, .split = M >= K->bf16_split_min_m,
+                         .ld_xb = mp_bf16_split_ld(bgu.kp), .ld_hb = mp_bf16_split_ld(bdn.kp), .lo_x = bgu.kp,
+                         .lo_h = bdn.kp};
             if (!run_ctx_buffers(&c))
                 return 2;
             double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);
@@ -390,8 +507,9 @@ int main(int argc, char **argv)
         const size_t M = ams[a];
         if (M < 1 || M > 4096)
             continue;
-        run_ctx c = {K->gemm_q8, ex, active, M, NULL, NULL, NULL, NULL, NULL, NULL, NULL, H, I, dn.groups,
-                     gu.kp + ld_pad, dn.kp + ld_pad, threads, ex, E, 0, 0, 0};
+        run_ctx c = {.gemm_q8 = K->gemm_q8, .ex = ex, .E = active, .M = M, .H = H, .I = I, .S = dn.groups,
+                     .kp_in = gu.kp + ld_pad, .kp_down = dn.kp + ld_pad, .threads = threads, .rot_all = ex,
+                     .rot_total = E, .K = K};
         if (!run_ctx_buffers(&c))
             return 2;
         /* --tunes: each setting in turn, three rounds, so that a machine

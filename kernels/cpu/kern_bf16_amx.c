@@ -43,8 +43,12 @@
 #define NC 256
 /* k tiles (32 k values) per superchunk: a 32-row m-block's hi and lo take
  * 16 KiB of L1, an output pair's B 8 KiB. On the development machine (one
- * thread, V3 gate/up, M = 256) 4 gave 605-734 GFLOP/s, 8 gave 466-567. */
+ * thread, V3 gate/up, M = 256) 4 gave 605-734 GFLOP/s, 8 gave 466-567.
+ * MOEPACK_AMX_BF16_TUNE ("ks=N,pf=0|1"), read once when the table is built,
+ * overrides this and the L2 prefetch, for benchmarks: every setting gives
+ * the same bits. */
 #define KS 4
+static int bf16_ks = KS, bf16_pf = 1;
 /* One 32x32 block of f32 sums (row stride 32), 64 bytes longer than 4 KiB
  * so that consecutive slots do not alias in L1. */
 #define SLOT (32 * 32 + 16)
@@ -196,13 +200,13 @@ static void run_rows(bf16_run *r, size_t mc0, size_t mcn)
         for (uint32_t g = 0; g < G; g++) {
             const uint32_t kpg = mp_amx_bf16_group_kp(l, g), ntg = kpg / 32;
             const char *gbase = (const char *)r->wd + (size_t)g * l->np * l->kg * 2;
-            for (uint32_t t0 = 0; t0 < ntg; t0 += KS) {
-                const uint32_t nt = ntg - t0 < KS ? ntg - t0 : KS;
+            for (uint32_t t0 = 0; t0 < ntg; t0 += (uint32_t)bf16_ks) {
+                const uint32_t nt = ntg - t0 < (uint32_t)bf16_ks ? ntg - t0 : (uint32_t)bf16_ks;
                 const bool first = g == 0 && t0 == 0, last = g + 1 == G && t0 + nt == ntg;
                 /* the next superchunk's weights (this block's outputs), or
                  * the next output block's first, come into L2 meanwhile */
                 uint32_t pg = g, pt0 = t0 + nt, pnb0 = nc0, pnbe = nce;
-                bool have = true;
+                bool have = bf16_pf;
                 if (pt0 >= ntg) {
                     pt0 = 0;
                     if (g + 1 < G) {
@@ -218,7 +222,8 @@ static void run_rows(bf16_run *r, size_t mc0, size_t mcn)
                 r->pf_r = r->pf_nr = 0;
                 r->pf_p = NULL;
                 if (have) {
-                    const uint32_t pkpg = mp_amx_bf16_group_kp(l, pg), pnt = pkpg / 32 - pt0 < KS ? pkpg / 32 - pt0 : KS;
+                    const uint32_t pkpg = mp_amx_bf16_group_kp(l, pg);
+                    const uint32_t pnt = pkpg / 32 - pt0 < (uint32_t)bf16_ks ? pkpg / 32 - pt0 : (uint32_t)bf16_ks;
                     r->pf_base = (const char *)r->wd + (size_t)pg * l->np * l->kg * 2 + (size_t)pnb0 * pkpg * 32 +
                                  (size_t)pt0 * 1024;
                     r->pf_stride = (size_t)pkpg * 32;
@@ -291,6 +296,12 @@ void mp_amx_bf16_peak_loop(uint64_t iters)
 
 void mp_kern_fill_bf16_amx(mp_cpu_kernels *t)
 {
+    const char *spec = getenv("MOEPACK_AMX_BF16_TUNE"), *q;
+    int v;
+    if (spec && (q = strstr(spec, "ks=")) && (v = atoi(q + 3)) >= 1 && v <= 64)
+        bf16_ks = v;
+    if (spec && (q = strstr(spec, "pf=")) && (v = atoi(q + 3)) >= 0 && v <= 1)
+        bf16_pf = v;
     t->split_act_bf16 = split_act_bf16;
     t->gemm_bf16_split = gemm_bf16_split_tiles;
     t->bf16_split_min_m = MP_AMX_BF16_MIN_M;
