@@ -24,8 +24,8 @@
  * Blocking (the int8 kernel's split-K, kern_amx.c): the output range is cut
  * into blocks of NC outputs, K into superchunks of KS tiles (32 k each)
  * that stay inside one K-group, and rows into blocks of MC. For a
- * superchunk and a 32-row m-block the hi and lo rows (2 x 8 KiB) stay in
- * L1 while the block's output pairs' B panels (2 x 4 KiB each, 64 KiB
+ * superchunk and a 32-row m-block the hi and lo rows (2 x 16 KiB) stay in
+ * L1 while the block's output pairs' B panels (2 x 8 KiB each, 128 KiB
  * for NC = 256) pass from L2; the C tiles wait in f32 slots between
  * superchunks, and go to y after the last. The weights of the next
  * superchunk are prefetched into L2 while these are used: routed experts'
@@ -42,12 +42,17 @@
 /* Outputs per n block: the runner's items are 256-row slices. */
 #define NC 256
 /* k tiles (32 k values) per superchunk: a 32-row m-block's hi and lo take
- * 16 KiB of L1, an output pair's B 8 KiB. On the development machine (one
- * thread, V3 gate/up, M = 256) 4 gave 605-734 GFLOP/s, 8 gave 466-567.
+ * 32 KiB of L1, an output pair's B 16 KiB. 8 is what the device (16
+ * threads, V3 shapes, docs/BENCHMARKS.md) ran fastest: against 4, faster
+ * at M = 256 and 1024 in all 30 paired figures of five alternated rounds
+ * (+2% to +32%, median +10%), the same at M = 64; 12 was no better and 16
+ * worse. One thread on the development machine ran 4 26-28% faster (M =
+ * 256); whether the thread count or the machine makes the difference is
+ * not known, and the device with all its threads is what the runner is for.
  * MOEPACK_AMX_BF16_TUNE ("ks=N,pf=0|1"), read once when the table is built,
  * overrides this and the L2 prefetch, for benchmarks: every setting gives
  * the same bits. */
-#define KS 4
+#define KS 8
 static int bf16_ks = KS, bf16_pf = 1;
 /* One 32x32 block of f32 sums (row stride 32), 64 bytes longer than 4 KiB
  * so that consecutive slots do not alias in L1. */
