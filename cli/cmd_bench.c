@@ -19,11 +19,12 @@ static void usage(FILE *out)
             "time to first token, prefill tokens/s per prompt length (prompts of random ids), decode\n"
             "tokens/s, where the time goes per layer (attention, router, routed/shared experts, dense\n"
             "MLP, lm_head; GPU parts, transfers and idle time in hybrid mode), peak RSS and GPU memory.\n"
-            "Then, in the same run, the limits: memory read bandwidth and AMX int8 peak with the same\n"
-            "threads, host-to-device and device-to-device copy bandwidth with a GPU; and the ratios:\n"
-            "decode weight bytes read per second vs bandwidth, prefill expert ops vs AMX peak, upload\n"
-            "vs host-to-device. A container with fewer layers or experts than the model of its width\n"
-            "(e.g. a 2-layer synth of DeepSeek-V3) is extrapolated to the real counts (formulas shown).\n"
+            "Then, in the same run, the limits: memory read bandwidth and the AMX int8 and bf16 peaks\n"
+            "with the same threads, host-to-device and device-to-device copy bandwidth with a GPU; and\n"
+            "the ratios: decode weight bytes read per second vs bandwidth, prefill expert ops vs the AMX\n"
+            "peak of the experts' type, upload vs host-to-device. A container with fewer layers or\n"
+            "experts than the model of its width (e.g. a 2-layer synth of DeepSeek-V3) is extrapolated\n"
+            "to the real counts (formulas shown).\n"
             "\n"
             "options:\n"
             "  --prompt N[,N...]    prompt lengths in tokens (default 512,2048; at most %u)\n"
@@ -165,10 +166,12 @@ static void print_text(const mp_bench_result *r)
             printf(", four %.2f GB/s", l->read_four_streams / 1e9);
         printf(")\n");
         if (l->amx_int8_ops_per_second > 0)
-            printf("  AMX int8 peak: %.2f TOPS; the kernel's 2x2 tile loop fed from L1: %.2f TOPS\n",
-                   l->amx_int8_ops_per_second / 1e12, l->amx_int8_fed_ops_per_second / 1e12);
+            printf("  AMX int8 peak: %.2f TOPS; the kernel's 2x2 tile loop fed from L1: %.2f TOPS; AMX bf16 peak: "
+                   "%.2f TFLOP/s\n",
+                   l->amx_int8_ops_per_second / 1e12, l->amx_int8_fed_ops_per_second / 1e12,
+                   l->amx_bf16_flops_per_second / 1e12);
         else
-            printf("  AMX int8 peak: no AMX here\n");
+            printf("  AMX peaks: no AMX here\n");
         if (l->gpu)
             printf("  GPU %s: host-to-device %.2f GB/s, device-to-device %.1f GB/s (read + written)\n", l->gpu_name,
                    l->h2d_bytes_per_second / 1e9, l->d2d_bytes_per_second / 1e9);
@@ -193,7 +196,8 @@ static void print_text(const mp_bench_result *r)
     if (q->prefill_expert_ops_per_second > 0) {
         printf("  prefill: routed experts %.3f TOPS", q->prefill_expert_ops_per_second / 1e12);
         if (q->prefill_vs_amx > 0)
-            printf(" = %.1f%% of the AMX int8 peak", 100 * q->prefill_vs_amx);
+            printf(" = %.1f%% of the AMX %s peak%s", 100 * q->prefill_vs_amx, r->experts_q8 ? "int8" : "bf16",
+                   r->experts_q8 ? "" : " (the split kernel's ceiling is half of it)");
         if (q->prefill_vs_amx_fed > 0)
             printf(", %.1f%% of the fed tile loop", 100 * q->prefill_vs_amx_fed);
         printf("\n");

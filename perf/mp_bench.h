@@ -94,6 +94,10 @@ typedef struct mp_bench_limits {
      * in L1 (mp_perf_amx_int8_fed): the ceiling below the peak that the
      * int8 kernel's tile shape has; 0: no AMX */
     double amx_int8_fed_ops_per_second;
+    /* TDPBF16PS the same way (mp_perf_amx_bf16_peak): the limit of bf16
+     * experts, whose split kernel does two tile products per useful one,
+     * so that it can reach half of it; 0: no AMX */
+    double amx_bf16_flops_per_second;
     bool gpu;
     char gpu_name[128];
     double h2d_bytes_per_second, d2d_bytes_per_second;
@@ -107,6 +111,8 @@ typedef struct mp_bench_ratios {
     double decode_gpu_bytes_per_token; /* ... the GPU (hybrid; 0 on the CPU path) */
     double decode_cpu_bytes_per_second, decode_cpu_vs_read;
     double decode_gpu_bytes_per_second, decode_gpu_vs_d2d;
+    /* prefill_vs_amx: against the AMX peak of the experts' type (int8:
+     * TDPBSSD, bf16: TDPBF16PS); prefill_vs_amx_fed: int8 experts only */
     double prefill_expert_ops_per_second, prefill_vs_amx, prefill_vs_amx_fed;
     double upload_bytes_per_second, upload_vs_h2d;
     bool experts_estimated; /* no expert counts were recorded: top_k per token assumed */

@@ -384,6 +384,8 @@ static int measure_limits(const mp_bench_opts *o, mp_bench_result *r, mp_perf_gp
     progress(o, "limits: AMX int8 peak (%d threads)", r->threads);
     l->amx_int8_ops_per_second = mp_perf_amx_int8_peak(r->threads, 5);
     l->amx_int8_fed_ops_per_second = mp_perf_amx_int8_fed(r->threads, 5, 0, 4);
+    progress(o, "limits: AMX bf16 peak (%d threads)", r->threads);
+    l->amx_bf16_flops_per_second = mp_perf_amx_bf16_peak(r->threads, 5);
     if (gpu) {
         progress(o, "limits: GPU copy bandwidth");
         mp_perf_copies cp;

@@ -57,10 +57,12 @@ void mp_bench_compute_ratios(mp_bench_result *r)
             best = &r->runs[i];
     if (best)
         q->prefill_expert_ops_per_second = best->expert_ops_per_second;
-    /* the AMX int8 peak is the limit of int8 experts only */
+    /* each expert type against its own tile instruction's peak */
     if (r->experts_q8) {
         q->prefill_vs_amx = ratio(q->prefill_expert_ops_per_second, r->limits.amx_int8_ops_per_second);
         q->prefill_vs_amx_fed = ratio(q->prefill_expert_ops_per_second, r->limits.amx_int8_fed_ops_per_second);
+    } else {
+        q->prefill_vs_amx = ratio(q->prefill_expert_ops_per_second, r->limits.amx_bf16_flops_per_second);
     }
     if (r->gpu_load.active)
         q->upload_bytes_per_second = ratio((double)r->gpu_load.upload_bytes, r->gpu_load.upload_seconds);

@@ -311,8 +311,10 @@ static void body(FILE *f, const mp_bench_result *r, double *height)
     if (r->hybrid)
         y += ratio_row(f, y, "decode: weight bytes read by the GPU", q->decode_gpu_bytes_per_second,
                        l->d2d_bytes_per_second, "B/s", "GPU copy bandwidth");
-    y += ratio_row(f, y, "prefill: routed experts (int8)", q->prefill_expert_ops_per_second,
-                   r->experts_q8 ? l->amx_int8_ops_per_second : 0, "OPS", "AMX int8 peak");
+    y += ratio_row(f, y, r->experts_q8 ? "prefill: routed experts (int8)" : "prefill: routed experts (bf16)",
+                   q->prefill_expert_ops_per_second,
+                   r->experts_q8 ? l->amx_int8_ops_per_second : l->amx_bf16_flops_per_second, "OPS",
+                   r->experts_q8 ? "AMX int8 peak" : "AMX bf16 peak");
     if (r->hybrid)
         y += ratio_row(f, y, "load: GPU section upload", q->upload_bytes_per_second, l->h2d_bytes_per_second, "B/s",
                        "host-to-device copy");

@@ -178,6 +178,7 @@ static void fake_result(mp_bench_result *r, mp_layer_stats *lp, mp_layer_stats *
     r->limits.read_bytes_per_second = 1e4;
     r->limits.amx_int8_ops_per_second = 1e13;
     r->limits.amx_int8_fed_ops_per_second = 4e12;
+    r->limits.amx_bf16_flops_per_second = 5e12;
 }
 
 static void test_derived(const char *dir)
@@ -205,6 +206,21 @@ static void test_derived(const char *dir)
     CHECK(near(r.ratios.prefill_vs_amx, r.runs[0].expert_ops_per_second / 1e13, 1e-12));
     CHECK(near(r.ratios.prefill_vs_amx_fed, r.runs[0].expert_ops_per_second / 4e12, 1e-12));
     CHECK(r.ratios.upload_vs_h2d == 0);
+    /* bf16 experts: against the bf16 peak, and no fed-loop ratio (an int8 figure) */
+    r.experts_q8 = false;
+    mp_bench_compute_ratios(&r);
+    CHECK(near(r.ratios.prefill_vs_amx, r.runs[0].expert_ops_per_second / 5e12, 1e-12));
+    CHECK(r.ratios.prefill_vs_amx_fed == 0);
+    json_t *jb = mp_bench_to_json(&r);
+    REQUIRE(jb);
+    json_t *rqb = json_object_get(jb, "ratios");
+    CHECK(!strcmp(json_string_value(json_object_get(rqb, "prefill_vs_amx_peak_of")), "bf16"));
+    CHECK(json_is_null(json_object_get(rqb, "prefill_vs_amx_fed")));
+    CHECK(near(json_real_value(json_object_get(json_object_get(jb, "limits"), "amx_bf16_flops_per_second")), 5e12,
+               1e-12));
+    json_decref(jb);
+    r.experts_q8 = true;
+    mp_bench_compute_ratios(&r);
 
     mp_bench_extrapolate(&r, &o);
     const mp_bench_extrap *e = &r.extrap;
@@ -259,6 +275,7 @@ static void test_derived(const char *dir)
     CHECK(near(json_real_value(json_object_get(split, "other_seconds")), 2.0 - 0.8, 1e-12));
     CHECK(json_is_null(json_object_get(json_object_get(j, "load"), "gpu")));
     CHECK(json_is_null(json_object_get(json_object_get(j, "ratios"), "upload_vs_h2d")));
+    CHECK(!strcmp(json_string_value(json_object_get(json_object_get(j, "ratios"), "prefill_vs_amx_peak_of")), "int8"));
     json_decref(j);
 
     /* SVG: escaped, complete, committed */
@@ -285,8 +302,9 @@ static void test_probes(void)
     CHECK(bw.one_stream > 0 && (bw.avx512 ? bw.four_streams > 0 : bw.four_streams == 0));
     CHECK(bw.bytes_per_second == (bw.four_streams > bw.one_stream ? bw.four_streams : bw.one_stream));
     CHECK(mp_perf_read_bandwidth(4, 100, 1, &bw, &err) == MP_ERR_USAGE);
-    double amx = mp_perf_amx_int8_peak(1, 1);
+    double amx = mp_perf_amx_int8_peak(1, 1), amx_bf16 = mp_perf_amx_bf16_peak(1, 1);
     CHECK(mp_isa_available(MP_ISA_AMX) ? amx > 1e11 : amx == 0);
+    CHECK(mp_isa_available(MP_ISA_AMX) ? amx_bf16 > 1e11 : amx_bf16 == 0);
     double fed = mp_perf_amx_int8_fed(1, 1, 0, 4), fed_swapped = mp_perf_amx_int8_fed(2, 1, 8, 4);
     CHECK(mp_isa_available(MP_ISA_AMX) ? fed > 1e11 && fed_swapped > 1e11 : fed == 0 && fed_swapped == 0);
     CHECK(mp_perf_default_probe_bytes() >= ((size_t)1 << 28));

@@ -81,11 +81,20 @@ check(abs(q["decode_cpu_vs_read_bandwidth"] - q["decode_cpu_bytes_per_second"] /
       "decode vs read")
 if lim["amx_int8_ops_per_second"]:
     check(q["prefill_vs_amx_peak"] > 0, "AMX ratio")
-    check(0 < lim["amx_int8_fed_ops_per_second"] and q["prefill_vs_amx_fed"] > 0, "AMX fed-loop limit and ratio")
-    check(abs(q["prefill_vs_amx_fed"] - q["prefill_expert_ops_per_second"] / lim["amx_int8_fed_ops_per_second"])
-          < 1e-4 * q["prefill_vs_amx_fed"], "fed-loop ratio")
+    check(lim["amx_bf16_flops_per_second"] > 0, "AMX bf16 limit")
+    peak = lim["amx_int8_ops_per_second"] if m["experts_quant"] == "int8" else lim["amx_bf16_flops_per_second"]
+    check(q["prefill_vs_amx_peak_of"] == m["experts_quant"], "AMX ratio's peak is the experts' type")
+    check(abs(q["prefill_vs_amx_peak"] - q["prefill_expert_ops_per_second"] / peak) < 1e-4 * q["prefill_vs_amx_peak"],
+          "AMX ratio")
+    check(0 < lim["amx_int8_fed_ops_per_second"], "AMX fed-loop limit")
+    if m["experts_quant"] == "int8":  # an int8 kernel's ceiling: no ratio for bf16 experts
+        check(abs(q["prefill_vs_amx_fed"] - q["prefill_expert_ops_per_second"] / lim["amx_int8_fed_ops_per_second"])
+              < 1e-4 * q["prefill_vs_amx_fed"], "fed-loop ratio")
+    else:
+        check(q["prefill_vs_amx_fed"] is None, "bf16 experts: no fed-loop ratio")
 else:
     check(lim["amx_int8_fed_ops_per_second"] is None and q["prefill_vs_amx_fed"] is None, "no AMX: no fed-loop limit")
+    check(lim["amx_bf16_flops_per_second"] is None and q["prefill_vs_amx_peak_of"] is None, "no AMX: no bf16 limit")
 # extrapolation: the formula with the JSON's own numbers
 e = r["extrapolation"]
 check(e["real"] == {"layers": 10, "dense": 2, "experts": 64} and e["scaled"], "real counts from the flags")
@@ -120,6 +129,16 @@ sys.exit(1 if bad else 0)
 EOF
 else
     echo "note: python3 not found, skipping the JSON/SVG checks"
+fi
+
+# bf16 experts: their prefill against the AMX bf16 peak (text report, limits measured)
+"$MP" convert "$T/src" -o "$T/bf16.moepack" --cpu-quant bf16 --quiet && ok || fail "convert tiny, bf16 experts"
+expect_exit 0 "$MP" bench "$T/bf16.moepack" --cpu-only --prompt 16 --gen 1 --threads 2 --probe-mb 32 -q
+if grep -q '"amx_int8_ops_per_second": null' "$T/r.json"; then
+    expect_in "$out" "AMX peaks: no AMX here"
+else
+    expect_in "$out" "AMX bf16 peak: [0-9.]+ TFLOP/s"
+    expect_in "$out" "routed experts [0-9.]+ TOPS = [0-9.]+% of the AMX bf16 peak \\(the split kernel's ceiling"
 fi
 
 # text report, no limits: the ratios' limits are absent
