@@ -46,9 +46,10 @@
  * threads, V3 shapes, docs/BENCHMARKS.md) ran fastest: against 4, faster
  * at M = 256 and 1024 in all 30 paired figures of five alternated rounds
  * (+2% to +32%, median +10%), the same at M = 64; 12 was no better and 16
- * worse. One thread on the development machine ran 4 26-28% faster (M =
- * 256); whether the thread count or the machine makes the difference is
- * not known, and the device with all its threads is what the runner is for.
+ * worse. On the development machine 4 runs 15-28% faster, with one thread
+ * and with both of its two (M = 256): the machines differ, for a reason not
+ * found, and the default follows the device, the kind of machine the
+ * runner is for.
  * MOEPACK_AMX_BF16_TUNE ("ks=N,pf=0|1"), read once when the table is built,
  * overrides this and the L2 prefetch, for benchmarks: every setting gives
  * the same bits. */
