@@ -41,6 +41,8 @@
  * per expert, f32 rows into the AVX-512 kernel below that; flops against
  * the all-thread TDPBF16PS peak. The split kernel multiplies every weight
  * tile by both halves, so half that peak is its ceiling in useful flops.
+ * Split rows are mp_bf16_split_ld apart, as the runner's (--ld-pad is for
+ * the int8 rows).
  *
  * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
  *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--bf16] */
@@ -315,10 +317,8 @@ static size_t llc_bytes(void)
 int main(int argc, char **argv)
 {
     int threads = omp_get_max_threads();
-    /* experts: enough that the weights are twice the last-level cache, so
-     * decode reads them from memory (at least 8, a V3 token's top-8) */
     const size_t llc = llc_bytes();
-    uint32_t E = 0;
+    uint32_t E = 0; /* --experts, else from the LLC below */
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
     bool with_v1 = false, tile_loads = false, bf16 = false;
@@ -365,7 +365,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (!E) { /* at least 8 (a V3 token's top-8) */
+    if (!E) { /* enough that the weights are twice the last-level cache, so
+               * decode reads them from memory (at least 8, a V3 token's top-8) */
         const size_t per_expert = bf16 ? (size_t)88 << 20 : (size_t)45 << 20;
         E = (uint32_t)((2 * llc + per_expert - 1) / per_expert);
         E = E < 8 ? 8 : E;
