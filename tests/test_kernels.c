@@ -297,7 +297,7 @@ static const char *kind_name(fkind k)
     return k == K_BF16_AMX ? "bf16_amx" : k == K_BF16_RM ? "bf16_rm" : k == K_INT4 ? "int4" : "f32";
 }
 
-static double worst_rel[4], worst_split;
+static double worst_rel[4], worst_split, worst_hi_only;
 
 /* In double: ref = (y0 or 0) + sum_k x w and mag = |y0 or 0| + sum_k |x w|
  * (wf: the exact weights, row-major [n][k]) for rows [0, m), columns [n0, n1). */
@@ -470,7 +470,21 @@ static void test_split_act(void)
         CHECKF(bad == 0, "split_act_bf16 k=%u: %d values not split as promised", k, bad);
         CHECKF(pad_bad == 0, "split_act_bf16 k=%u: %d padding values not zero", k, pad_bad);
         CHECKF(past == 0, "split_act_bf16 k=%u: wrote %d values past the lo half", k, past);
-        free(x), free(out);
+        /* lo_off 0: the same hi half (padding included), and nothing after it */
+        uint16_t *hi_only = malloc(m * ldo * sizeof *hi_only);
+        memset(hi_only, 0xab, m * ldo * sizeof *hi_only);
+        t->split_act_bf16(m, x, ldx, k, kp, hi_only, ldo, 0);
+        int hi_bad = 0, hi_past = 0;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < ldo; j++) {
+                if (j < kp)
+                    hi_bad += hi_only[i * ldo + j] != out[i * ldo + j];
+                else
+                    hi_past += hi_only[i * ldo + j] != 0xabab;
+            }
+        CHECKF(hi_bad == 0, "split_act_bf16 k=%u, hi only: %d values differ from the split's hi", k, hi_bad);
+        CHECKF(hi_past == 0, "split_act_bf16 k=%u, hi only: wrote %d values past kp", k, hi_past);
+        free(x), free(out), free(hi_only);
     }
 }
 
@@ -493,6 +507,12 @@ static void test_bf16_split_blocks(void)
     fill_gauss(&r, x, mmax * ldx, 1.0);
     uint16_t *xb = aligned_alloc(64, mp_align_up(mmax * ldb * 2, 64));
     t->split_act_bf16(mmax, x, ldx, k, kp, xb, ldb, kp);
+    /* hi only (lo_off 0): its reference is x rounded to bf16 */
+    uint16_t *xh = aligned_alloc(64, mp_align_up(mmax * ldb * 2, 64));
+    t->split_act_bf16(mmax, x, ldx, k, kp, xh, ldb, 0);
+    float *xr = malloc(mmax * ldx * sizeof *xr);
+    for (size_t i = 0; i < mmax * ldx; i++)
+        xr[i] = mp_bf16_to_f32(mp_f32_to_bf16(x[i]));
     float *y0 = malloc(mmax * ldy * sizeof *y0), *y = malloc(mmax * ldy * sizeof *y);
     double *ref = malloc(mmax * ldy * sizeof *ref), *mag = malloc(mmax * ldy * sizeof *mag);
     const uint32_t rg[][2] = {{0, 600}, {32, 560}, {256, 600}};
@@ -512,8 +532,19 @@ static void test_bf16_split_blocks(void)
                        n0, n1, acc, ws);
                 CHECKF(outside_changed(y, y0, m, ldy, n0, n1) == 0, "bf16_split m=%zu wrote outside [%u,%u)", m, n0,
                        n1);
+                reference(xr, ldx, c.wf, k, y0, m, ldy, n0, n1, acc, ref, mag);
+                memcpy(y, y0, m * ldy * sizeof *y);
+                t->gemm_bf16_split(&c.bv, m, xh, ldb, 0, n0, n1, y, ldy, acc);
+                ws = worst_error(y, ref, mag, m, ldy, n0, n1);
+                if (ws > worst_hi_only)
+                    worst_hi_only = ws;
+                CHECKF(ws <= 1e-6, "bf16_split hi only 600x420/96 m=%zu [%u,%u) acc=%d: error %.3g of sum|bf16(x)w|",
+                       m, n0, n1, acc, ws);
+                CHECKF(outside_changed(y, y0, m, ldy, n0, n1) == 0, "bf16_split hi only m=%zu wrote outside [%u,%u)",
+                       m, n0, n1);
             }
-    free(x), free(xb), free(y0), free(y), free(ref), free(mag);
+    printf("AMX bf16 on hi-only rows (x rounded to bf16): worst error %.3g of sum|bf16(x) w|\n", worst_hi_only);
+    free(x), free(xb), free(xh), free(xr), free(y0), free(y), free(ref), free(mag);
     free(c.wf), free(c.packed);
 }
 

@@ -15,6 +15,10 @@
  * of a 32x32 block is 6 tile loads for 8 TDPBF16PS (the int8 kernel's is 4
  * for 4).
  *
+ * With lo_off 0 the rows are hi only, x rounded to bf16 (2^-9 |x|), and
+ * each weight tile is multiplied once: half the tile work, for callers that
+ * accept the rounding (`--bf16-activations`).
+ *
  * The split rows are the kernel's input (gemm_bf16_split), made once per
  * row by split_act_bf16: the runner splits a token's row once for all the
  * slices and both matrices that read it. Splitting inside the GEMM, per
@@ -79,7 +83,8 @@ static void split_act_bf16(size_t m, const float *x, size_t ldx, uint32_t k, uin
             const __mmask16 special = _mm512_fpclass_ps_mask(rest, 0x99); /* NaN, +inf, -inf */
             const __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_mov_ps((__mmask16)~special, rest));
             _mm256_mask_storeu_epi16(hi + j, keep, h);
-            _mm256_mask_storeu_epi16(lo + j, keep, l);
+            if (lo_off)
+                _mm256_mask_storeu_epi16(lo + j, keep, l);
         }
     }
 }
@@ -127,10 +132,11 @@ static inline void pf_some(bf16_run *r)
 
 /* nt k-steps of a block with C in tiles: B tiles from b0 and b0 + b_next,
  * A (hi) from a (row stride lda bytes), lo lo_off bytes further. two: a
- * second 16-column block; lower: a second 16-row half. */
+ * second 16-column block; lower: a second 16-row half; with_lo: the lo
+ * products too (else hi only). */
 static inline __attribute__((always_inline)) void kloop(bf16_run *r, const char *a, size_t lda, size_t lo_off,
                                                         const char *b0, size_t b_next, uint32_t nt, const bool two,
-                                                        const bool lower)
+                                                        const bool lower, const bool with_lo)
 {
     const char *b1 = b0 + b_next;
     const char *hi0 = a, *hi1 = a + 16 * lda, *lo0 = a + lo_off, *lo1 = hi1 + lo_off;
@@ -151,6 +157,8 @@ static inline __attribute__((always_inline)) void kloop(bf16_run *r, const char 
             if (two)
                 _tile_dpbf16ps(T_C11, T_A1, T_B1);
         }
+        if (!with_lo)
+            continue;
         _tile_loadd(T_A0, lo0 + (size_t)t * 64, lda);
         _tile_dpbf16ps(T_C00, T_A0, T_B0);
         if (two)
@@ -180,18 +188,30 @@ static void c_to_y(const bf16_run *r, const float *c, size_t m0, int rows, uint3
     }
 }
 
+/* The four block shapes, the lo products on or off (with_lo a constant
+ * at each call: kloop is made once per combination). */
+static inline __attribute__((always_inline)) void run_block_shape(bf16_run *r, const char *a, size_t lda, size_t lo,
+                                                                  const char *b0, size_t b_next, uint32_t nt,
+                                                                  bool two, bool lower, const bool with_lo)
+{
+    if (two && lower)
+        kloop(r, a, lda, lo, b0, b_next, nt, true, true, with_lo);
+    else if (two)
+        kloop(r, a, lda, lo, b0, b_next, nt, true, false, with_lo);
+    else if (lower)
+        kloop(r, a, lda, lo, b0, b_next, nt, false, true, with_lo);
+    else
+        kloop(r, a, lda, lo, b0, b_next, nt, false, false, with_lo);
+}
+
 static inline void run_block(bf16_run *r, const char *a, const char *b0, size_t b_next, uint32_t nt, bool two,
                              bool lower)
 {
     const size_t lda = r->ldx * 2, lo = r->lo_off * 2;
-    if (two && lower)
-        kloop(r, a, lda, lo, b0, b_next, nt, true, true);
-    else if (two)
-        kloop(r, a, lda, lo, b0, b_next, nt, true, false);
-    else if (lower)
-        kloop(r, a, lda, lo, b0, b_next, nt, false, true);
+    if (lo)
+        run_block_shape(r, a, lda, lo, b0, b_next, nt, two, lower, true);
     else
-        kloop(r, a, lda, lo, b0, b_next, nt, false, false);
+        run_block_shape(r, a, lda, lo, b0, b_next, nt, two, lower, false);
 }
 
 /* Rows [mc0, mc0 + mcn): every output block, every superchunk of every group. */

@@ -65,7 +65,10 @@ typedef struct mp_cpu_kernels {
      * agrees with an f32 computation to ~1e-6 + 2^-16 of sum|x*w|. For
      * speed: rows 64-byte aligned, ldx*2 not a multiple of 1024
      * (mp_bf16_split_ld), and at least bf16_split_min_m rows (fewer:
-     * gemm_bf16_amx is faster). */
+     * gemm_bf16_amx is faster).
+     * lo_off 0 (both functions): hi only, x rounded to bf16 (within 2^-9
+     * |x|), and one tile product per weight tile instead of two; the sums
+     * are then f32 sums of the exact products bf16(x) * w. */
     void (*split_act_bf16)(size_t m, const float *x, size_t ldx, uint32_t k, uint64_t kp, uint16_t *out, size_t ldo,
                            size_t lo_off);
     void (*gemm_bf16_split)(const mp_amx_bf16_view *w, size_t m, const uint16_t *xh, size_t ldx, size_t lo_off,
