@@ -44,6 +44,7 @@ static void usage(FILE *out)
             "  --seed S             seed of the random prompt ids (default 1)\n"
             "  --experts-per-token K  routed experts per token (default: the model's)\n"
             "  --batch N            prompt tokens evaluated per step (default %u; see moepack run --help)\n"
+            "  --bf16-activations   bf16 experts on AMX: inputs rounded to bf16 (see moepack run --help)\n"
             "  -q, --quiet          no progress on standard error\n",
             MP_BENCH_MAX_PROMPTS, MP_DEFAULT_BATCH);
 }
@@ -107,7 +108,8 @@ static void print_text(const mp_bench_result *r)
     printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
            d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
            r->experts_q8 ? "int8" : "bf16");
-    printf("backend %s, %d threads, prompts in steps of up to %u tokens\n", r->backend, r->threads, r->batch);
+    printf("backend %s, %d threads, prompts in steps of up to %u tokens%s\n", r->backend, r->threads, r->batch,
+           r->bf16_activations ? ", --bf16-activations" : "");
     printf("\nload\n  open + map%s: %.3f s\n", r->hybrid ? " + GPU upload" : "", r->load_seconds);
     if (r->gpu_load.active)
         printf("  GPU upload: %.2f GB in %.3f s (%.2f GB/s), context %.3f s\n", r->gpu_load.upload_bytes / 1e9,
@@ -283,6 +285,8 @@ int mp_cmd_bench(int argc, char **argv)
             o.threads = (int)u;
         } else if (!strcmp(a, "--cpu-only")) {
             o.cpu_only = true;
+        } else if (!strcmp(a, "--bf16-activations")) {
+            o.bf16_activations = true;
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--json-file")) {

@@ -30,7 +30,8 @@ static void usage(FILE *out)
             "  --experts-per-token K    routed experts per token (default: the model's)\n"
             "  --threads N              compute threads (default: all cores)\n"
             "  --verify                 check every tensor checksum first\n"
-            "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n");
+            "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n"
+            "  --bf16-activations       bf16 experts on AMX: inputs rounded to bf16 (see moepack run --help)\n");
 }
 
 static json_t *prompt_json(const mp_compare_prompt *p, bool with_index)
@@ -57,7 +58,7 @@ static json_t *opt_real(bool set, double v)
 int mp_cmd_compare(int argc, char **argv)
 {
     const char *file = NULL, *ref = NULL;
-    bool json = false, verify = false, cpu_only = false;
+    bool json = false, verify = false, cpu_only = false, bf16_act = false;
     bool has_abs = false, has_top1 = false, has_kl = false, has_greedy = false;
     double max_abs = 0, min_top1 = 0, max_kl = 0;
     uint64_t experts = 0, threads = 0, min_greedy = 0, prompt = 0;
@@ -79,6 +80,8 @@ int mp_cmd_compare(int argc, char **argv)
             verify = true;
         } else if (!strcmp(a, "--cpu-only")) {
             cpu_only = true;
+        } else if (!strcmp(a, "--bf16-activations")) {
+            bf16_act = true;
         } else if (!strcmp(a, "--no-greedy")) {
             co.greedy = false;
         } else if (!strcmp(a, "--max-abs")) {
@@ -131,6 +134,7 @@ int mp_cmd_compare(int argc, char **argv)
     mo.experts_per_token = (uint32_t)experts;
     mo.verify = verify;
     mo.cpu_only = cpu_only;
+    mo.bf16_activations = bf16_act;
     mp_model *m = NULL;
     int rc = mp_model_load(file, &mo, &m, &err);
     mp_compare_result r = {0};
@@ -168,6 +172,7 @@ int mp_cmd_compare(int argc, char **argv)
         json_object_set_new(o, "reference", json_string(ref));
         json_object_set_new(o, "backend", json_string(mp_model_backend_name(m)));
         json_object_set_new(o, "experts_per_token", json_integer(mp_model_experts_per_token(m)));
+        json_object_set_new(o, "bf16_activations", json_boolean(bf16_act));
         json_t *arr = json_array();
         for (uint32_t i = 0; i < r.n_prompts; i++)
             json_array_append_new(arr, prompt_json(&r.prompts[i], true));
@@ -185,8 +190,8 @@ int mp_cmd_compare(int argc, char **argv)
         json_object_set_new(o, "pass", json_boolean(nwhy == 0));
         out = mp_cli_print_json(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     } else {
-        printf("%s vs %s (%s, %u experts per token)\n", file, ref, mp_model_backend_name(m),
-               mp_model_experts_per_token(m));
+        printf("%s vs %s (%s, %u experts per token%s)\n", file, ref, mp_model_backend_name(m),
+               mp_model_experts_per_token(m), bf16_act ? ", --bf16-activations" : "");
         printf("%-7s %7s %12s %12s %18s %10s %10s\n", "prompt", "tokens", "max|diff|", "mean KL", "top-1", "greedy",
                "forced");
         for (uint32_t i = 0; i < r.n_prompts; i++) {

@@ -16,7 +16,7 @@
 
 typedef struct run_opts {
     const char *file, *prompt, *system;
-    bool chat, verify, cpu_only, prefault;
+    bool chat, verify, cpu_only, prefault, bf16_act;
     uint32_t max_new, ctx, threads, experts, batch;
     mp_sampler_opts samp;
 } run_opts;
@@ -50,6 +50,9 @@ static void usage(FILE *out, bool chat)
                  "  --cpu-only               never use a GPU (default: the hybrid path when there is one)\n"
                  "  --prefault               read the routed experts into memory at load, with all threads\n"
                  "                           (default: pages come in as experts first run)\n"
+                 "  --bf16-activations       bf16 experts on AMX: round their inputs to bf16, one tile product\n"
+                 "                           per weight tile (default: split in two bf16, two products, exact\n"
+                 "                           to 2^-16; docs/RUNNER.md); nothing changes for int8 experts\n"
                  "R1 reasoning (<think>...</think>) is shown dim on a terminal, between [thinking] and\n"
                  "[/thinking] markers otherwise.\n",
             DEFAULT_MAX_NEW, DEFAULT_CTX, MP_DEFAULT_BATCH);
@@ -137,6 +140,8 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             o->cpu_only = true;
         } else if (!strcmp(a, "--prefault")) {
             o->prefault = true;
+        } else if (!strcmp(a, "--bf16-activations")) {
+            o->bf16_act = true;
         } else if (a[0] == '-' && a[1]) {
             return mp_cli_usage_error(cmd, "unknown option '%s'", a);
         } else if (!o->file) {
@@ -176,6 +181,7 @@ static int open_model(const run_opts *o, mp_model **m, mp_session **s, mp_sample
     mo.verify = o->verify;
     mo.cpu_only = o->cpu_only;
     mo.prefault = o->prefault;
+    mo.bf16_activations = o->bf16_act;
     int rc = mp_model_load(o->file, &mo, m, err);
     if (rc)
         return rc;

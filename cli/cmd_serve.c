@@ -31,6 +31,8 @@ static void serve_usage(FILE *out)
             "  --prefill-chunk N   prompt tokens a slot evaluates per scheduler round (default %u): larger\n"
             "                      reads each routed expert less often on long prompts, but other slots wait\n"
             "                      longer, and every slot's scratch memory grows with it\n"
+            "  --bf16-activations  bf16 experts on AMX: inputs rounded to bf16, one tile product per weight\n"
+            "                      tile (default: exact split, two; see moepack run --help)\n"
             "Stops on SIGINT / SIGTERM.\n",
             MP_SERVE_PREFILL_CHUNK);
 }
@@ -71,7 +73,8 @@ int mp_cmd_serve(int argc, char **argv)
         O_TIMEOUT,
         O_NAME,
         O_CPU,
-        O_CHUNK
+        O_CHUNK,
+        O_BF16ACT
     };
     static const struct option lo[] = {{"host", required_argument, 0, O_HOST},
                                        {"port", required_argument, 0, O_PORT},
@@ -86,6 +89,7 @@ int mp_cmd_serve(int argc, char **argv)
                                        {"model-name", required_argument, 0, O_NAME},
                                        {"cpu-only", no_argument, 0, O_CPU},
                                        {"prefill-chunk", required_argument, 0, O_CHUNK},
+                                       {"bf16-activations", no_argument, 0, O_BF16ACT},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     optind = 1;
@@ -138,6 +142,7 @@ int mp_cmd_serve(int argc, char **argv)
             break;
         case O_NAME: model_name = optarg; break;
         case O_CPU: mo.cpu_only = true; break;
+        case O_BF16ACT: mo.bf16_activations = true; break;
         case O_CHUNK:
             if (!mp_cli_parse_u64("serve", "--prefill-chunk", optarg, 1, MP_BATCH_LIMIT, &v))
                 return MP_ERR_USAGE;

@@ -40,6 +40,7 @@ typedef struct mp_bench_opts {
     uint64_t seed;         /* of the synthetic prompts */
     uint32_t experts_per_token; /* 0: the model's num_experts_per_tok */
     uint32_t batch;        /* prompt tokens per step (mp_model_opts.max_batch); 0: the default */
+    bool bf16_activations; /* mp_model_opts.bf16_activations */
     /* Called at each step with a short description; may be NULL. */
     void (*progress)(void *ctx, const char *what);
     void *progress_ctx;
@@ -153,6 +154,7 @@ typedef struct mp_bench_result {
     mp_model_desc desc;
     uint32_t top_k;
     uint32_t batch; /* prompt tokens per step of the session */
+    bool bf16_activations; /* the option as given (it acts on bf16 experts on AMX only) */
     bool experts_q8;
     bool hybrid;
     uint32_t gen, repeat, ctx;

@@ -251,6 +251,8 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     mo.threads = o->threads;
     mo.cpu_only = o->cpu_only;
     mo.experts_per_token = o->experts_per_token;
+    mo.bf16_activations = o->bf16_activations;
+    r->bf16_activations = o->bf16_activations;
     mo.max_batch = o->batch;
     double t_load = mp_perf_now();
     if ((rc = mp_model_load(path, &mo, &b.m, err)))

@@ -155,6 +155,7 @@ json_t *mp_bench_to_json(const mp_bench_result *r)
     json_object_set_new(o, "isa", json_string(r->isa));
     json_object_set_new(o, "threads", json_integer(r->threads));
     json_object_set_new(o, "batch", json_integer(r->batch));
+    json_object_set_new(o, "bf16_activations", json_boolean(r->bf16_activations));
     json_object_set_new(o, "hybrid", json_boolean(r->hybrid));
 
     json_t *mo = json_object();

@@ -75,6 +75,7 @@ struct mp_model {
     uint32_t top_k;              /* routed experts per token used */
     uint32_t max_batch;          /* tokens per step of a prompt (sessions take min(ctx, this)) */
     bool experts_q8;             /* routed experts amx_int8 (else amx_bf16) */
+    bool bf16_activations;       /* mp_model_opts.bf16_activations */
     uint32_t slice_width, slices; /* expert NUMA slices along moe_intermediate_size */
     float softmax_scale;         /* metadata attention.softmax_scale */
     float rope_attn_factor;      /* metadata attention.rope_attn_factor */
@@ -165,8 +166,10 @@ typedef struct mp_moe_ws {
     /* bf16 experts on a table with gemm_bf16_split: an expert with at least
      * bf16_split_min_m rows gets its x_slot rows split in two bf16 (ld_xb =
      * 2 * ld_x values a row, lo kp_xb after hi) and its silu(g) * u rows
-     * split into hb (ld_hb a row, lo kp_hb after hi) */
-    size_t ld_x, ld_xb, kp_xb, ld_hb, kp_hb;
+     * split into hb (ld_hb a row, lo kp_hb after hi). lo_xb / lo_hb are
+     * the kernels' lo_off: kp_xb / kp_hb, or 0 (hi only) with
+     * bf16_activations */
+    size_t ld_x, ld_xb, kp_xb, ld_hb, kp_hb, lo_xb, lo_hb;
     uint16_t *hb;
 } mp_moe_ws;
 

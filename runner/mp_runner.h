@@ -42,6 +42,11 @@ typedef struct mp_model_opts {
     bool prefault;              /* fault the CPU section in at load (all threads, MADV_HUGEPAGE first) */
     int isa;                    /* an mp_isa to force; -1: MOEPACK_ISA when set, else the best */
     uint32_t max_batch;         /* tokens per step of a prompt, [1, MP_BATCH_LIMIT]; 0: MP_DEFAULT_BATCH */
+    /* bf16 experts on the AMX BF16 kernel: round their input rows to bf16
+     * (2^-9 |x|) and multiply each weight tile once, not split them in two
+     * bf16 and multiply twice (exact to 2^-16 |x|, the default); no effect
+     * on int8 experts or on the other kernels */
+    bool bf16_activations;
 } mp_model_opts;
 
 void mp_model_opts_default(mp_model_opts *o);

@@ -489,6 +489,7 @@ int mp_model_load(const char *path, const mp_model_opts *o, mp_model **out, mp_e
         goto fail;
     }
     m->max_batch = o->max_batch ? o->max_batch : MP_DEFAULT_BATCH;
+    m->bf16_activations = o->bf16_activations;
     m->slice_width = MP_EXPERT_SLICE_WIDTH;
     m->slices = (d->moe_intermediate_size + m->slice_width - 1) / m->slice_width;
     if ((rc = mp_container_load_tokenizer(m->c, &m->tok, err)))

@@ -86,6 +86,8 @@ int mp_moe_ws_init(mp_moe_ws *w, const mp_model *m, uint32_t max_batch, mp_error
             w->ld_x = w->ld_xb / 2;
             w->kp_hb = dn->kp;
             w->ld_hb = mp_bf16_split_ld(dn->kp);
+            w->lo_xb = m->bf16_activations ? 0 : w->kp_xb;
+            w->lo_hb = m->bf16_activations ? 0 : w->kp_hb;
             w->hb = mp_run_calloc64(slots, w->ld_hb * sizeof *w->hb);
             ok = ok && w->hb;
         }
@@ -187,8 +189,8 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
         K->gemm_q8(&j->ly->exp_up[e].q8, rows, xq, w->ld_in, xs, r0, r1, u, I, false);
     } else if (split) {
         const uint16_t *xb = (const uint16_t *)(const void *)(w->x_slot + first * w->ld_x);
-        K->gemm_bf16_split(&j->ly->exp_gate[e].amx_bf16, rows, xb, w->ld_xb, w->kp_xb, r0, r1, g, I, false);
-        K->gemm_bf16_split(&j->ly->exp_up[e].amx_bf16, rows, xb, w->ld_xb, w->kp_xb, r0, r1, u, I, false);
+        K->gemm_bf16_split(&j->ly->exp_gate[e].amx_bf16, rows, xb, w->ld_xb, w->lo_xb, r0, r1, g, I, false);
+        K->gemm_bf16_split(&j->ly->exp_up[e].amx_bf16, rows, xb, w->ld_xb, w->lo_xb, r0, r1, u, I, false);
     } else {
         const float *x = w->x_slot + first * w->ld_x;
         K->gemm_bf16_amx(&j->ly->exp_gate[e].amx_bf16, rows, x, w->ld_x, r0, r1, g, I, false);
@@ -204,7 +206,7 @@ static void gate_up_item(const expert_job *j, uint32_t e, uint32_t s, uint32_t s
                                hs + (first + r) * ns + (s - s0));
         else if (split) /* the last slice also writes down's zero padding */
             K->split_act_bf16(1, gr, I, r1 - r0, r1 == I ? w->kp_hb - r0 : r1 - r0,
-                              w->hb + (first + r) * w->ld_hb + r0, w->ld_hb, w->kp_hb);
+                              w->hb + (first + r) * w->ld_hb + r0, w->ld_hb, w->lo_hb);
     }
 }
 
@@ -247,7 +249,7 @@ static void down_item(const expert_job *j, uint32_t e, uint32_t b, uint32_t s0, 
             v = &sub;
         }
         if (bf16_split(m, w, e))
-            K->gemm_bf16_split(v, rows, w->hb + first * w->ld_hb + (size_t)s0 * SW, w->ld_hb, w->kp_hb, n0, n1, y,
+            K->gemm_bf16_split(v, rows, w->hb + first * w->ld_hb + (size_t)s0 * SW, w->ld_hb, w->lo_hb, n0, n1, y,
                                H, false);
         else
             K->gemm_bf16_amx(v, rows, w->g + first * I + (size_t)s0 * SW, I, n0, n1, y, H, false);
@@ -340,7 +342,7 @@ void mp_fwd_routed_experts(const mp_model *m, mp_moe_ws *w, uint32_t layer, size
                 const float *src = xn + (size_t)w->slot_token[s] * H;
                 if (split)
                     K->split_act_bf16(1, src, H, H, w->kp_xb, (uint16_t *)(void *)(w->x_slot + s * w->ld_x),
-                                      w->ld_xb, w->kp_xb);
+                                      w->ld_xb, w->lo_xb);
                 else
                     memcpy(w->x_slot + s * w->ld_x, src, H * sizeof(float));
             }
