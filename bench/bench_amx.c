@@ -42,10 +42,13 @@
  * the all-thread TDPBF16PS peak. The split kernel multiplies every weight
  * tile by both halves, so half that peak is its ceiling in useful flops.
  * Split rows are mp_bf16_split_ld apart, as the runner's (--ld-pad is for
- * the int8 rows).
+ * the int8 rows). --bf16-activations (implies --bf16): hi halves only, one
+ * tile product per weight tile, as `moepack run --bf16-activations` runs
+ * them.
  *
  * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
- *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--bf16] */
+ *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--bf16]
+ *                  [--bf16-activations] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,7 +324,7 @@ int main(int argc, char **argv)
     uint32_t E = 0; /* --experts, else from the LLC below */
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
-    bool with_v1 = false, tile_loads = false, bf16 = false;
+    bool with_v1 = false, tile_loads = false, bf16 = false, hi_only = false;
     uint32_t active = 0; /* --decode-active */
     size_t ams[16] = {1}; /* --active-m */
     int nams = 1;
@@ -349,6 +352,8 @@ int main(int argc, char **argv)
             tile_loads = true;
         } else if (!strcmp(argv[i], "--bf16")) {
             bf16 = true;
+        } else if (!strcmp(argv[i], "--bf16-activations")) {
+            bf16 = hi_only = true;
         } else if (!strcmp(argv[i], "--decode-active") && i + 1 < argc) {
             active = (uint32_t)atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--tunes") && i + 1 < argc) {
@@ -361,7 +366,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads] [--bf16]\n");
+                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads] [--bf16] [--bf16-activations]\n");
             return 1;
         }
     }
@@ -392,9 +397,10 @@ int main(int argc, char **argv)
     const char *pf = getenv("MOEPACK_AMX_PREFETCH");
     const char *kern = getenv("MOEPACK_AMX_KERNEL"), *tune = getenv("MOEPACK_AMX_TUNE");
     if (bf16)
-        printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, bf16 (amx_bf16): rows split in two "
-               "bf16 (TDPBF16PS kernel) from M = %u, f32 rows (AVX-512) below\n",
-               threads, E, K->bf16_split_min_m);
+        printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, bf16 (amx_bf16): rows %s "
+               "(TDPBF16PS kernel) from M = %u, f32 rows (AVX-512) below\n",
+               threads, E, hi_only ? "rounded to bf16, one product per tile" : "split in two bf16",
+               K->bf16_split_min_m);
     else
         printf("bench_amx: %d threads, %u experts of DeepSeek-V3 shape per step, int8 (amx_int8), activation rows K + "
                "%zu bytes apart; kernel %s%s%s%s\n",
@@ -404,9 +410,8 @@ int main(int argc, char **argv)
     double p1, pn;
     if (bf16) {
         p1 = mp_perf_amx_bf16_peak(1, 5), pn = mp_perf_amx_bf16_peak(threads, 5);
-        printf("AMX BF16 peak (TDPBF16PS, no loads): 1 thread %.2f TFLOP/s, %d threads %.2f TFLOP/s (%.1fx); the "
-               "split kernel's ceiling is half of it\n",
-               p1 * 1e-12, threads, pn * 1e-12, pn / p1);
+        printf("AMX BF16 peak (TDPBF16PS, no loads): 1 thread %.2f TFLOP/s, %d threads %.2f TFLOP/s (%.1fx)%s\n",
+               p1 * 1e-12, threads, pn * 1e-12, pn / p1, hi_only ? "" : "; the split kernel's ceiling is half of it");
     } else {
         p1 = mp_perf_amx_int8_peak(1, 5), pn = mp_perf_amx_int8_peak(threads, 5);
         printf("AMX INT8 peak (TDPBSSD, no loads): 1 thread %.2f TOPS, %d threads %.2f TOPS (%.1fx)\n", p1 * 1e-12,
@@ -483,8 +488,8 @@ int main(int argc, char **argv)
             run_ctx c = {.gemm_q8 = kv ? mp_gemm_q8_amx_v1 : K->gemm_q8, .ex = ex, .E = E, .M = M, .H = H,
                          .I = I, .S = dn.groups, .kp_in = gu.kp + ld_pad, .kp_down = dn.kp + ld_pad,
                          .threads = threads, .K = K, .bf16 = bf16, .split = M >= K->bf16_split_min_m,
-                         .ld_xb = mp_bf16_split_ld(bgu.kp), .ld_hb = mp_bf16_split_ld(bdn.kp), .lo_x = bgu.kp,
-                         .lo_h = bdn.kp};
+                         .ld_xb = mp_bf16_split_ld(bgu.kp), .ld_hb = mp_bf16_split_ld(bdn.kp),
+                         .lo_x = hi_only ? 0 : bgu.kp, .lo_h = hi_only ? 0 : bdn.kp};
             if (!run_ctx_buffers(&c))
                 return 2;
             double t_gu = time_it(run_gate_up, &c), t_dn = time_it(run_down, &c), t_all = time_it(run_both, &c);

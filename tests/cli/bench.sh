@@ -140,6 +140,11 @@ else
     expect_in "$out" "AMX bf16 peak: [0-9.]+ TFLOP/s"
     expect_in "$out" "routed experts [0-9.]+ TOPS = [0-9.]+% of the AMX bf16 peak \\(the split kernel's ceiling"
 fi
+# --bf16-activations: accepted and reported (its effect: tests/test_runner_exact.c)
+expect_exit 0 "$MP" bench "$T/bf16.moepack" --cpu-only --prompt 16 --gen 1 --no-limits -q --bf16-activations
+expect_in "$out" "prompts in steps of up to [0-9]+ tokens, --bf16-activations"
+expect_exit 0 "$MP" bench "$T/bf16.moepack" --cpu-only --prompt 16 --gen 0 --no-limits -q --json --bf16-activations
+expect_in "$out" '"bf16_activations": true'
 
 # text report, no limits: the ratios' limits are absent
 expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 2 --no-limits -q
