@@ -199,7 +199,7 @@ static void print_text(const mp_bench_result *r)
         printf("  prefill: routed experts %.3f TOPS", q->prefill_expert_ops_per_second / 1e12);
         if (q->prefill_vs_amx > 0)
             printf(" = %.1f%% of the AMX %s peak%s", 100 * q->prefill_vs_amx, r->experts_q8 ? "int8" : "bf16",
-                   r->experts_q8 ? "" : " (the split kernel's ceiling is half of it)");
+                   r->experts_q8 || r->bf16_activations ? "" : " (the split kernel's ceiling is half of it)");
         if (q->prefill_vs_amx_fed > 0)
             printf(", %.1f%% of the fed tile loop", 100 * q->prefill_vs_amx_fed);
         printf("\n");
