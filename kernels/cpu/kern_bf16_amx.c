@@ -76,15 +76,16 @@ static void split_act_bf16(size_t m, const float *x, size_t ldx, uint32_t k, uin
             const __mmask16 keep = kp - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kp - j)) - 1);
             const __m512 v = _mm512_maskz_loadu_ps(in, xr + (j < k ? j : 0));
             const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+            _mm256_mask_storeu_epi16(hi + j, keep, h);
+            if (!lo_off) /* hi only */
+                continue;
             const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
             const __m512 rest = _mm512_sub_ps(v, hf);
             /* x infinite or NaN (or rounded up to infinity): hi carries it,
              * and lo (inf - inf, x - inf) is 0 */
             const __mmask16 special = _mm512_fpclass_ps_mask(rest, 0x99); /* NaN, +inf, -inf */
             const __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_mov_ps((__mmask16)~special, rest));
-            _mm256_mask_storeu_epi16(hi + j, keep, h);
-            if (lo_off)
-                _mm256_mask_storeu_epi16(lo + j, keep, l);
+            _mm256_mask_storeu_epi16(lo + j, keep, l);
         }
     }
 }
