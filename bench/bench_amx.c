@@ -31,6 +31,13 @@
  * no-load peak that any kernel of that shape has. --tile-loads: that loop
  * with 0-4 of its tile loads per k-step, to time the loads.
  *
+ * --per-cpu R: instead of the GEMMs, R rounds of the no-load peak and the
+ * fed 2x2 loop on one thread pinned to each CPU of the process's affinity
+ * mask in turn (nothing else running). On the device the fed loop on one
+ * vCPU ran at either ~85% or ~25% of that vCPU's peak, changing between
+ * vCPUs and from one run to the next while the peak stayed put
+ * (docs/BENCHMARKS.md): this shows which state the machine is in.
+ *
  * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
  * sets).
@@ -47,9 +54,10 @@
  * them.
  *
  * usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,...] [--min-time S] [--v1] [--ld-pad B]
- *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--bf16]
- *                  [--bf16-activations] */
+ *                  [--decode-active A] [--active-m 1,16,...] [--tunes "SPEC;SPEC"] [--tile-loads] [--per-cpu R]
+ *                  [--bf16] [--bf16-activations] */
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +325,46 @@ static size_t llc_bytes(void)
     return unit == 'K' ? v << 10 : unit == 'M' ? v << 20 : v;
 }
 
+/* --per-cpu: the no-load peak and the fed loop of one thread pinned to each
+ * CPU of the mask in turn, `rounds` times; the calling thread's mask is
+ * restored afterwards. */
+static int per_cpu_rounds(int rounds)
+{
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask)) {
+        perror("bench_amx: sched_getaffinity");
+        return 1;
+    }
+    int n = 0, fast = 0;
+    for (int round = 1; round <= rounds; round++) {
+        printf("round %d, one thread per CPU: fed 2x2 loop TOPS (%% of that CPU's no-load peak)\n", round);
+        int k = 0; /* this round's CPUs, four to a line */
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+            if (!CPU_ISSET(cpu, &mask))
+                continue;
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof one, &one))
+                continue;
+            /* one sample each (no best-of): the state is what is measured */
+            double peak = mp_perf_amx_int8_peak(1, 1), fed = mp_perf_amx_int8_fed(1, 1, 0, 4);
+            double frac = peak > 0 ? fed / peak : 0;
+            n++;
+            k++;
+            fast += frac >= 0.6;
+            printf("  cpu %3d: %.2f (%.0f%% of %.2f)%s", cpu, fed * 1e-12, 100 * frac, peak * 1e-12,
+                   k % 4 ? "" : "\n");
+            fflush(stdout);
+        }
+        if (k % 4)
+            printf("\n");
+    }
+    sched_setaffinity(0, sizeof mask, &mask);
+    printf("per-CPU fed loop at >= 60%% of that CPU's no-load peak in %d of %d samples\n", fast, n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int threads = omp_get_max_threads();
@@ -325,6 +373,7 @@ int main(int argc, char **argv)
     size_t ms[16] = {1, 4, 16, 64, 256, 1024};
     int nms = 6;
     bool with_v1 = false, tile_loads = false, bf16 = false, hi_only = false;
+    int per_cpu = 0; /* --per-cpu rounds */
     uint32_t active = 0; /* --decode-active */
     size_t ams[16] = {1}; /* --active-m */
     int nams = 1;
@@ -348,6 +397,12 @@ int main(int argc, char **argv)
                 return 1;
         } else if (!strcmp(argv[i], "--v1")) {
             with_v1 = true;
+        } else if (!strcmp(argv[i], "--per-cpu") && i + 1 < argc) {
+            per_cpu = atoi(argv[++i]);
+            if (per_cpu < 1 || per_cpu > 100) {
+                fprintf(stderr, "bench_amx: --per-cpu takes 1 to 100 rounds\n");
+                return 1;
+            }
         } else if (!strcmp(argv[i], "--tile-loads")) {
             tile_loads = true;
         } else if (!strcmp(argv[i], "--bf16")) {
@@ -366,7 +421,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench_amx [--threads N] [--experts E] [--m 1,4,16,64,256,1024] [--min-time S] [--v1] "
-                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads] [--bf16] [--bf16-activations]\n");
+                    "[--ld-pad B] [--decode-active A] [--active-m 1,16,...] [--tunes \"SPEC;SPEC\"] [--tile-loads] [--per-cpu R] [--bf16] [--bf16-activations]\n");
             return 1;
         }
     }
@@ -380,8 +435,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_amx: need --threads >= 1, 1 <= --experts <= 256 and --decode-active dividing --experts\n");
         return 1;
     }
-    if (bf16 && (with_v1 || active || tile_loads)) {
-        fprintf(stderr, "bench_amx: --bf16 takes none of --v1, --decode-active, --tile-loads\n");
+    if (bf16 && (with_v1 || active || tile_loads || per_cpu)) {
+        fprintf(stderr, "bench_amx: --bf16 takes none of --v1, --decode-active, --tile-loads, --per-cpu\n");
         return 1;
     }
     mp_error err = {0};
@@ -435,6 +490,8 @@ int main(int argc, char **argv)
         }
     }
     fflush(stdout);
+    if (per_cpu)
+        return per_cpu_rounds(per_cpu);
     size_t bw_bytes = (size_t)1 << 30;
     while (bw_bytes < 4 * llc)
         bw_bytes *= 2;
