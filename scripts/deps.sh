@@ -40,6 +40,14 @@ if command -v python3 >/dev/null && ! python3 -c 'import openai' 2>/dev/null; th
         python3 -m pip install -q --break-system-packages openai >/dev/null 2>&1 ||
         echo "moepack: could not install the openai package; tests/cli/serve_openai.sh will be skipped"
 fi
+# Optional, for tests/cli/v2_numpy.sh: numpy runs the float64 reference forward pass of the
+# DeepSeek-V2 variants (the test also needs the fixtures).
+if command -v python3 >/dev/null && ! python3 -c 'import numpy' 2>/dev/null; then
+    echo "moepack: pip install numpy (optional, for tests/cli/v2_numpy.sh)"
+    python3 -m pip install -q numpy >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages numpy >/dev/null 2>&1 ||
+        echo "moepack: could not install numpy; tests/cli/v2_numpy.sh will be skipped"
+fi
 
 # Optional, for scripts/fuzz.sh (scripts/test.sh skips fuzzing without them, docs/FUZZING.md):
 # clang, and for clang's own version N its libFuzzer + sanitizer runtimes and its OpenMP. Since
