@@ -33,10 +33,10 @@
  *
  * --per-cpu R: instead of the GEMMs, R rounds of the no-load peak and the
  * fed 2x2 loop on one thread pinned to each CPU of the process's affinity
- * mask in turn (nothing else running). On the device the fed loop on one
- * vCPU ran at either ~85% or ~25% of that vCPU's peak, changing between
- * vCPUs and from one run to the next while the peak stayed put
- * (docs/BENCHMARKS.md): this shows which state the machine is in.
+ * mask in turn (no other thread of this process running). On the device
+ * the fed loop on one vCPU ran mostly near 85% or near 25% of that vCPU's
+ * peak, changing between vCPUs and from one run to the next while the peak
+ * stayed put (docs/BENCHMARKS.md): this shows which state the machine is in.
  *
  * --ld-pad B: activation rows K + B bytes apart (default 64, as the runner
  * lays them out: a multiple of 1 KiB would put a tile's 16 rows in few L1
