@@ -1,8 +1,10 @@
 /* SRC dispatch for tokenizer commands: one branch per kind of source. To add a kind (GGUF file,
  * moepack container), add a branch that recognises it and builds the tokenizer. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "container.h"
 #include "container_tokenizer.h"
@@ -17,15 +19,17 @@ static bool has_suffix(const char *s, const char *suffix)
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
 }
 
-/* The first bytes of a file (fewer when it is shorter); 0 on error. */
+/* The first bytes of a file (fewer when it is shorter); 0 on error. Opened
+ * non-blocking so that a FIFO without a writer reads as empty instead of
+ * hanging the open. */
 static size_t read_magic(const char *path, char *buf, size_t n)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return 0;
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    return got;
+    ssize_t got = read(fd, buf, n);
+    close(fd);
+    return got > 0 ? (size_t)got : 0;
 }
 
 int mp_cli_open_tokenizer(const char *src, mp_tokenizer **out, mp_error *err)

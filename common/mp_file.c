@@ -9,11 +9,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Opens an input for reading. O_NONBLOCK makes the open of a FIFO (or a
+ * device) that has no writer return at once, so the callers' regular-file
+ * check refuses it instead of the process hanging in open(); the flag is
+ * cleared again, as it means nothing for a regular file. */
+static int open_input(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags >= 0)
+            fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    return fd;
+}
+
 int mp_map_file(const char *path, mp_mapped_file *out, mp_error *err)
 {
     memset(out, 0, sizeof *out);
     out->fd = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_input(path);
     if (fd < 0)
         return mp_fail_errno(err, path, errno, "cannot open");
     struct stat st;
@@ -67,10 +82,27 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
+/* The final name must be free or an existing regular file: the commit
+ * renames over it, which would replace a device node such as /dev/null (as
+ * root) and fails on a directory only after all the work is done. */
+static int check_output_path(const char *final_path, mp_error *err)
+{
+    if (!*final_path)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "the output path is empty");
+    struct stat st;
+    if (stat(final_path, &st) == 0 && !S_ISREG(st.st_mode))
+        return mp_fail(err, MP_ERR_INPUT, final_path, NULL,
+                       "exists and is not a regular file; choose another output path");
+    return MP_OK;
+}
+
 int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err)
 {
     memset(f, 0, sizeof *f);
     f->fd = -1;
+    int rc = check_output_path(final_path, err);
+    if (rc)
+        return rc;
     f->final_path = strdup(final_path);
     f->partial_path = concat(final_path, ".partial");
     if (!f->final_path || !f->partial_path) {
@@ -182,7 +214,7 @@ int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *
     *out = NULL;
     if (out_len)
         *out_len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_input(path);
     if (fd < 0)
         return mp_fail_errno(err, path, errno, "cannot open");
     struct stat st;
@@ -257,4 +289,10 @@ bool mp_file_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+bool mp_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }

@@ -21,7 +21,8 @@ typedef struct mp_mapped_file {
 } mp_mapped_file;
 
 /* Maps `path` read-only (MAP_SHARED so the page cache is shared with other
- * processes and nothing is copied). */
+ * processes and nothing is copied). Anything but a regular file (a FIFO, a
+ * device, a directory) is refused, without blocking. */
 int mp_map_file(const char *path, mp_mapped_file *out, mp_error *err);
 void mp_unmap_file(mp_mapped_file *f);
 
@@ -39,7 +40,8 @@ typedef struct mp_outfile {
     uint64_t size; /* bytes written so far at the end of the file */
 } mp_outfile;
 
-/* Creates (or, with `resume`, reopens) FINAL.partial. */
+/* Creates (or, with `resume`, reopens) FINAL.partial. An empty FINAL, or one
+ * that exists and is not a regular file, is refused before anything is created. */
 int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err);
 /* Writes all of buf at `offset`; a short write (ENOSPC, EFBIG, EIO) is an error
  * that names the file. */
@@ -56,7 +58,7 @@ void mp_outfile_abort(mp_outfile *f);
 void mp_outfile_close_keep(mp_outfile *f);
 
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer, refusing
- * files larger than max_size. */
+ * files larger than max_size and, without blocking, non-regular files. */
 int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err);
 
 /* Joins a directory and a file name into a malloc'd path. */
@@ -65,5 +67,7 @@ char *mp_path_join(const char *dir, const char *name);
 char *mp_path_dirname(const char *path);
 bool mp_is_directory(const char *path);
 bool mp_file_exists(const char *path);
+/* True when both paths exist and name the same file (device and inode). */
+bool mp_same_file(const char *a, const char *b);
 
 #endif

@@ -7,7 +7,7 @@
 
 #include "model_desc.h"
 
-#define MP_MAX_ROPE_PAIRS 512
+#define MP_MAX_ROPE_PAIRS (MP_MAX_ROPE_HEAD_DIM / 2)
 
 typedef struct mp_attn_params {
     float softmax_scale;  /* qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 */

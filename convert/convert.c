@@ -146,6 +146,20 @@ static void cleanup(ctx *c, bool keep_partial)
     mp_source_close(c->src);
 }
 
+/* The output must not take the place of a file the conversion reads from:
+ * the final rename would destroy the checkpoint (its mapping keeps it
+ * readable until then, so nothing else would notice). */
+static int check_output_is_not_input(const ctx *c, const char *out_path, mp_error *err)
+{
+    for (size_t i = 0; i < c->src->n_files; i++)
+        if (mp_same_file(out_path, c->src->files[i].path))
+            return mp_fail(err, MP_ERR_INPUT, out_path, NULL, "is the source file %s; choose another output path",
+                           c->src->files[i].path);
+    if (c->o->config_override && mp_same_file(out_path, c->o->config_override))
+        return mp_fail(err, MP_ERR_INPUT, out_path, NULL, "is the --config file; choose another output path");
+    return MP_OK;
+}
+
 static int cmp_job_size(const void *a, const void *b, void *arg)
 {
     ctx *c = arg;
@@ -190,7 +204,7 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
     }
     sprintf(c.journal_path, "%s.partial.journal", out_path);
     bool resuming = opts->resume && mp_file_exists(c.journal_path);
-    if ((rc = mp_outfile_open(&c.out, out_path, resuming, err)))
+    if ((rc = check_output_is_not_input(&c, out_path, err)) || (rc = mp_outfile_open(&c.out, out_path, resuming, err)))
         goto done;
     c.out_open = true;
     uint32_t restored = 0;

@@ -202,6 +202,10 @@ static int apply_config_override(mp_source *s, const char *cfg_path, mp_error *e
     if (!rc)
         rc = mp_model_desc_from_config_json(text, len, cfg_path, &o, err);
     free(text);
+    /* a config.json stands on its own: its faults are named as its own,
+     * not as the checkpoint's they are about to replace */
+    if (!rc)
+        rc = mp_model_desc_validate(&o, cfg_path, err);
     if (rc)
         return rc;
     char field[64] = "";
@@ -212,6 +216,29 @@ static int apply_config_override(mp_source *s, const char *cfg_path, mp_error *e
     o.fp8_block_rows = s->desc.fp8_block_rows;
     o.fp8_block_cols = s->desc.fp8_block_cols;
     s->desc = o;
+    return MP_OK;
+}
+
+/* A tensor of a layer or a routed expert that the description does not have
+ * means the description (config.json, --config or the GGUF's keys) is not
+ * that of this checkpoint: converting would silently leave weights out. */
+static int check_tensors_within_model(const mp_source *s, mp_error *err)
+{
+    const mp_model_desc *d = &s->desc;
+    uint32_t layers = d->num_hidden_layers + d->num_nextn_predict_layers;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        const mp_src_tensor *t = &s->tensors[i];
+        const char *file = t->st ? t->st->shard_path : s->path;
+        if (t->id.layer >= 0 && (uint32_t)t->id.layer >= layers)
+            return mp_fail(err, MP_ERR_INPUT, file, t->name,
+                           "layer %d is beyond the model description's %u layers (num_hidden_layers %u + "
+                           "num_nextn_predict_layers %u)",
+                           (int)t->id.layer, layers, d->num_hidden_layers, d->num_nextn_predict_layers);
+        if (t->id.expert >= 0 && (uint32_t)t->id.expert >= d->n_routed_experts)
+            return mp_fail(err, MP_ERR_INPUT, file, t->name,
+                           "routed expert %d is beyond the model description's %u routed experts (n_routed_experts)",
+                           (int)t->id.expert, d->n_routed_experts);
+    }
     return MP_OK;
 }
 
@@ -243,6 +270,8 @@ int mp_source_open(const char *path, const char *config_override, mp_source **ou
         rc = apply_config_override(s, config_override, err);
     if (!rc)
         rc = mp_model_desc_validate(&s->desc, path, err);
+    if (!rc)
+        rc = check_tensors_within_model(s, err);
     if (rc) {
         mp_source_close(s);
         return rc;

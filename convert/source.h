@@ -48,7 +48,8 @@ typedef struct mp_source {
  * config.json beside it), or a .gguf file. `config_override` (may be NULL)
  * is a config.json whose description replaces the source's own; for GGUF
  * sources it supplies what the GGUF does not record (routing groups) and
- * must agree with the GGUF on everything the GGUF does record. */
+ * must agree with the GGUF on everything the GGUF does record. A tensor of a
+ * layer or routed expert beyond the description is an error, not skipped. */
 int mp_source_open(const char *path, const char *config_override, mp_source **out, mp_error *err);
 void mp_source_close(mp_source *s);
 

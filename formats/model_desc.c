@@ -500,7 +500,7 @@ int mp_model_desc_validate(const mp_model_desc *d, const char *path, mp_error *e
     CHECK_RANGE("q_lora_rank", d->q_lora_rank, 0, MP_MAX_LORA_RANK);
     CHECK_RANGE("kv_lora_rank", d->kv_lora_rank, 1, MP_MAX_LORA_RANK);
     CHECK_RANGE("qk_nope_head_dim", d->qk_nope_head_dim, 1, MP_MAX_HEAD_DIM);
-    CHECK_RANGE("qk_rope_head_dim", d->qk_rope_head_dim, 1, MP_MAX_HEAD_DIM);
+    CHECK_RANGE("qk_rope_head_dim", d->qk_rope_head_dim, 1, MP_MAX_ROPE_HEAD_DIM);
     if (d->qk_rope_head_dim % 2)
         return mp_fail(err, MP_ERR_INPUT, path, "qk_rope_head_dim", "%u is odd; rotary dims come in pairs",
                        d->qk_rope_head_dim);
@@ -546,8 +546,12 @@ int mp_model_desc_validate(const mp_model_desc *d, const char *path, mp_error *e
         return mp_fail(err, MP_ERR_INPUT, path, "topk_method", "invalid value %d", (int)d->topk_method);
     if (!finite_positive(d->rms_norm_eps) || d->rms_norm_eps >= 1.0f)
         return mp_fail(err, MP_ERR_INPUT, path, "rms_norm_eps", "%g is not in (0, 1)", (double)d->rms_norm_eps);
-    if (!finite_positive(d->rope_theta))
-        return mp_fail(err, MP_ERR_INPUT, path, "rope_theta", "%g is not a positive finite number", d->rope_theta);
+    /* the rope frequencies are theta^(-2i/dim) and YaRN divides by ln(theta):
+     * at 1 that is a division by zero, below 1 the frequencies grow instead
+     * of decaying (the converter's attention constants refuse both) */
+    if (!isfinite(d->rope_theta) || d->rope_theta <= 1.0)
+        return mp_fail(err, MP_ERR_INPUT, path, "rope_theta", "%g is not a finite number greater than 1",
+                       d->rope_theta);
     CHECK_RANGE("max_position_embeddings", d->max_position_embeddings, 1, MP_MAX_POSITIONS);
     if (d->yarn.enabled) {
         if (!finite_positive(d->yarn.factor))

@@ -80,6 +80,7 @@ enum {
 #define MP_MAX_NEXTN 16u
 #define MP_MAX_HEADS 1024u
 #define MP_MAX_HEAD_DIM 4096u       /* qk_nope, qk_rope, v head dims */
+#define MP_MAX_ROPE_HEAD_DIM 1024u  /* qk_rope_head_dim: the rope frequencies are a fixed array of half as many */
 #define MP_MAX_LORA_RANK 65536u     /* q_lora_rank, kv_lora_rank */
 #define MP_MAX_EXPERTS 4096u
 #define MP_MAX_SHARED_EXPERTS 64u

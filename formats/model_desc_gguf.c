@@ -278,9 +278,20 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
         *ids[i] = (int32_t)v;
     }
 
-    /* sizes the mapping itself divides or subtracts by */
-    if (d->hidden_size == 0 || d->num_attention_heads == 0 || d->kv_lora_rank == 0 || d->v_head_dim == 0 ||
-        d->vocab_size == 0 || d->num_hidden_layers == 0)
-        return mp_fail(err, MP_ERR_INPUT, r->path, NULL, "a required model dimension is 0");
+    /* sizes the mapping itself divides or subtracts by, named by the key they
+     * come from (num_hidden_layers is at least 1: see nextn_predict_layers above) */
+    const struct {
+        const char *key;
+        uint32_t value;
+    } sizes[] = {
+        {ARCH ".embedding_length", d->hidden_size},
+        {ARCH ".attention.head_count", d->num_attention_heads},
+        {ARCH ".attention.kv_lora_rank", d->kv_lora_rank},
+        {has_v_mla ? ARCH ".attention.value_length_mla" : ARCH ".attention.value_length", d->v_head_dim},
+        {has_vocab ? ARCH ".vocab_size" : "vocabulary size", d->vocab_size},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].value == 0)
+            return mp_fail(err, MP_ERR_INPUT, r->path, sizes[i].key, "is 0, a required model dimension");
     return MP_OK;
 }

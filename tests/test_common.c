@@ -1,7 +1,9 @@
 /* common/: number formats, error formatting, crash-safe output files. */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_error.h"
 #include "mp_file.h"
@@ -114,6 +116,63 @@ static void test_outfile(void)
     CHECK(strstr(e.msg, "not a regular file") != NULL);
 }
 
+/* A FIFO without a writer in place of an input is refused at once; opening
+ * it blocked forever before. The alarm turns a hang into a failure. */
+static void test_fifo_input(void)
+{
+    const char *dir = mp_test_tmpdir("test_common_fifo");
+    char fifo[4096];
+    snprintf(fifo, sizeof fifo, "%s/config.json", dir);
+    REQUIRE(mkfifo(fifo, 0644) == 0);
+    alarm(30);
+    mp_error e = {0};
+    mp_mapped_file m;
+    CHECK(mp_map_file(fifo, &m, &e) == MP_ERR_INPUT);
+    CHECKF(strstr(e.msg, fifo) == e.msg && strstr(e.msg, "not a regular file"), "%s", e.msg);
+    char *text = NULL;
+    CHECK(mp_read_small_file(fifo, 1 << 20, &text, NULL, &e) == MP_ERR_INPUT && text == NULL);
+    CHECKF(strstr(e.msg, fifo) == e.msg && strstr(e.msg, "regular file"), "%s", e.msg);
+    alarm(0);
+}
+
+/* An output path that exists but is not a regular file (a FIFO, a
+ * directory; a device such as /dev/null as root) is refused when the output
+ * is opened, before any work, and is left as it was; so is an empty path. */
+static void test_outfile_bad_targets(void)
+{
+    const char *dir = mp_test_tmpdir("test_common_targets");
+    char fifo[4096], partial[4200];
+    snprintf(fifo, sizeof fifo, "%s/out.fifo", dir);
+    snprintf(partial, sizeof partial, "%s.partial", fifo);
+    REQUIRE(mkfifo(fifo, 0644) == 0);
+    mp_error e = {0};
+    mp_outfile f;
+    CHECK(mp_outfile_open(&f, fifo, false, &e) == MP_ERR_INPUT);
+    CHECKF(strstr(e.msg, fifo) == e.msg && strstr(e.msg, "not a regular file"), "%s", e.msg);
+    mp_outfile_abort(&f);
+    struct stat st;
+    CHECK(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    CHECK(!mp_file_exists(partial));
+
+    CHECK(mp_outfile_open(&f, dir, false, &e) == MP_ERR_INPUT);
+    CHECKF(strstr(e.msg, "not a regular file"), "%s", e.msg);
+    mp_outfile_abort(&f);
+    CHECK(mp_outfile_open(&f, "", false, &e) == MP_ERR_INPUT);
+    CHECKF(strstr(e.msg, "output path is empty"), "%s", e.msg);
+    mp_outfile_abort(&f);
+    CHECK(!mp_file_exists(".partial"));
+
+    /* the same file under two names, and two different files */
+    char a[4096], link[4096];
+    snprintf(a, sizeof a, "%s/a.bin", dir);
+    snprintf(link, sizeof link, "%s/link.bin", dir);
+    FILE *fa = fopen(a, "wb");
+    REQUIRE(fa && fclose(fa) == 0 && symlink(a, link) == 0);
+    CHECK(mp_same_file(a, link));
+    CHECK(!mp_same_file(a, fifo));
+    CHECK(!mp_same_file(a, mp_test_path(dir, "missing")));
+}
+
 int main(void)
 {
     test_f16_roundtrip();
@@ -122,5 +181,7 @@ int main(void)
     test_checked_math();
     test_error_format();
     test_outfile();
+    test_fifo_input();
+    test_outfile_bad_targets();
     return mp_test_finish();
 }

@@ -100,6 +100,7 @@ typedef struct variant {
     float log_mul;    /* yarn_log_multiplier; 0: no yarn keys */
     bool vocab_key;   /* deepseek2.vocab_size present (else a token list) */
     const char *drop; /* a key to leave out */
+    const char *zero; /* a key written as 0 */
     const char *arch;
     uint32_t head_count_kv_override;
 } variant;
@@ -110,6 +111,8 @@ static void kvu(buf *b, const variant *v, const char *key, uint32_t val)
 {
     if (v->drop && strcmp(v->drop, key) == 0)
         return;
+    if (v->zero && strcmp(v->zero, key) == 0)
+        val = 0;
     kv_u32(b, key, val);
     n_kv++;
 }
@@ -270,6 +273,19 @@ static void test_variants(const char *dir)
     CHECK(describe(dir, &arch, &d, &err) == MP_ERR_INPUT && strstr(err.msg, "'llama'"));
     variant no_rope = {.vocab_key = true, .drop = "deepseek2.rope.dimension_count"};
     CHECK(describe(dir, &no_rope, &d, &err) == MP_ERR_INPUT && strstr(err.msg, "rope.dimension_count"));
+    /* a size of 0 names its key (the message once said only "a required model dimension is 0") */
+    static const char *const zero_keys[] = {"deepseek2.attention.value_length", "deepseek2.attention.kv_lora_rank",
+                                            "deepseek2.embedding_length", "deepseek2.vocab_size"};
+    for (size_t i = 0; i < sizeof zero_keys / sizeof zero_keys[0]; i++) {
+        variant zero = {.vocab_key = true, .zero = zero_keys[i]};
+        char want[128];
+        snprintf(want, sizeof want, "shown-name.gguf: %s: is 0", zero_keys[i]);
+        CHECK(describe(dir, &zero, &d, &err) == MP_ERR_INPUT);
+        CHECKF(strstr(err.msg, want) == err.msg, "%s: %s", zero_keys[i], err.msg);
+    }
+    variant zero_mla = {.vocab_key = true, .mla_split = true, .zero = "deepseek2.attention.value_length_mla"};
+    CHECK(describe(dir, &zero_mla, &d, &err) == MP_ERR_INPUT);
+    CHECKF(strstr(err.msg, "deepseek2.attention.value_length_mla: is 0"), "%s", err.msg);
 }
 
 int main(void)

@@ -430,6 +430,11 @@ static void test_validate(void)
     EXPECT_INVALID(d.rms_norm_eps = INFINITY, "rms_norm_eps: ");
     EXPECT_INVALID(d.rope_theta = NAN, "rope_theta: ");
     EXPECT_INVALID(d.rope_theta = -1, "rope_theta: ");
+    /* accepted here once, refused by the converter only after every tensor
+     * was converted, in a message naming no file */
+    EXPECT_INVALID(d.rope_theta = 1.0, "rope_theta: 1 is not a finite number greater than 1");
+    EXPECT_INVALID(d.rope_theta = 0.5, "rope_theta: 0.5 is not");
+    EXPECT_INVALID(d.qk_rope_head_dim = 1026, "qk_rope_head_dim: 1026 is out of range (1..1024)");
     EXPECT_INVALID(d.max_position_embeddings = 0, "max_position_embeddings: ");
     EXPECT_INVALID(d.yarn.factor = 0, "rope_scaling.factor: ");
     EXPECT_INVALID(d.yarn.original_max_position_embeddings = 0, "rope_scaling.original_max_position_embeddings: ");

@@ -116,6 +116,19 @@ int main(void)
     free(text);
     CHECK(mp_source_open(mp_test_path(fix, "tiny-v3-bf16.gguf"), cfg, &q, &e) == MP_ERR_INPUT);
     CHECKF(strstr(e.msg, "hidden_size") != NULL, "%s", e.msg);
+    /* an override that is invalid in itself is named as the fault, not the
+     * GGUF (routing groups are what --config is for, and what goes wrong) */
+    REQUIRE(mp_read_small_file(mp_test_path(fix, "tiny-v3/config.json"), 1 << 20, &text, &len, &e) == MP_OK);
+    char *ng = strstr(text, "\"n_group\": 4");
+    REQUIRE(ng);
+    memcpy(ng, "\"n_group\": 3", 12);
+    f = fopen(cfg, "w");
+    REQUIRE(f);
+    fwrite(text, 1, len, f);
+    fclose(f);
+    free(text);
+    CHECK(mp_source_open(mp_test_path(fix, "tiny-v3-bf16.gguf"), cfg, &q, &e) == MP_ERR_INPUT && q == NULL);
+    CHECKF(strncmp(e.msg, cfg, strlen(cfg)) == 0 && strstr(e.msg, "n_group: 3 does not divide"), "%s", e.msg);
 
     mp_source_close(hf);
     mp_source_close(gg);

@@ -97,4 +97,59 @@ expect_exit 0 "$MP" run "$D/mtp-drop.moepack" -p "hello" -n 8 --temp 0 --cpu-onl
 drop_text=$out
 expect_exit 0 "$MP" run "$D/mtp-keep.moepack" -p "hello" -n 8 --temp 0 --cpu-only
 [ "$out" = "$drop_text" ] && ok || fail "--keep-mtp changed the generated text"
+
+# ---- bad inputs and outputs found by a sweep of hostile files ----
+# model_copy NAME: the fixture checkpoint as links, without its index (a folder of shards)
+model_copy() {
+    local m="$D/$1"
+    mkdir -p "$m"
+    for f in "$FIX"/tiny-v3/*; do
+        case "$f" in *index.json) ;; *) ln -s "$f" "$m/" ;; esac
+    done
+    echo "$m"
+}
+# one_tensor_shard FILE NAME: a safetensors file holding one BF16 [1] tensor
+one_tensor_shard() {
+    local h="{\"$2\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]}}" n
+    n=${#h}
+    printf "$(printf '\\x%02x\\x%02x' $((n & 255)) $((n >> 8)))\\0\\0\\0\\0\\0\\0%s\\0\\0" "$h" > "$1"
+}
+# a FIFO in place of config.json or of a shard: refused, not a hang
+m=$(model_copy fifo-config)
+rm "$m/config.json" && mkfifo "$m/config.json"
+expect_exit 2 timeout 60 "$MP" inspect-source "$m"
+expect_in "$err" 'fifo-config/config\.json: not a readable regular file'
+m=$(model_copy fifo-shard)
+mkfifo "$m/model-00006-of-00005.safetensors"
+expect_exit 2 timeout 60 "$MP" convert "$m" -o "$D/fifo.moepack" --quiet
+expect_in "$err" 'model-00006-of-00005\.safetensors: not a regular file'
+# rope_theta 1: refused with the checkpoint named, before any conversion
+m=$(model_copy theta-one)
+rm "$m/config.json" && sed 's/"rope_theta": [0-9.]*/"rope_theta": 1.0/' "$FIX/tiny-v3/config.json" > "$m/config.json"
+expect_exit 2 "$MP" inspect-source "$m"
+expect_in "$err" '^moepack: .*theta-one: rope_theta: 1 is not a finite number greater than 1'
+# a tensor of an expert or a layer the config does not have: refused, not left out
+m=$(model_copy extra-expert)
+one_tensor_shard "$m/extra.safetensors" model.layers.1.mlp.experts.16.gate_proj.weight
+expect_exit 2 "$MP" convert "$m" -o "$D/extra.moepack" --quiet
+expect_in "$err" 'extra\.safetensors: model\.layers\.1\.mlp\.experts\.16\.gate_proj\.weight: routed expert 16 is beyond the model description.s 16 routed experts'
+[ ! -e "$D/extra.moepack" ] && ok || fail "a checkpoint with a stray expert was converted"
+m=$(model_copy extra-layer)
+one_tensor_shard "$m/extra.safetensors" model.layers.3.input_layernorm.weight
+expect_exit 2 "$MP" inspect-source "$m"
+expect_in "$err" 'model\.layers\.3\.input_layernorm\.weight: layer 3 is beyond the model description.s 3 layers'
+# outputs: not over a non-regular file (left as it was), not over the source, not an empty path
+mkfifo "$D/out.fifo"
+expect_exit 2 timeout 60 "$MP" convert "$FIX/tiny-v3" -o "$D/out.fifo" --quiet
+expect_in "$err" 'out\.fifo: exists and is not a regular file'
+[ -p "$D/out.fifo" ] && [ ! -e "$D/out.fifo.partial" ] && ok || fail "the FIFO given as output was replaced"
+mkdir -p "$D/out-dir"
+expect_exit 2 "$MP" convert "$FIX/tiny-v3" -o "$D/out-dir" --quiet
+expect_in "$err" 'out-dir: exists and is not a regular file'
+cp "$FIX/tiny-v3-Q8_0.gguf" "$D/self.gguf"
+expect_exit 2 "$MP" convert "$D/self.gguf" --config "$FIX/tiny-v3/config.json" -o "$D/self.gguf" --quiet
+expect_in "$err" 'self\.gguf: is the source file .*self\.gguf'
+cmp -s "$D/self.gguf" "$FIX/tiny-v3-Q8_0.gguf" && ok || fail "converting onto the source replaced it"
+expect_exit 2 "$MP" convert "$FIX/tiny-v3" -o "" --quiet
+expect_in "$err" 'the output path is empty'
 finish
