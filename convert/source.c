@@ -112,6 +112,9 @@ static int open_safetensors(mp_source *s, mp_error *err)
             return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name, "expected a 1-D or 2-D tensor, found %u dims",
                            t->ndim);
         }
+        /* refused here, not when the converter reaches the tensor minutes later */
+        if ((rc = mp_st_check_float_dtype(t, err)))
+            return rc;
         x.name = t->name;
         x.st = t;
         if ((rc = add_tensor(s, &x, &cap, err)))

@@ -786,12 +786,20 @@ static uint16_t load_u16(const uint8_t *p)
     return u;
 }
 
-int mp_st_read_rows_f32(const mp_safetensors *st, const mp_st_tensor *t, uint64_t row0, uint64_t nrows, float *out,
-                        uint32_t block_rows, uint32_t block_cols, mp_error *err)
+int mp_st_check_float_dtype(const mp_st_tensor *t, mp_error *err)
 {
     if (t->dtype != MP_ST_BF16 && t->dtype != MP_ST_F16 && t->dtype != MP_ST_F32 && t->dtype != MP_ST_F8_E4M3)
         return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name,
                        "dtype %s cannot be read as floats (BF16, F16, F32 or F8_E4M3 expected)", t->dtype_name);
+    return MP_OK;
+}
+
+int mp_st_read_rows_f32(const mp_safetensors *st, const mp_st_tensor *t, uint64_t row0, uint64_t nrows, float *out,
+                        uint32_t block_rows, uint32_t block_cols, mp_error *err)
+{
+    int rc = mp_st_check_float_dtype(t, err);
+    if (rc)
+        return rc;
     if (t->ndim != 1 && t->ndim != 2)
         return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name,
                        "is %u-D; only 1-D and 2-D tensors can be read as rows", t->ndim);

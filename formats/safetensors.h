@@ -106,6 +106,10 @@ int mp_st_check_fp8_scale(const mp_safetensors *st, const mp_st_tensor *t, uint3
  * long conversion so a broken scale is found at once). */
 int mp_st_check_fp8_scales(const mp_safetensors *st, uint32_t block_rows, uint32_t block_cols, mp_error *err);
 
+/* MP_OK when t's dtype is one mp_st_read_rows_f32 reads (BF16, F16, F32,
+ * F8_E4M3); else an error naming the shard, tensor and dtype. */
+int mp_st_check_float_dtype(const mp_st_tensor *t, mp_error *err);
+
 /* Reads rows [row0, row0 + nrows) of a 1-D (one row) or 2-D BF16/F16/F32 or
  * block-scaled F8_E4M3 tensor as f32 into out (nrows x cols floats). F8
  * values are dequantized as fp8_to_f32(q) * scale_inv[r / block_rows][c /

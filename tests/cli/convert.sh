@@ -138,6 +138,16 @@ m=$(model_copy extra-layer)
 one_tensor_shard "$m/extra.safetensors" model.layers.3.input_layernorm.weight
 expect_exit 2 "$MP" inspect-source "$m"
 expect_in "$err" 'model\.layers\.3\.input_layernorm\.weight: layer 3 is beyond the model description.s 3 layers'
+# a dtype the converter cannot read (F8_E5M2 in place of an FP8 checkpoint's F8_E4M3): refused when the
+# checkpoint is opened, naming shard, tensor and dtype, not when the conversion reaches the tensor
+expect_exit 0 "$MP" synth --like tiny --dtype fp8 -q -o "$D/e5m2"
+shard=$(ls "$D"/e5m2/model-0000*.safetensors | head -1)
+off=$(grep -obUa '"F8_E4M3"' "$shard" | head -1 | cut -d: -f1)
+printf '"F8_E5M2"' | dd of="$shard" bs=1 seek="$off" conv=notrunc 2>/dev/null
+expect_exit 2 "$MP" inspect-source "$D/e5m2"
+expect_in "$err" 'model-0000.-of-00000.\.safetensors: model\.layers\.[0-9]*\..*: dtype F8_E5M2 cannot be read as floats'
+expect_exit 2 "$MP" convert "$D/e5m2" -o "$D/e5m2.moepack" --quiet
+[ ! -e "$D/e5m2.moepack" ] && [ ! -e "$D/e5m2.moepack.partial" ] && ok || fail "an unreadable dtype left an output"
 # outputs: not over a non-regular file (left as it was), not over the source, not an empty path
 mkfifo "$D/out.fifo"
 expect_exit 2 timeout 60 "$MP" convert "$FIX/tiny-v3" -o "$D/out.fifo" --quiet
