@@ -1,6 +1,5 @@
 /* SRC dispatch for tokenizer commands: one branch per kind of source. To add a kind (GGUF file,
  * moepack container), add a branch that recognises it and builds the tokenizer. */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +18,11 @@ static bool has_suffix(const char *s, const char *suffix)
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
 }
 
-/* The first bytes of a file (fewer when it is shorter); 0 on error. Opened
- * non-blocking so that a FIFO without a writer reads as empty instead of
- * hanging the open. */
+/* The first bytes of a file (fewer when it is shorter); 0 on error (a FIFO
+ * without a writer reads as empty: mp_open_input). */
 static size_t read_magic(const char *path, char *buf, size_t n)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = mp_open_input(path);
     if (fd < 0)
         return 0;
     ssize_t got = read(fd, buf, n);

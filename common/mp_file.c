@@ -9,11 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Opens an input for reading. O_NONBLOCK makes the open of a FIFO (or a
- * device) that has no writer return at once, so the callers' regular-file
- * check refuses it instead of the process hanging in open(); the flag is
- * cleared again, as it means nothing for a regular file. */
-static int open_input(const char *path)
+/* O_NONBLOCK makes the open of a FIFO (or a device) that has no writer
+ * return at once, so the callers' regular-file checks refuse it instead of
+ * the process hanging in open(); the flag is cleared again, as it means
+ * nothing for a regular file (and a FIFO without a writer then reads as
+ * empty). */
+int mp_open_input(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd >= 0) {
@@ -28,7 +29,7 @@ int mp_map_file(const char *path, mp_mapped_file *out, mp_error *err)
 {
     memset(out, 0, sizeof *out);
     out->fd = -1;
-    int fd = open_input(path);
+    int fd = mp_open_input(path);
     if (fd < 0)
         return mp_fail_errno(err, path, errno, "cannot open");
     struct stat st;
@@ -214,7 +215,7 @@ int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *
     *out = NULL;
     if (out_len)
         *out_len = 0;
-    int fd = open_input(path);
+    int fd = mp_open_input(path);
     if (fd < 0)
         return mp_fail_errno(err, path, errno, "cannot open");
     struct stat st;

@@ -20,6 +20,11 @@ typedef struct mp_mapped_file {
     int fd;
 } mp_mapped_file;
 
+/* Opens an input file read-only (close-on-exec) without blocking on a FIFO or
+ * device that has no writer; -1 with errno set on failure. Every input goes
+ * through it. */
+int mp_open_input(const char *path);
+
 /* Maps `path` read-only (MAP_SHARED so the page cache is shared with other
  * processes and nothing is copied). Anything but a regular file (a FIFO, a
  * device, a directory) is refused, without blocking. */

@@ -1,7 +1,6 @@
 #include "source.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -42,7 +41,7 @@ static int add_tensor(mp_source *s, const mp_src_tensor *t, size_t *cap, mp_erro
 /* Hashes the first `n` bytes of a file (its header) for provenance. */
 static int hash_file_head(const char *path, uint64_t n, mp_source_file *f, mp_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = mp_open_input(path);
     if (fd < 0)
         return mp_fail_errno(err, path, errno, "cannot open");
     struct stat st;
@@ -130,7 +129,7 @@ static int open_safetensors(mp_source *s, mp_error *err)
     for (size_t i = 0; i < s->n_files; i++) {
         const char *p = mp_st_shard_path(s->st, i);
         /* the header is 8 bytes of length + that many bytes of JSON */
-        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        int fd = mp_open_input(p);
         uint8_t lenb[8] = {0};
         if (fd < 0 || pread(fd, lenb, 8, 0) != 8) {
             int e = errno;

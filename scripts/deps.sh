@@ -34,20 +34,20 @@ apt_install "" "${pkgs[@]}"
 # server, headless Chromium loads the chat page, the `openai` package is the reference client.
 apt_install "optional, for the serve tests" curl python3 chromium ||
     echo "moepack: could not install curl python3 chromium; the tests that need them will be skipped"
-if command -v python3 >/dev/null && ! python3 -c 'import openai' 2>/dev/null; then
-    echo "moepack: pip install openai (optional, for tests/cli/serve_openai.sh)"
-    python3 -m pip install -q openai >/dev/null 2>&1 ||
-        python3 -m pip install -q --break-system-packages openai >/dev/null 2>&1 ||
-        echo "moepack: could not install the openai package; tests/cli/serve_openai.sh will be skipped"
-fi
-# Optional, for tests/cli/v2_numpy.sh: numpy runs the float64 reference forward pass of the
-# DeepSeek-V2 variants (the test also needs the fixtures).
-if command -v python3 >/dev/null && ! python3 -c 'import numpy' 2>/dev/null; then
-    echo "moepack: pip install numpy (optional, for tests/cli/v2_numpy.sh)"
-    python3 -m pip install -q numpy >/dev/null 2>&1 ||
-        python3 -m pip install -q --break-system-packages numpy >/dev/null 2>&1 ||
-        echo "moepack: could not install numpy; tests/cli/v2_numpy.sh will be skipped"
-fi
+# pip_optional MODULE WHAT: pip-installs the Python package MODULE when python3 lacks it; WHAT
+# (a test script) is skipped if that fails.
+pip_optional() {
+    command -v python3 >/dev/null || return 0
+    python3 -c "import $1" 2>/dev/null && return 0
+    echo "moepack: pip install $1 (optional, for $2)"
+    python3 -m pip install -q "$1" >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages "$1" >/dev/null 2>&1 ||
+        echo "moepack: could not install the $1 package; $2 will be skipped"
+}
+pip_optional openai tests/cli/serve_openai.sh
+# numpy runs the float64 reference forward pass of the DeepSeek-V2 variants (that test also needs
+# the fixtures)
+pip_optional numpy tests/cli/v2_numpy.sh
 
 # Optional, for scripts/fuzz.sh (scripts/test.sh skips fuzzing without them, docs/FUZZING.md):
 # clang, and for clang's own version N its libFuzzer + sanitizer runtimes and its OpenMP. Since
