@@ -86,13 +86,8 @@ static bool parse_prompts(const char *s, mp_bench_opts *o)
 /* The JSON text and a newline, through FILE.partial. */
 static int write_file(const char *path, const char *text, mp_error *err)
 {
-    mp_outfile f;
-    int rc = mp_outfile_open(&f, path, false, err);
-    if (!rc && !(rc = mp_outfile_append(&f, text, strlen(text), err)) && !(rc = mp_outfile_append(&f, "\n", 1, err)))
-        rc = mp_outfile_commit(&f, err);
-    if (rc)
-        mp_outfile_abort(&f);
-    return rc;
+    const mp_file_part parts[] = {{text, strlen(text)}, {"\n", 1}};
+    return mp_write_file_parts(path, parts, 2, err);
 }
 
 static void gb(char *buf, size_t n, double bytes)

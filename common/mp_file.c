@@ -210,6 +210,42 @@ void mp_outfile_close_keep(mp_outfile *f)
     f->fd = -1;
 }
 
+int mp_write_file_parts(const char *final_path, const mp_file_part *parts, size_t n, mp_error *err)
+{
+    mp_outfile f;
+    int rc = mp_outfile_open(&f, final_path, false, err);
+    for (size_t i = 0; i < n && rc == MP_OK; i++)
+        rc = mp_outfile_append(&f, parts[i].data, parts[i].len, err);
+    if (rc == MP_OK)
+        rc = mp_outfile_commit(&f, err);
+    if (rc)
+        mp_outfile_abort(&f);
+    return rc;
+}
+
+int mp_read_head(int fd, size_t n, const char *path, char **out, mp_error *err)
+{
+    *out = NULL;
+    char *buf = n < SIZE_MAX ? malloc(n + 1) : NULL;
+    if (!buf)
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* 0: the file ended before n bytes */
+            int e = r < 0 ? errno : EIO;
+            free(buf);
+            return mp_fail_errno(err, path, e, "cannot read");
+        }
+        got += (size_t)r;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return MP_OK;
+}
+
 int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err)
 {
     *out = NULL;
@@ -229,27 +265,10 @@ int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *
                        (long long)st.st_size, (unsigned long long)max_size);
     }
     size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : EIO;
-            free(buf);
-            close(fd);
-            return mp_fail_errno(err, path, e, "cannot read");
-        }
-        got += (size_t)r;
-    }
+    int rc = mp_read_head(fd, n, path, out, err);
     close(fd);
-    buf[n] = '\0';
-    *out = buf;
+    if (rc)
+        return rc;
     if (out_len)
         *out_len = n;
     return MP_OK;

@@ -62,6 +62,21 @@ void mp_outfile_abort(mp_outfile *f);
 /* Closes without removing FINAL.partial, so `--resume` can continue it. */
 void mp_outfile_close_keep(mp_outfile *f);
 
+/* One piece of a file that mp_write_file_parts writes. */
+typedef struct mp_file_part {
+    const void *data;
+    size_t len;
+} mp_file_part;
+
+/* Writes FINAL whole: the n parts one after the other into FINAL.partial,
+ * then commit; on any error FINAL.partial is removed and FINAL left as it was. */
+int mp_write_file_parts(const char *final_path, const mp_file_part *parts, size_t n, mp_error *err);
+
+/* Reads the first n bytes of the open file fd (named path in errors) into a
+ * malloc'd buffer *out with a NUL after them; a read error, or a file that
+ * ends before n bytes, is an error ("cannot read") and *out is NULL. */
+int mp_read_head(int fd, size_t n, const char *path, char **out, mp_error *err);
+
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer, refusing
  * files larger than max_size and, without blocking, non-regular files. */
 int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "convert_internal.h"
+#include "mp_array.h"
 #include "mp_layout.h"
 #include "mp_num.h"
 
@@ -87,14 +88,10 @@ static int add_job(ctx *c, const mp_ctensor *spec, job_kind kind, uint32_t unit,
     int rc = mp_container_plan_add(&c->plan, spec, err);
     if (rc)
         return rc;
-    if (c->n_jobs == c->cap_jobs) {
-        size_t cap = c->cap_jobs ? 2 * c->cap_jobs : 256;
-        job *j = realloc(c->jobs, cap * sizeof *j);
-        if (!j)
-            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory planning the conversion");
-        c->jobs = j;
-        c->cap_jobs = cap;
-    }
+    job *grown = mp_array_grow(c->jobs, c->n_jobs, &c->cap_jobs, sizeof *grown, 256);
+    if (!grown)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory planning the conversion");
+    c->jobs = grown;
     job *j = &c->jobs[c->n_jobs++];
     memset(j, 0, sizeof *j);
     j->kind = kind;

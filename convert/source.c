@@ -10,6 +10,7 @@
 
 #include "gguf_quants.h"
 #include "model_desc_gguf.h"
+#include "mp_array.h"
 #include "mp_file.h"
 #include "mp_num.h"
 
@@ -26,14 +27,10 @@ static bool ends_with(const char *s, const char *suffix)
 
 static int add_tensor(mp_source *s, const mp_src_tensor *t, size_t *cap, mp_error *err)
 {
-    if (s->n_tensors == *cap) {
-        size_t nc = *cap ? *cap * 2 : 256;
-        mp_src_tensor *p = realloc(s->tensors, nc * sizeof *p);
-        if (!p)
-            return mp_fail(err, MP_ERR_INPUT, s->path, NULL, "out of memory");
-        s->tensors = p;
-        *cap = nc;
-    }
+    mp_src_tensor *grown = mp_array_grow(s->tensors, s->n_tensors, cap, sizeof *grown, 256);
+    if (!grown)
+        return mp_fail(err, MP_ERR_INPUT, s->path, NULL, "out of memory");
+    s->tensors = grown;
     s->tensors[s->n_tensors++] = *t;
     return MP_OK;
 }
@@ -52,23 +49,11 @@ static int hash_file_head(const char *path, uint64_t n, mp_source_file *f, mp_er
     f->size = (uint64_t)st.st_size;
     if (n > f->size)
         n = f->size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
-    }
-    uint64_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r <= 0) {
-            int e = r < 0 ? errno : EIO;
-            free(buf);
-            close(fd);
-            return mp_fail_errno(err, path, e, "cannot read");
-        }
-        got += (uint64_t)r;
-    }
+    char *buf;
+    int rc = mp_read_head(fd, n, path, &buf, err);
     close(fd);
+    if (rc)
+        return rc;
     f->header_xxh3 = XXH3_64bits(buf, n);
     free(buf);
     f->path = strdup(path);

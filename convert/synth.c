@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_array.h"
 #include "mp_file.h"
 #include "mp_num.h"
 #include "safetensors_write.h"
@@ -49,16 +50,12 @@ typedef struct plan {
 
 static plan_tensor *plan_push(plan *p)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 1024;
-        plan_tensor *t = realloc(p->t, cap * sizeof *t);
-        if (!t) {
-            p->failed = true;
-            return NULL;
-        }
-        p->t = t;
-        p->cap = cap;
+    plan_tensor *grown = mp_array_grow(p->t, p->n, &p->cap, sizeof *grown, 1024);
+    if (!grown) {
+        p->failed = true;
+        return NULL;
     }
+    p->t = grown;
     plan_tensor *t = &p->t[p->n++];
     memset(t, 0, sizeof *t);
     t->scale = -1;
@@ -383,14 +380,8 @@ static int write_text(const char *dir, const char *name, const char *text, mp_er
     char *path = mp_path_join(dir, name);
     if (!path)
         return mp_fail(err, MP_ERR_INPUT, dir, NULL, "out of memory");
-    mp_outfile f;
-    int rc = mp_outfile_open(&f, path, false, err);
-    if (rc == MP_OK)
-        rc = mp_outfile_append(&f, text, strlen(text), err);
-    if (rc == MP_OK)
-        rc = mp_outfile_commit(&f, err);
-    if (rc)
-        mp_outfile_abort(&f);
+    const mp_file_part part = {text, strlen(text)};
+    int rc = mp_write_file_parts(path, &part, 1, err);
     free(path);
     return rc;
 }

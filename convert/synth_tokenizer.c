@@ -608,21 +608,14 @@ static json_t *pre_tokenizer_json(mp_synth_family family)
     return o;
 }
 
-static json_t *special_ref(const char *bos)
+/* One piece of a TemplateProcessing template, {kind: {"id": id, "type_id": 0}}:
+ * kind "SpecialToken" (id: the token) or "Sequence" (id: "A" or "B"). */
+static json_t *template_piece(const char *kind, const char *id)
 {
     json_t *inner = json_object(), *o = json_object();
-    json_object_set_new(inner, "id", json_string(bos));
+    json_object_set_new(inner, "id", json_string(id));
     json_object_set_new(inner, "type_id", json_integer(0));
-    json_object_set_new(o, "SpecialToken", inner);
-    return o;
-}
-
-static json_t *sequence_ref(const char *which)
-{
-    json_t *inner = json_object(), *o = json_object();
-    json_object_set_new(inner, "id", json_string(which));
-    json_object_set_new(inner, "type_id", json_integer(0));
-    json_object_set_new(o, "Sequence", inner);
+    json_object_set_new(o, kind, inner);
     return o;
 }
 
@@ -630,12 +623,12 @@ static json_t *sequence_ref(const char *which)
 static json_t *post_processor_json(uint32_t bos_id)
 {
     json_t *single = json_array(), *pair = json_array();
-    json_array_append_new(single, special_ref(BOS));
-    json_array_append_new(single, sequence_ref("A"));
-    json_array_append_new(pair, special_ref(BOS));
-    json_array_append_new(pair, sequence_ref("A"));
-    json_array_append_new(pair, special_ref(BOS));
-    json_array_append_new(pair, sequence_ref("B"));
+    json_array_append_new(single, template_piece("SpecialToken", BOS));
+    json_array_append_new(single, template_piece("Sequence", "A"));
+    json_array_append_new(pair, template_piece("SpecialToken", BOS));
+    json_array_append_new(pair, template_piece("Sequence", "A"));
+    json_array_append_new(pair, template_piece("SpecialToken", BOS));
+    json_array_append_new(pair, template_piece("Sequence", "B"));
     json_t *ids = json_array(), *toks = json_array(), *entry = json_object(), *specials = json_object();
     json_array_append_new(ids, json_integer(bos_id));
     json_array_append_new(toks, json_string(BOS));
@@ -694,16 +687,8 @@ static int write_json(json_t *root, const char *dir, const char *name, mp_error 
         free(text);
         return mp_fail(err, MP_ERR_INPUT, dir, NULL, "%s: out of memory", name);
     }
-    mp_outfile f;
-    int rc = mp_outfile_open(&f, path, false, err);
-    if (rc == MP_OK)
-        rc = mp_outfile_append(&f, text, strlen(text), err);
-    if (rc == MP_OK)
-        rc = mp_outfile_append(&f, "\n", 1, err);
-    if (rc == MP_OK)
-        rc = mp_outfile_commit(&f, err);
-    if (rc)
-        mp_outfile_abort(&f);
+    const mp_file_part parts[] = {{text, strlen(text)}, {"\n", 1}};
+    int rc = mp_write_file_parts(path, parts, 2, err);
     free(text);
     free(path);
     return rc;

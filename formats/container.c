@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "model_desc_json.h"
+#include "mp_array.h"
 #include "mp_num.h"
 
 /* ---- little-endian field access ------------------------------------------- */
@@ -457,14 +458,10 @@ int mp_container_tokenizer_blob(const mp_container *c, uint8_t **blob, size_t *l
 
 int mp_container_plan_add(mp_container_plan *p, const mp_ctensor *spec, mp_error *err)
 {
-    if (p->n_tensors == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 256;
-        mp_ctensor *t = realloc(p->tensors, cap * sizeof *t);
-        if (!t)
-            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory planning the container");
-        p->tensors = t;
-        p->cap = cap;
-    }
+    mp_ctensor *grown = mp_array_grow(p->tensors, p->n_tensors, &p->cap, sizeof *grown, 256);
+    if (!grown)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory planning the container");
+    p->tensors = grown;
     mp_ctensor *t = &p->tensors[p->n_tensors];
     *t = *spec;
     t->name = strdup(spec->name);

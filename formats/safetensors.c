@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_array.h"
 #include "mp_file.h"
 #include "mp_num.h"
 
@@ -127,14 +128,10 @@ typedef struct st_list {
 
 static mp_st_tensor *list_push(st_list *l)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        mp_st_tensor *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        l->v = v;
-        l->cap = cap;
-    }
+    mp_st_tensor *v = mp_array_grow(l->v, l->n, &l->cap, sizeof *v, 256);
+    if (!v)
+        return NULL;
+    l->v = v;
     mp_st_tensor *t = &l->v[l->n++];
     memset(t, 0, sizeof *t);
     return t;

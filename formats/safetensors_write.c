@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_array.h"
 #include "mp_file.h"
 #include "mp_num.h"
 
@@ -126,14 +127,10 @@ int mp_st_writer_add(mp_st_writer *w, const char *name, mp_stw_dtype dtype, cons
     uint64_t end;
     if (!mp_add_u64(w->data_bytes, bytes, &end) || end > (uint64_t)INT64_MAX)
         return mp_fail(err, MP_ERR_INPUT, w->path, name, "file would exceed 2^63 bytes");
-    if (w->count == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        stw_tensor *t = realloc(w->tensors, cap * sizeof *t);
-        if (!t)
-            return mp_fail(err, MP_ERR_INPUT, w->path, name, "out of memory");
-        w->tensors = t;
-        w->cap = cap;
-    }
+    stw_tensor *grown = mp_array_grow(w->tensors, w->count, &w->cap, sizeof *grown, 64);
+    if (!grown)
+        return mp_fail(err, MP_ERR_INPUT, w->path, name, "out of memory");
+    w->tensors = grown;
     /* The name set rejects invalid UTF-8 here, so the header JSON cannot fail on it later. */
     if (json_object_set_new(w->names, name, json_true()) != 0)
         return mp_fail(err, MP_ERR_INPUT, w->path, NULL, "tensor name is not valid UTF-8 (or out of memory)");
@@ -394,16 +391,8 @@ int mp_st_write_index(const char *path, uint64_t total_size, const mp_st_index_e
     json_decref(root);
     if (!text)
         return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
-    mp_outfile out;
-    int rc = mp_outfile_open(&out, path, false, err);
-    if (rc == MP_OK)
-        rc = mp_outfile_append(&out, text, strlen(text), err);
-    if (rc == MP_OK)
-        rc = mp_outfile_append(&out, "\n", 1, err);
-    if (rc == MP_OK)
-        rc = mp_outfile_commit(&out, err);
-    if (rc)
-        mp_outfile_abort(&out);
+    const mp_file_part parts[] = {{text, strlen(text)}, {"\n", 1}};
+    int rc = mp_write_file_parts(path, parts, 2, err);
     free(text);
     return rc;
 }

@@ -114,12 +114,7 @@ static void exercise(const mp_container *c)
     mp_tokenizer *tok = NULL;
     rc = mp_tokenizer_deserialize(blob, len, c->file.path, &tok, &err);
     free(blob);
-    if (rc) {
-        mp_fuzz_check_error(rc, &err, MP_ERR_INPUT);
-        return;
-    }
-    mp_fuzz_check_tokenizer(tok);
-    mp_tokenizer_free(tok);
+    mp_fuzz_check_tokenizer_load(rc, &err, tok);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

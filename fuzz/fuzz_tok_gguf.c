@@ -20,12 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     mp_tokenizer *tok = NULL;
     rc = mp_tokenizer_load_gguf(&g, &tok, &err);
-    if (rc) {
-        mp_fuzz_check_refused(rc, &err, tok, "a tokenizer");
-    } else {
-        mp_fuzz_check_tokenizer(tok);
-        mp_tokenizer_free(tok);
-    }
+    mp_fuzz_check_tokenizer_load(rc, &err, tok);
     mp_gguf_close(&g);
     return 0;
 }

@@ -152,3 +152,13 @@ void mp_fuzz_check_tokenizer(const mp_tokenizer *tok)
     free(blob);
     free(blob2);
 }
+
+void mp_fuzz_check_tokenizer_load(int rc, const mp_error *err, mp_tokenizer *tok)
+{
+    if (rc) {
+        mp_fuzz_check_refused(rc, err, tok, "a tokenizer");
+        return;
+    }
+    mp_fuzz_check_tokenizer(tok);
+    mp_tokenizer_free(tok);
+}

@@ -25,4 +25,10 @@ int mp_fuzz_encode_checked(const mp_tokenizer *tok, const char *text, size_t len
  * same bytes and encodes the sample to the same ids. */
 void mp_fuzz_check_tokenizer(const mp_tokenizer *tok);
 
+/* The outcome of building a tokenizer from hostile input: a refusal
+ * (rc != MP_OK) must keep the error contract and hand out no tokenizer
+ * (mp_fuzz_check_refused); a tokenizer that was built must pass
+ * mp_fuzz_check_tokenizer, and is then freed. */
+void mp_fuzz_check_tokenizer_load(int rc, const mp_error *err, mp_tokenizer *tok);
+
 #endif

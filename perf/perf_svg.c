@@ -390,13 +390,8 @@ int mp_bench_write_svg(const mp_bench_result *r, const char *path, mp_error *err
                       "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
                       SVG_W, height, SVG_W, height);
     static const char tail[] = "</svg>\n";
-    mp_outfile out;
-    int rc = mp_outfile_open(&out, path, false, err);
-    if (!rc && !(rc = mp_outfile_append(&out, head, (size_t)hn, err)) &&
-        !(rc = mp_outfile_append(&out, buf, len, err)) && !(rc = mp_outfile_append(&out, tail, sizeof tail - 1, err)))
-        rc = mp_outfile_commit(&out, err);
-    if (rc)
-        mp_outfile_abort(&out);
+    const mp_file_part parts[] = {{head, (size_t)hn}, {buf, len}, {tail, sizeof tail - 1}};
+    int rc = mp_write_file_parts(path, parts, 3, err);
     free(buf);
     return rc;
 }

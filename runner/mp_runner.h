@@ -201,6 +201,9 @@ void mp_sampler_free(mp_sampler *s);
 /* Picks a token from logits (not modified). Same seed + same logits = same
  * tokens. Greedy picks the lowest id among equal maxima. */
 int32_t mp_sampler_sample(mp_sampler *s, const float *logits);
+/* The id of the largest of `vocab` logits, the lowest id among equal maxima:
+ * the greedy choice. */
+int32_t mp_greedy_token(const float *logits, uint32_t vocab);
 
 /* ---- generation ------------------------------------------------------------ */
 

@@ -20,15 +20,6 @@ void mp_compare_opts_default(mp_compare_opts *o)
     o->only_prompt = -1;
 }
 
-static uint32_t argmax_f(const float *v, uint32_t n)
-{
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 /* log-sum-exp of a row, in double */
 static double lse(const float *v, uint32_t n)
 {
@@ -60,7 +51,7 @@ void mp_logits_position_stats(const float *ref, const float *ours, uint32_t voca
     }
     *max_abs = mab;
     *kl = k < 0.0 ? 0.0 : k; /* rounding can leave a tiny negative value */
-    *top1_same = argmax_f(ref, vocab) == argmax_f(ours, vocab);
+    *top1_same = mp_greedy_token(ref, vocab) == mp_greedy_token(ours, vocab);
 }
 
 void mp_compare_result_free(mp_compare_result *r)
@@ -138,7 +129,7 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
     for (uint32_t j = 0; j < rp->G && same; j++) {
         int32_t want;
         memcpy(&want, g + (size_t)j * 4, 4);
-        int32_t got = (int32_t)argmax_f(mp_session_logits(s), vocab);
+        int32_t got = mp_greedy_token(mp_session_logits(s), vocab);
         same = got == want;
         out->greedy_match += same;
         if (same && j + 1 < rp->G && (rc = mp_session_eval(s, &got, 1, NULL, NULL, err)))
@@ -151,7 +142,7 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
     for (uint32_t j = 0; j < rp->G; j++) {
         int32_t want;
         memcpy(&want, g + (size_t)j * 4, 4);
-        out->greedy_forced += (int32_t)argmax_f(mp_session_logits(s), vocab) == want;
+        out->greedy_forced += mp_greedy_token(mp_session_logits(s), vocab) == want;
         if (j + 1 < rp->G && (want < 0 || (uint32_t)want >= vocab))
             return mp_fail(err, MP_ERR_INPUT, rp->greedy->shard_path, rp->greedy->name, "token %d is not in [0, %u)", want, vocab);
         if (j + 1 < rp->G && (rc = mp_session_eval(s, &want, 1, NULL, NULL, err)))
@@ -316,7 +307,7 @@ int mp_reference_write(mp_model *m, const mp_reference_opts *o, const char *out_
         if ((rc = mp_session_eval(s, ids, T, NULL, logits, err)))
             break;
         for (uint32_t j = 0; j < o->greedy && !rc; j++) {
-            greedy[j] = (int32_t)argmax_f(mp_session_logits(s), vocab);
+            greedy[j] = mp_greedy_token(mp_session_logits(s), vocab);
             if (j + 1 < o->greedy)
                 rc = mp_session_eval(s, &greedy[j], 1, NULL, NULL, err);
         }

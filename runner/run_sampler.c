@@ -89,11 +89,11 @@ void mp_sampler_free(mp_sampler *s)
     free(s);
 }
 
-static int32_t argmax(const float *v, uint32_t n)
+int32_t mp_greedy_token(const float *logits, uint32_t vocab)
 {
     uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[best])
+    for (uint32_t i = 1; i < vocab; i++)
+        if (logits[i] > logits[best])
             best = i;
     return (int32_t)best;
 }
@@ -141,7 +141,7 @@ int32_t mp_sampler_sample(mp_sampler *s, const float *logits)
 {
     const uint32_t V = s->vocab;
     if (s->o.temperature == 0.0f)
-        return argmax(logits, V);
+        return mp_greedy_token(logits, V);
     uint32_t n = V;
     for (uint32_t i = 0; i < V; i++) {
         s->c[i].v = logits[i];
@@ -163,7 +163,7 @@ int32_t mp_sampler_sample(mp_sampler *s, const float *logits)
         sum += s->p[i];
     }
     if (!(sum > 0.0) || !isfinite(sum)) /* NaN or infinite logits: the best one */
-        return argmax(logits, V);
+        return mp_greedy_token(logits, V);
     if (s->o.top_p < 1.0f) {
         /* the smallest prefix of the sorted candidates whose mass reaches top_p */
         double target = (double)s->o.top_p * sum, acc = 0.0;

@@ -1,10 +1,11 @@
-/* common/: number formats, error formatting, crash-safe output files. */
+/* common/: number formats, error formatting, crash-safe output files, growing arrays. */
 #include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mp_array.h"
 #include "mp_error.h"
 #include "mp_file.h"
 #include "mp_num.h"
@@ -116,6 +117,74 @@ static void test_outfile(void)
     CHECK(strstr(e.msg, "not a regular file") != NULL);
 }
 
+/* A file written whole from parts holds them in order, with no partial file
+ * left; a target that cannot be written is refused and left as it was. */
+static void test_write_file_parts(void)
+{
+    const char *dir = mp_test_tmpdir("test_common_parts");
+    char final[4096], partial[4200];
+    snprintf(final, sizeof final, "%s/parts.txt", dir);
+    snprintf(partial, sizeof partial, "%s.partial", final);
+    mp_error e = {0};
+    const mp_file_part parts[] = {{"head ", 5}, {"", 0}, {"body", 4}, {"\n", 1}};
+    REQUIRE(mp_write_file_parts(final, parts, 4, &e) == MP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(mp_read_small_file(final, 1 << 20, &text, &len, &e) == MP_OK);
+    CHECKF(len == 10 && strcmp(text, "head body\n") == 0, "got '%s'", text);
+    free(text);
+    CHECK(!mp_file_exists(partial));
+
+    CHECK(mp_write_file_parts(dir, parts, 4, &e) == MP_ERR_INPUT);
+    CHECKF(strstr(e.msg, "not a regular file"), "%s", e.msg);
+    CHECK(mp_is_directory(dir));
+}
+
+/* The head of a file, NUL-terminated; a file that ends first is an error
+ * naming it, and nothing is handed out. */
+static void test_read_head(void)
+{
+    const char *dir = mp_test_tmpdir("test_common_head");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ten.bin", dir);
+    const mp_file_part ten = {"0123456789", 10};
+    mp_error e = {0};
+    REQUIRE(mp_write_file_parts(path, &ten, 1, &e) == MP_OK);
+    int fd = mp_open_input(path);
+    REQUIRE(fd >= 0);
+    char *head = NULL;
+    CHECK(mp_read_head(fd, 4, path, &head, &e) == MP_OK && head && strcmp(head, "0123") == 0);
+    free(head);
+    CHECK(mp_read_head(fd, 0, path, &head, &e) == MP_OK && head && head[0] == '\0');
+    free(head);
+    CHECK(mp_read_head(fd, 12, path, &head, &e) == MP_ERR_INPUT && head == NULL);
+    CHECKF(strstr(e.msg, path) == e.msg && strstr(e.msg, "cannot read"), "%s", e.msg);
+    close(fd);
+}
+
+/* Growth doubles from the first capacity only when the array is full, keeps
+ * the elements, and refuses a size that overflows without touching the array. */
+static void test_array_grow(void)
+{
+    size_t cap = 0, n = 0;
+    uint32_t *v = NULL;
+    for (uint32_t i = 0; i < 100; i++, n++) {
+        uint32_t *grown = mp_array_grow(v, n, &cap, sizeof *v, 4);
+        REQUIRE(grown != NULL);
+        v = grown;
+        v[n] = i * 7;
+        CHECKF(cap >= n + 1 && (cap == 4 || cap / 2 < n + 1), "%zu elements, capacity %zu", n + 1, cap);
+    }
+    CHECK(cap == 128);
+    int bad = 0;
+    for (uint32_t i = 0; i < 100; i++)
+        bad += v[i] != i * 7;
+    CHECK(bad == 0);
+    size_t huge = SIZE_MAX / 8 + 1;
+    CHECK(mp_array_grow(v, huge, &huge, 16, 4) == NULL && huge == SIZE_MAX / 8 + 1);
+    free(v);
+}
+
 /* A FIFO without a writer in place of an input is refused at once; opening
  * it blocked forever before. The alarm turns a hang into a failure. */
 static void test_fifo_input(void)
@@ -181,6 +250,9 @@ int main(void)
     test_checked_math();
     test_error_format();
     test_outfile();
+    test_write_file_parts();
+    test_read_head();
+    test_array_grow();
     test_fifo_input();
     test_outfile_bad_targets();
     return mp_test_finish();

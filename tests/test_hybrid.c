@@ -40,15 +40,6 @@ typedef struct run_out {
     int32_t tok[DECODE];
 } run_out;
 
-static int32_t argmax(const float *v, uint32_t n)
-{
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return (int32_t)b;
-}
-
 /* Prompt (logits of every row, hidden states), then DECODE greedy steps. */
 static void run(mp_model *m, const int32_t *ids, size_t T, run_out *o)
 {
@@ -73,12 +64,12 @@ static void run(mp_model *m, const int32_t *ids, size_t T, run_out *o)
         memcpy(o->hidden + (size_t)l * T * H, h, T * H * sizeof(float));
     }
     REQUIRE(mp_session_capture_hidden(s, false, &err) == MP_OK);
-    int32_t next = argmax(o->logits + (T - 1) * V, V);
+    int32_t next = mp_greedy_token(o->logits + (T - 1) * V, V);
     for (int i = 0; i < DECODE; i++) {
         o->tok[i] = next;
         rc = mp_session_eval(s, &next, 1, o->dec + (size_t)i * V, NULL, &err);
         CHECKF(rc == MP_OK, "%s", err.msg);
-        next = argmax(o->dec + (size_t)i * V, V);
+        next = mp_greedy_token(o->dec + (size_t)i * V, V);
     }
     mp_session_free(s);
 }
@@ -277,7 +268,7 @@ int main(void)
         float *lg = malloc((size_t)T * V * sizeof *lg);
         REQUIRE(lg && mp_session_eval(s, ids, T, NULL, lg, &err) == MP_OK);
         CHECK(memcmp(lg, rh.logits, (size_t)T * V * sizeof *lg) == 0);
-        int32_t next = argmax(lg + (size_t)(T - 1) * V, V);
+        int32_t next = mp_greedy_token(lg + (size_t)(T - 1) * V, V);
         REQUIRE(mp_session_eval(s, &next, 1, NULL, NULL, &err) == MP_OK);
         const mp_run_stats *rs = mp_session_stats(s);
         REQUIRE(rs && rs->layers == layers);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_array.h"
+
 /* UTF-8 in octal escapes (they end after 3 digits, so letters can follow): U+FF5C is \357\275\234,
  * U+2581 is \342\226\201 */
 #define DS_BOS "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>"
@@ -73,14 +75,10 @@ static int add(parts_buf *p, const char *s, size_t len, bool special, mp_error *
 {
     if (len == 0)
         return MP_OK;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        mp_tok_part *v = realloc(p->v, cap * sizeof *v);
-        if (!v)
-            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory rendering a chat prompt");
-        p->v = v;
-        p->cap = cap;
-    }
+    mp_tok_part *v = mp_array_grow(p->v, p->n, &p->cap, sizeof *v, 16);
+    if (!v)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory rendering a chat prompt");
+    p->v = v;
     p->v[p->n++] = (mp_tok_part){.text = s, .len = len, .parse_special = special};
     return MP_OK;
 }

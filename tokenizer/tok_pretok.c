@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_array.h"
 #include "tok_internal.h"
 
 /* Built-in regex sets, written exactly as DeepSeek's tokenizer.json files write them (so a loaded
@@ -230,14 +231,10 @@ void mp_pieces_free(mp_pieces *p)
 
 static int pieces_push(mp_pieces *p, size_t off, size_t len, mp_error *err)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        mp_piece *v = realloc(p->v, cap * sizeof *v);
-        if (!v)
-            return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory splitting text");
-        p->v = v;
-        p->cap = cap;
-    }
+    mp_piece *v = mp_array_grow(p->v, p->n, &p->cap, sizeof *v, 64);
+    if (!v)
+        return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory splitting text");
+    p->v = v;
     p->v[p->n].off = off;
     p->v[p->n].len = len;
     p->n++;

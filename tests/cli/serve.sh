@@ -122,13 +122,7 @@ curl -s -N --max-time 1 "${AUTH[@]}" "${J[@]}" --data-binary "$LONG" "$URL/v1/ch
 rc=$?
 expect_eq "$rc" 28 "curl --max-time cut the stream"
 expect_in "$(head -c 200 "$D/cut.txt")" '^data: '
-freed=no
-for _ in $(seq 1 60); do
-    curl -s "$URL/health" >"$D/h2.json"
-    if [ "$(js "$D/h2.json" 'd["slots_busy"]')" = 0 ]; then freed=yes; break; fi
-    sleep 0.05
-done
-expect_eq "$freed" yes "slot freed within 3 s of the disconnect"
+expect_eq "$(wait_health "$D/h2.json" 'd["slots_busy"]' 0 60 0.05)" yes "slot freed within 3 s of the disconnect"
 expect_eq "$(js "$D/h2.json" 'd["cancelled"]')" "$(( $(printf '%s' "$before" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cancelled"])') + 1 ))" "cancelled counter"
 expect_eq "$(post /v1/chat/completions "$CHAT" "$D/c3.json" "${AUTH[@]}")" 200 "served after the disconnect"
 expect_eq "$(js "$D/c3.json" 'd["choices"][0]["message"]["content"]')" "$text1" "same answer after the disconnect"
@@ -156,20 +150,10 @@ expect_in "$(cat "$D/srv.log")" 'SIGTERM, stopping'
 start_server "$D/srv2.log" "$D/tiny.moepack" --threads 1 --slots 1 --queue 1 --ctx 4096 --max-tokens 100000
 curl -s -N "${J[@]}" --data-binary "$LONG" "$URL/v1/chat/completions" >"$D/a.txt" &
 A=$!
-busy=no
-for _ in $(seq 1 500); do
-    [ "$(curl -s "$URL/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["slots_busy"])')" = 1 ] && { busy=yes; break; }
-    sleep 0.02
-done
-expect_eq "$busy" yes "long request running"
+expect_eq "$(wait_health "$D/hq.json" 'd["slots_busy"]' 1 500 0.02)" yes "long request running"
 post /v1/completions '{"prompt":"queued","max_tokens":4,"temperature":0}' "$D/b.json" >"$D/b.status" &
 B=$!
-queued=no
-for _ in $(seq 1 500); do
-    [ "$(curl -s "$URL/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')" = 1 ] && { queued=yes; break; }
-    sleep 0.02
-done
-expect_eq "$queued" yes "second request queued"
+expect_eq "$(wait_health "$D/hq.json" 'd["queued"]' 1 500 0.02)" yes "second request queued"
 hdr=$(curl -s -D - -o "$D/c.json" -H 'Content-Type: application/json' --data-binary '{"prompt":"x","max_tokens":2}' "$URL/v1/completions" | tr -d '\r')
 expect_in "$hdr" '^HTTP/1.1 503'
 expect_in "$hdr" 'Retry-After: 1'

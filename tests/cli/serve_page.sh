@@ -27,13 +27,8 @@ expect_eq "$(js "$D/report.json" '[d["stop_visible"], d["second"]["meta"], d["se
 size=$(stat -c %s "$D/page.png" 2>/dev/null || echo 0)
 [ "$size" -gt 10000 ] && ok || fail "screenshot $D/page.png is $size bytes"
 python3 -c 'import sys; d=open(sys.argv[1],"rb").read(24); sys.exit(0 if d[:8]==b"\x89PNG\r\n\x1a\n" else 1)' "$D/page.png" && ok || fail "not a PNG"
-freed=no
-for _ in $(seq 1 40); do
-    curl -s "$URL/health" >"$D/h.json"
-    [ "$(js "$D/h.json" '[d["slots_busy"], d["cancelled"]]')" = "[0, 1]" ] && { freed=yes; break; }
-    sleep 0.05
-done
-expect_eq "$freed" yes "Stop freed the slot (cancelled 1, no slot busy)"
+expect_eq "$(wait_health "$D/h.json" '[d["slots_busy"], d["cancelled"]]' "[0, 1]" 40 0.05)" yes \
+    "Stop freed the slot (cancelled 1, no slot busy)"
 stop_server "$SRV_PID"
 
 # R1: the reasoning streams into a folded <details>, the same text as the API's reasoning_content

@@ -79,6 +79,17 @@ trap cleanup_servers EXIT
 
 # js FILE EXPR: evaluates a Python expression over the JSON in FILE (as d)
 js() { python3 "$SV_PY" get "$1" "$2"; }
+# wait_health FILE EXPR WANT TRIES PAUSE: asks /health up to TRIES times, PAUSE seconds apart,
+# until EXPR over its JSON (as in js) is WANT; prints yes or no, and leaves the last answer in FILE
+wait_health() {
+    local file=$1 expr=$2 want=$3 tries=$4 pause=$5
+    for _ in $(seq 1 "$tries"); do
+        curl -s "$URL/health" >"$file"
+        [ "$(js "$file" "$expr")" = "$want" ] && { echo yes; return; }
+        sleep "$pause"
+    done
+    echo no
+}
 # sse FILE: checks an event stream, prints a JSON summary (content, reasoning, finish, usage, ...)
 sse() { python3 "$SV_PY" sse "$1"; }
 
