@@ -20,6 +20,11 @@ int mp_cli_report(const mp_error *err);
 /* Prints "moepack: <cmd>: <problem>" and a hint to run --help; returns 1. */
 int mp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* For getopt_long loops run with opterr = 0 and an optstring that starts
+ * with ':': prints "unknown option 'X'" or "option 'X' needs a value" for
+ * the ch that getopt_long returned ('?' or ':') and returns 1. */
+int mp_cli_getopt_error(const char *cmd, int ch, char **argv);
+
 /* Strict number parsing for flag values: the whole string must be a number
  * within [min, max]; otherwise a usage error naming the flag is printed and
  * false returned. */

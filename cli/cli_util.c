@@ -1,8 +1,10 @@
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -38,14 +40,12 @@ bool mp_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t
 {
     char *end = NULL;
     errno = 0;
-    if (!s || !*s || *s == '-') {
-        mp_cli_usage_error(cmd, "%s needs a non-negative integer, got '%s'", flag, s ? s : "");
-        return false;
-    }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max) {
+    /* strtoull would take "-3" as 2^64 - 3: a sign is refused before it, with the same message as any
+     * other value outside [min, max] */
+    unsigned long long v = s && *s && *s != '-' ? strtoull(s, &end, 10) : 0;
+    if (!s || !*s || *s == '-' || errno || *end || v < min || v > max) {
         mp_cli_usage_error(cmd, "%s must be an integer in [%llu, %llu], got '%s'", flag, (unsigned long long)min,
-                           (unsigned long long)max, s);
+                           (unsigned long long)max, s ? s : "");
         return false;
     }
     *out = v;
@@ -77,4 +77,14 @@ bool mp_cli_parse_f64(const char *cmd, const char *flag, const char *s, double m
     }
     *out = v;
     return true;
+}
+
+int mp_cli_getopt_error(const char *cmd, int ch, char **argv)
+{
+    const char *word = optind > 0 ? argv[optind - 1] : "";
+    if (ch == ':')
+        return mp_cli_usage_error(cmd, "option '%s' needs a value", word);
+    if (optopt > 0 && optopt < 256 && strncmp(word, "--", 2) != 0)
+        return mp_cli_usage_error(cmd, "unknown option '-%c'", optopt);
+    return mp_cli_usage_error(cmd, "unknown option '%s'", word);
 }

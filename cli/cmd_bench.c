@@ -90,9 +90,13 @@ static int write_file(const char *path, const char *text, mp_error *err)
     return mp_write_file_parts(path, parts, 2, err);
 }
 
+/* GB, or MB below 1 GB (a tiny model's figures would read 0.00 GB). */
 static void gb(char *buf, size_t n, double bytes)
 {
-    snprintf(buf, n, "%.2f GB", bytes / 1e9);
+    if (bytes < 1e9)
+        snprintf(buf, n, "%.2f MB", bytes / 1e6);
+    else
+        snprintf(buf, n, "%.2f GB", bytes / 1e9);
 }
 
 static void print_text(const mp_bench_result *r)
@@ -100,11 +104,15 @@ static void print_text(const mp_bench_result *r)
     const mp_model_desc *d = &r->desc;
     const mp_bench_extrap *e = &r->extrap;
     char a[32], b[32];
-    printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
-           d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
-           r->experts_q8 ? "int8" : "bf16");
-    printf("backend %s, %d threads, prompts in steps of up to %u tokens%s\n", r->backend, r->threads, r->batch,
-           r->bf16_activations ? ", --bf16-activations" : "");
+    if (d->n_routed_experts)
+        printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
+               d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
+               r->experts_q8 ? "int8" : "bf16");
+    else
+        printf("%s: %s, hidden %u, %u layers, all dense (no routed experts)\n", r->file, d->model_type,
+               d->hidden_size, d->num_hidden_layers);
+    printf("backend %s, %d thread%s, prompts in steps of up to %u tokens%s\n", r->backend, r->threads,
+           r->threads == 1 ? "" : "s", r->batch, r->bf16_activations ? ", --bf16-activations" : "");
     printf("\nload\n  open + map%s: %.3f s\n", r->hybrid ? " + GPU upload" : "", r->load_seconds);
     if (r->gpu_load.active)
         printf("  GPU upload: %.2f GB in %.3f s (%.2f GB/s), context %.3f s\n", r->gpu_load.upload_bytes / 1e9,
@@ -113,7 +121,8 @@ static void print_text(const mp_bench_result *r)
            "of the mapping included)\n",
            r->first_token_seconds, r->n_runs ? r->runs[0].prompt_tokens : 0, r->first_prefill_seconds);
     gb(a, sizeof a, (double)r->peak_rss_bytes);
-    printf("  peak RSS %s (file %.2f GB)", a, r->weights.file_bytes / 1e9);
+    gb(b, sizeof b, (double)r->weights.file_bytes);
+    printf("  peak RSS %s (file %s)", a, b);
     if (r->gpu_mem_measured)
         printf(", GPU memory %.2f GB", r->gpu_model_bytes / 1e9);
     printf("\n\nspeed (median of %u)\n", r->repeat);
@@ -155,7 +164,7 @@ static void print_text(const mp_bench_result *r)
     const mp_bench_limits *l = &r->limits;
     const mp_bench_ratios *q = &r->ratios;
     if (l->measured) {
-        printf("\nlimits (measured in this run, %d threads)\n", l->threads);
+        printf("\nlimits (measured in this run, %d thread%s)\n", l->threads, l->threads == 1 ? "" : "s");
         printf("  memory read bandwidth: %.2f GB/s (%s probe, %.0f MiB; one stream per thread %.2f GB/s",
                l->read_bytes_per_second / 1e9, l->read_avx512 ? "avx512" : "portable", l->read_probe_bytes / 1048576.0,
                l->read_one_stream / 1e9);
@@ -178,7 +187,8 @@ static void print_text(const mp_bench_result *r)
     printf("  decode: %s of weights per token read by the CPU%s, %.2f GB/s", a,
            q->experts_estimated ? " (top-k experts assumed)" : "", q->decode_cpu_bytes_per_second / 1e9);
     if (q->decode_cpu_vs_read > 0)
-        printf(" = %.1f%% of the read bandwidth", 100 * q->decode_cpu_vs_read);
+        printf(" = %.1f%% of the read bandwidth%s", 100 * q->decode_cpu_vs_read,
+               q->decode_cpu_vs_read > 1 ? " (over 100%: the probe is no ceiling here, see docs/BENCH.md)" : "");
     printf("\n");
     if (r->hybrid) {
         gb(b, sizeof b, q->decode_gpu_bytes_per_token);
@@ -228,12 +238,21 @@ static void print_text(const mp_bench_result *r)
                    e->layers - e->dense, e->mo[s] / 1e6);
             if (s == 2)
                 printf(" + %.1f MB * %u / %u", e->x / 1e6, e->experts, e->m_experts);
-            printf(") = %.2f GB\n", e->section_bytes[s] / 1e9);
+            gb(a, sizeof a, (double)e->section_bytes[s]);
+            printf(") = %s\n", a);
         }
-        printf("  RAM cpu-only = host + gpu + cpu + KV(f32, %u tokens: %.2f GB) = %.2f GB\n", r->ctx,
-               e->kv_cpu_bytes / 1e9, e->ram_cpu_only / 1e9);
-        printf("  hybrid: RAM = host + cpu = %.2f GB; VRAM = gpu + measured overhead (%.2f GB) = %.2f GB\n",
-               e->ram_hybrid / 1e9, e->gpu_overhead_bytes / 1e9, e->vram_hybrid / 1e9);
+        gb(a, sizeof a, (double)e->kv_cpu_bytes);
+        gb(b, sizeof b, (double)e->ram_cpu_only);
+        printf("  RAM cpu-only = host + gpu + cpu + KV(f32, %u tokens: %s) = %s\n", r->ctx, a, b);
+        gb(a, sizeof a, (double)e->ram_hybrid);
+        gb(b, sizeof b, (double)e->vram_hybrid);
+        if (r->gpu_mem_measured)
+            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu + measured overhead (%.2f GB) = %s\n", a,
+                   e->gpu_overhead_bytes / 1e9, b);
+        else
+            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu = %s, plus the GPU's own overhead (not measured: "
+                   "no GPU used in this run)\n",
+                   a, b);
     } else {
         printf("  memory: not extrapolated (%s)\n", e->memory_why_not);
     }
@@ -343,15 +362,18 @@ int mp_cmd_bench(int argc, char **argv)
     if (o.real_layers >= 0 && o.real_dense > o.real_layers)
         return mp_cli_usage_error("bench", "--real-dense %lld is more than --real-layers %lld",
                                   (long long)o.real_dense, (long long)o.real_layers);
-    mp_bench_result r;
     mp_error err = {0};
+    /* The output files are checked before measuring (which can take minutes)
+     * and written after the report is printed, so a bad path loses nothing. */
+    if (svg && json_file && (!strcmp(svg, json_file) || mp_same_file(svg, json_file)))
+        return mp_cli_usage_error("bench", "--svg and --json-file name the same file '%s'", svg);
+    if ((svg && mp_check_output_file(svg, &file, 1, &err)) ||
+        (json_file && mp_check_output_file(json_file, &file, 1, &err)))
+        return mp_cli_report(&err);
+    mp_bench_result r;
     int rc = mp_bench_run_file(file, &o, &r, &err);
     if (rc)
         return mp_cli_report(&err);
-    if (svg && (rc = mp_bench_write_svg(&r, svg, &err))) {
-        mp_bench_result_free(&r);
-        return mp_cli_report(&err);
-    }
     char *js = NULL;
     if (json || json_file) {
         json_t *j = mp_bench_to_json(&r);
@@ -362,16 +384,16 @@ int mp_cmd_bench(int argc, char **argv)
             return mp_cli_report(&(mp_error){MP_ERR_INPUT, "out of memory writing the JSON report"});
         }
     }
-    if (json_file && (rc = write_file(json_file, js, &err))) {
-        free(js);
-        mp_bench_result_free(&r);
-        return mp_cli_report(&err);
-    }
     if (json)
         printf("%s\n", js);
     else
         print_text(&r);
+    fflush(stdout);
+    if (svg)
+        rc = mp_bench_write_svg(&r, svg, &err);
+    if (!rc && json_file)
+        rc = write_file(json_file, js, &err);
     free(js);
     mp_bench_result_free(&r);
-    return MP_OK;
+    return rc ? mp_cli_report(&err) : MP_OK;
 }

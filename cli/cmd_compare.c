@@ -25,7 +25,7 @@ static void usage(FILE *out)
             "  --min-top1 Y             exit 3 when top-1 agreement (a fraction in [0, 1]) is below Y\n"
             "  --max-kl Z               exit 3 when the mean KL is above Z\n"
             "  --min-greedy N           exit 3 when a prompt reproduces fewer than N greedy tokens\n"
-            "  --no-greedy              skip the greedy decoding\n"
+            "  --no-greedy              skip the greedy decoding (its columns show '-', null in --json)\n"
             "  --prompt I               only prompt I\n"
             "  --experts-per-token K    routed experts per token (default: the model's)\n"
             "  --threads N              compute threads (default: all cores)\n"
@@ -44,10 +44,21 @@ static json_t *prompt_json(const mp_compare_prompt *p, bool with_index)
     json_object_set_new(o, "mean_kl", json_real(p->mean_kl));
     json_object_set_new(o, "top1_agree", json_integer(p->top1_agree));
     json_object_set_new(o, "top1", json_real(p->tokens ? (double)p->top1_agree / p->tokens : 0.0));
-    json_object_set_new(o, "greedy_len", json_integer(p->greedy_len));
-    json_object_set_new(o, "greedy_match", json_integer(p->greedy_match));
-    json_object_set_new(o, "greedy_forced", json_integer(p->greedy_forced));
+    /* null, not 0/0, when no greedy decoding ran: nothing was measured */
+    json_object_set_new(o, "greedy_len", p->greedy_ran ? json_integer(p->greedy_len) : json_null());
+    json_object_set_new(o, "greedy_match", p->greedy_ran ? json_integer(p->greedy_match) : json_null());
+    json_object_set_new(o, "greedy_forced", p->greedy_ran ? json_integer(p->greedy_forced) : json_null());
     return o;
+}
+
+/* A greedy or forced cell of the table, 10 characters: "N/G", or "-" when no greedy decoding ran. */
+static const char *greedy_cell(char *buf, size_t size, bool ran, uint32_t n, uint32_t len)
+{
+    if (ran)
+        snprintf(buf, size, "%5u/%-4u", n, len);
+    else
+        snprintf(buf, size, "%6s%4s", "-", "");
+    return buf;
 }
 
 static json_t *opt_real(bool set, double v)
@@ -179,7 +190,7 @@ int mp_cmd_compare(int argc, char **argv)
         json_object_set_new(o, "prompts", arr);
         mp_compare_prompt all = {.tokens = r.tokens, .max_abs = r.max_abs, .mean_kl = r.mean_kl,
                                  .top1_agree = r.top1_agree, .greedy_len = r.greedy_len, .greedy_match = r.greedy_match,
-                                 .greedy_forced = r.greedy_forced};
+                                 .greedy_forced = r.greedy_forced, .greedy_ran = r.greedy_ran};
         json_object_set_new(o, "overall", prompt_json(&all, false));
         json_t *th = json_object();
         json_object_set_new(th, "max_abs", opt_real(has_abs, max_abs));
@@ -194,14 +205,17 @@ int mp_cmd_compare(int argc, char **argv)
                mp_model_experts_per_token(m), bf16_act ? ", --bf16-activations" : "");
         printf("%-7s %7s %12s %12s %18s %10s %10s\n", "prompt", "tokens", "max|diff|", "mean KL", "top-1", "greedy",
                "forced");
+        char greedy[32], forced[32];
         for (uint32_t i = 0; i < r.n_prompts; i++) {
             const mp_compare_prompt *p = &r.prompts[i];
-            printf("%-7u %7u %12.3e %12.3e %10u %6.2f%% %5u/%-4u %5u/%-4u\n", p->index, p->tokens, p->max_abs,
-                   p->mean_kl, p->top1_agree, 100.0 * p->top1_agree / p->tokens, p->greedy_match, p->greedy_len,
-                   p->greedy_forced, p->greedy_len);
+            printf("%-7u %7u %12.3e %12.3e %10u %6.2f%% %s %s\n", p->index, p->tokens, p->max_abs, p->mean_kl,
+                   p->top1_agree, 100.0 * p->top1_agree / p->tokens,
+                   greedy_cell(greedy, sizeof greedy, p->greedy_ran, p->greedy_match, p->greedy_len),
+                   greedy_cell(forced, sizeof forced, p->greedy_ran, p->greedy_forced, p->greedy_len));
         }
-        printf("%-7s %7u %12.3e %12.3e %10u %6.2f%% %5u/%-4u %5u/%-4u\n", "all", r.tokens, r.max_abs, r.mean_kl,
-               r.top1_agree, 100.0 * r.top1, r.greedy_match, r.greedy_len, r.greedy_forced, r.greedy_len);
+        printf("%-7s %7u %12.3e %12.3e %10u %6.2f%% %s %s\n", "all", r.tokens, r.max_abs, r.mean_kl, r.top1_agree,
+               100.0 * r.top1, greedy_cell(greedy, sizeof greedy, r.greedy_ran, r.greedy_match, r.greedy_len),
+               greedy_cell(forced, sizeof forced, r.greedy_ran, r.greedy_forced, r.greedy_len));
     }
     if (fflush(stdout) != 0) {
         mp_fail_errno(&err, "stdout", errno, "cannot write");

@@ -16,8 +16,8 @@ static void usage(FILE *f)
             "       or a GGUF file (the first part of a split model is enough)\n"
             "options:\n"
             "  --cpu-quant int8|bf16        routed experts (default int8, AMX tile order)\n"
-            "  --gpu-quant int4|int4-sym|bf16   attention, dense and shared-expert weights (default int4:\n"
-            "                               asymmetric, the most accurate int4; int4-sym: symmetric)\n"
+            "  --gpu-quant int4|int4-asym|int4-sym|bf16   attention, dense and shared-expert weights (default\n"
+            "                               int4 = int4-asym: asymmetric, the most accurate int4; int4-sym: symmetric)\n"
             "  --int4-fit minmax|extreme8|mse   how int4 group scales are chosen (default mse)\n"
             "  --int8-group N               int8 K-group width for expert gate/up (multiple of 64; default: whole rows)\n"
             "  --config FILE                a config.json that completes the source's description (e.g. the\n"
@@ -26,7 +26,7 @@ static void usage(FILE *f)
             "  --allow-nonfinite            replace NaN/Inf weights by 0 instead of refusing the checkpoint\n"
             "  --threads N                  worker threads (default: all cores)\n"
             "  --resume                     continue an interrupted conversion from OUT.moepack.partial\n"
-            "  --quiet                      no progress output and no summary\n");
+            "  -q, --quiet                  no progress output and no summary (warnings are still shown)\n");
 }
 
 static bool parse_quant(const char *s, bool gpu, mp_quant *q)
@@ -78,22 +78,24 @@ int mp_cmd_convert(int argc, char **argv)
     mp_convert_opts o;
     mp_convert_opts_default(&o);
     o.progress = stderr;
+    o.warnings = stderr;
     o.progress_tty = isatty(2);
     const char *out = NULL;
     bool quiet = false;
-    enum { O_CPU = 256, O_GPU, O_FIT, O_GROUP, O_CONFIG, O_MTP, O_NONFINITE, O_THREADS, O_RESUME, O_QUIET, O_STOP };
+    enum { O_CPU = 256, O_GPU, O_FIT, O_GROUP, O_CONFIG, O_MTP, O_NONFINITE, O_THREADS, O_RESUME, O_STOP };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'}, {"cpu-quant", required_argument, 0, O_CPU},
         {"gpu-quant", required_argument, 0, O_GPU}, {"int4-fit", required_argument, 0, O_FIT},
         {"int8-group", required_argument, 0, O_GROUP}, {"config", required_argument, 0, O_CONFIG},
         {"keep-mtp", no_argument, 0, O_MTP}, {"allow-nonfinite", no_argument, 0, O_NONFINITE},
         {"threads", required_argument, 0, O_THREADS}, {"resume", no_argument, 0, O_RESUME},
-        {"quiet", no_argument, 0, O_QUIET}, {"stop-after-units", required_argument, 0, O_STOP},
+        {"quiet", no_argument, 0, 'q'}, {"stop-after-units", required_argument, 0, O_STOP},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
+    opterr = 0;
     int ch;
     uint64_t v;
-    while ((ch = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":o:qh", lo, NULL)) != -1) {
         switch (ch) {
         case 'o': out = optarg; break;
         case O_CPU:
@@ -126,14 +128,14 @@ int mp_cmd_convert(int argc, char **argv)
             o.threads = (int)v;
             break;
         case O_RESUME: o.resume = true; break;
-        case O_QUIET: quiet = true; break;
+        case 'q': quiet = true; break;
         case O_STOP: /* a testing aid: interrupt after N units, keeping the partial file */
             if (!mp_cli_parse_u64("convert", "--stop-after-units", optarg, 1, 1u << 20, &v))
                 return MP_ERR_USAGE;
             o.max_layers = (uint32_t)v;
             break;
         case 'h': usage(stdout); return MP_OK;
-        default: return mp_cli_usage_error("convert", "unknown option");
+        default: return mp_cli_getopt_error("convert", ch, argv);
         }
     }
     if (optind != argc - 1)

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -63,6 +64,26 @@ static json_t *tensor_json(const mp_ctensor *t)
     return o;
 }
 
+/* The model description indented under its heading, like the other blocks. */
+static void print_indented_model(const mp_model_desc *d)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        mp_model_desc_print(d, stdout);
+        return;
+    }
+    mp_model_desc_print(d, mem);
+    fclose(mem);
+    for (const char *line = text; line && *line;) {
+        size_t n = strcspn(line, "\n");
+        printf("  %.*s\n", (int)n, line);
+        line += n + (line[n] == '\n');
+    }
+    free(text);
+}
+
 typedef struct role_total {
     uint64_t tensors, data, scale, padding;
     mp_quant quant;
@@ -81,8 +102,11 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
     role_total roles[MP_ROLE_COUNT];
     memset(roles, 0, sizeof roles);
     uint64_t padding = 0, scales = 0;
+    int32_t last_layer = -1;
     for (uint64_t i = 0; i < c->hdr.n_tensors; i++) {
         const mp_ctensor *t = &c->tensors[i];
+        if (t->layer > last_layer)
+            last_layer = t->layer;
         role_total *r = &roles[t->role];
         if (r->tensors && (r->quant != t->quant || r->layout != t->layout || r->section != t->section))
             r->mixed = true;
@@ -96,6 +120,11 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
         r->padding += pad;
         padding += pad;
         scales += t->scale_size;
+    }
+    if (layer > last_layer) {
+        mp_container_close(c);
+        return mp_cli_usage_error("inspect", "--layer %lld: %s has layers 0..%d (-1: the global tensors)",
+                                  (long long)layer, path, last_layer);
     }
     const json_t *meta = c->meta;
     bool show_tensors = tensors || layer >= -1;
@@ -153,9 +182,9 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
     printf("%s: moepack container %u.%u, %.1f MB, %" PRIu64 " tensors\n", path, c->hdr.version_major,
            c->hdr.version_minor, c->hdr.file_size / 1e6, c->hdr.n_tensors);
     printf("\nmodel:\n");
-    mp_model_desc_print(&c->desc, stdout);
+    print_indented_model(&c->desc);
     const json_t *q = json_object_get(meta, "quantization"), *a = json_object_get(meta, "attention");
-    printf("\nquantization: cpu experts %s, gpu %s (int4 fit %s), expert slice width %lld; chat format %s\n",
+    printf("\nstored as: cpu experts %s, gpu %s (int4 fit %s), expert slice width %lld; chat format %s\n",
            json_string_value(json_object_get(q, "cpu_experts")), json_string_value(json_object_get(q, "gpu")),
            json_string_value(json_object_get(q, "int4_fit")),
            (long long)json_integer_value(json_object_get(q, "expert_slice_width")),
@@ -194,7 +223,7 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
         }
     }
     if (show_tensors) {
-        printf("\n%-34s %-14s %5s %6s %-18s %-18s %-9s %-9s %5s %14s %10s %10s %s\n", "name", "role", "layer", "expert",
+        printf("\n%-34s %-14s %5s %6s %-18s %-18s %-9s %-9s %-5s %14s %10s %10s %s\n", "name", "role", "layer", "expert",
                "shape", "padded", "quant", "layout", "place", "offset", "bytes", "scales", "xxh3");
         for (uint64_t i = 0; i < c->hdr.n_tensors; i++) {
             const mp_ctensor *t = &c->tensors[i];
@@ -203,7 +232,7 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
             char sh[64], pd[64];
             shape_str(t->shape, t->ndim, sh, sizeof sh);
             shape_str(t->padded, t->ndim, pd, sizeof pd);
-            printf("%-34s %-14s %5d %6d %-18s %-18s %-9s %-9s %5s %14" PRIu64 " %10" PRIu64 " %10" PRIu64 " %016" PRIx64 "\n",
+            printf("%-34s %-14s %5d %6d %-18s %-18s %-9s %-9s %-5s %14" PRIu64 " %10" PRIu64 " %10" PRIu64 " %016" PRIx64 "\n",
                    t->name, mp_role_name(t->role), t->layer, t->expert, sh, pd, mp_quant_name(t->quant),
                    mp_layout_name(t->layout), mp_section_name(t->section), t->data_offset, t->data_size, t->scale_size,
                    t->checksum);
@@ -223,8 +252,9 @@ int mp_cmd_inspect(int argc, char **argv)
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     optind = 1;
+    opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         if (ch == 'j')
             as_json = true;
         else if (ch == 't')
@@ -239,7 +269,7 @@ int mp_cmd_inspect(int argc, char **argv)
                    "  --json: the same as JSON (schema in docs/FORMAT.md)\n");
             return MP_OK;
         } else {
-            return mp_cli_usage_error("inspect", "unknown option");
+            return mp_cli_getopt_error("inspect", ch, argv);
         }
     }
     if (optind != argc - 1)
@@ -252,17 +282,19 @@ int mp_cmd_verify(int argc, char **argv)
     uint64_t threads = 0;
     static const struct option lo[] = {{"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
+    opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         if (ch == 't') {
             if (!mp_cli_parse_u64("verify", "--threads", optarg, 1, 4096, &threads))
                 return MP_ERR_USAGE;
         } else if (ch == 'h') {
             printf("usage: moepack verify FILE.moepack [--threads N]\n"
-                   "  checks every tensor's XXH3 checksum; exit 3 and the first bad tensor's name on a mismatch\n");
+                   "  checks every tensor's XXH3 checksum; exit 3 and the first bad tensor's name on a mismatch\n"
+                   "  (also exit 3 when the header, directory, metadata or tokenizer checksum does not match)\n");
             return MP_OK;
         } else {
-            return mp_cli_usage_error("verify", "unknown option");
+            return mp_cli_getopt_error("verify", ch, argv);
         }
     }
     if (optind != argc - 1)

@@ -17,6 +17,27 @@ static const char *dtype_of(const mp_src_tensor *t)
     return mp_ggml_type_name(t->gg->type);
 }
 
+/* The tensor's own shape in PyTorch order, as the file holds it: a safetensors shape as written, a
+ * GGUF's ne reversed (1-D [n], 3-D [heads, ...] and [experts, rows, cols] kept 3-D). It is what is
+ * printed, not the converter's [rows, cols] view (t->rows, t->cols), which folds these to 2-D and
+ * gives a merged expert tensor one entry per expert. Returns the number of dims. */
+static uint32_t torch_shape(const mp_src_tensor *t, uint64_t shape[MP_ST_MAX_DIMS])
+{
+    if (t->st) {
+        for (uint32_t i = 0; i < t->st->ndim; i++)
+            shape[i] = t->st->shape[i];
+        return t->st->ndim;
+    }
+    _Static_assert(MP_GGUF_MAX_DIMS <= MP_ST_MAX_DIMS, "a GGUF shape fits the buffer");
+    return mp_gguf_tensor_shape_torch(t->gg, shape);
+}
+
+/* A merged GGUF expert tensor: one source tensor listed once per expert. */
+static bool is_expert_slice(const mp_src_tensor *t)
+{
+    return t->gg && t->id.expert >= 0 && t->gg->n_dims == 3;
+}
+
 int mp_cmd_inspect_source(int argc, char **argv)
 {
     bool as_json = false;
@@ -26,8 +47,9 @@ int mp_cmd_inspect_source(int argc, char **argv)
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     optind = 1;
+    opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         if (ch == 'j')
             as_json = true;
         else if (ch == 'c')
@@ -38,7 +60,7 @@ int mp_cmd_inspect_source(int argc, char **argv)
                    "  as the converter sees them (roles, layers, experts, shapes in PyTorch order, dtypes)\n");
             return MP_OK;
         } else {
-            return mp_cli_usage_error("inspect-source", "unknown option");
+            return mp_cli_getopt_error("inspect-source", ch, argv);
         }
     }
     if (optind != argc - 1)
@@ -61,7 +83,12 @@ int mp_cmd_inspect_source(int argc, char **argv)
             json_object_set_new(x, "role", json_string(mp_role_name(t->id.role)));
             json_object_set_new(x, "layer", json_integer(t->id.layer));
             json_object_set_new(x, "expert", json_integer(t->id.expert));
-            json_object_set_new(x, "shape", json_pack("[I,I]", (json_int_t)t->rows, (json_int_t)t->cols));
+            uint64_t shape[MP_ST_MAX_DIMS];
+            uint32_t ndim = torch_shape(t, shape);
+            json_t *jshape = json_array();
+            for (uint32_t d = 0; d < ndim; d++)
+                json_array_append_new(jshape, json_integer((json_int_t)shape[d]));
+            json_object_set_new(x, "shape", jshape);
             json_object_set_new(x, "dtype", json_string(dtype_of(t)));
             json_object_set_new(x, "bytes", json_integer((json_int_t)mp_source_tensor_bytes(s, t)));
             json_array_append_new(arr, x);
@@ -72,15 +99,25 @@ int mp_cmd_inspect_source(int argc, char **argv)
         printf("%s: %s checkpoint, %zu file(s), %zu tensors\n\n", s->path, mp_source_kind_name(s->kind), s->n_files,
                s->n_tensors);
         mp_model_desc_print(&s->desc, stdout);
-        printf("\n%-52s %-14s %5s %6s %-16s %-8s %12s\n", "name", "role", "layer", "expert", "shape [rows, cols]",
-               "dtype", "bytes");
+        printf("\n%-52s %-14s %5s %6s %-20s %-8s %12s\n", "name", "role", "layer", "expert", "shape", "dtype",
+               "bytes");
+        bool any_slice = false;
         for (size_t i = 0; i < s->n_tensors; i++) {
             const mp_src_tensor *t = &s->tensors[i];
-            char sh[48];
-            snprintf(sh, sizeof sh, "[%" PRIu64 ", %" PRIu64 "]", t->rows, t->cols);
-            printf("%-52s %-14s %5d %6d %-16s %-8s %12" PRIu64 "\n", t->name, mp_role_name(t->id.role), t->id.layer,
+            uint64_t shape[MP_ST_MAX_DIMS];
+            uint32_t ndim = torch_shape(t, shape);
+            char sh[MP_ST_MAX_DIMS * 22 + 3] = "[";
+            size_t used = 1;
+            for (uint32_t d = 0; d < ndim; d++)
+                used += (size_t)snprintf(sh + used, sizeof sh - used, d ? ", %" PRIu64 : "%" PRIu64, shape[d]);
+            snprintf(sh + used, sizeof sh - used, "]");
+            any_slice |= is_expert_slice(t);
+            printf("%-52s %-14s %5d %6d %-20s %-8s %12" PRIu64 "\n", t->name, mp_role_name(t->id.role), t->id.layer,
                    t->id.expert, sh, dtype_of(t), mp_source_tensor_bytes(s, t));
         }
+        if (any_slice)
+            printf("\nA merged expert tensor ([experts, rows, cols]) has one line per expert, with that expert's "
+                   "bytes.\n");
     }
     mp_source_close(s);
     return rc;

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "mp_compare.h"
+#include "mp_file.h"
 #include "mp_runner.h"
 
 static void usage(FILE *out)
@@ -94,6 +95,8 @@ int mp_cmd_reference(int argc, char **argv)
         return mp_cli_usage_error("reference", "missing %s", file ? "-o OUT.safetensors" : "FILE");
 
     mp_error err = {0};
+    if (mp_check_output_file(out, &file, 1, &err))
+        return mp_cli_report(&err);
     mp_model_opts mo;
     mp_model_opts_default(&mo);
     mo.threads = (int)threads;
@@ -106,8 +109,9 @@ int mp_cmd_reference(int argc, char **argv)
     if (!rc)
         rc = mp_reference_write(m, &ro, out, &err);
     if (!rc)
-        printf("%s: %u prompts of %u tokens, %u greedy tokens each (%s, %u experts per token)\n", out, ro.n_prompts,
-               ro.len, ro.greedy, mp_model_backend_name(m), mp_model_experts_per_token(m));
+        printf("%s: %u prompt%s of %u token%s, %u greedy token%s each (%s, %u experts per token)\n", out,
+               ro.n_prompts, ro.n_prompts == 1 ? "" : "s", ro.len, ro.len == 1 ? "" : "s", ro.greedy,
+               ro.greedy == 1 ? "" : "s", mp_model_backend_name(m), mp_model_experts_per_token(m));
     free(meta);
     mp_model_free(m);
     return rc ? mp_cli_report(&err) : 0;

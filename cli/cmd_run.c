@@ -99,10 +99,10 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             o->samp.temperature = (float)f;
         } else if (!strcmp(a, "--top-p")) {
             NEEDV();
-            if (!mp_cli_parse_f64(cmd, a, v, 0.0, 1.0, &f))
-                return MP_ERR_USAGE;
-            if (f <= 0.0)
-                return mp_cli_usage_error(cmd, "--top-p must be in (0, 1], got '%s'", v);
+            char *end = NULL;
+            f = strtod(v, &end);
+            if (!*v || *end || !(f > 0.0 && f <= 1.0)) /* the range is open at 0: one message for every miss */
+                return mp_cli_usage_error(cmd, "--top-p must be a number in (0, 1], got '%s'", v);
             o->samp.top_p = (float)f;
         } else if (!strcmp(a, "--top-k")) {
             NEEDV();
@@ -188,7 +188,8 @@ static int open_model(const run_opts *o, mp_model **m, mp_session **s, mp_sample
     uint32_t maxpos = mp_model_desc_of(*m)->max_position_embeddings;
     uint32_t ctx = o->ctx ? o->ctx : (DEFAULT_CTX < maxpos ? DEFAULT_CTX : maxpos);
     if (ctx > maxpos)
-        return mp_fail(err, MP_ERR_USAGE, NULL, NULL, "--ctx %u is more than the model's %u positions", ctx, maxpos);
+        return mp_fail(err, MP_ERR_USAGE, o->file, NULL,
+                       "--ctx %u is more than the model's %u positions (max_position_embeddings)", ctx, maxpos);
     if ((rc = mp_session_new(*m, ctx, s, err)))
         return rc;
     return mp_sampler_new(&o->samp, mp_model_vocab(*m), smp, err);
@@ -297,6 +298,60 @@ static int history_add(history *h, mp_chat_role role, const char *text, size_t l
     return MP_OK;
 }
 
+/* Removes messages [i, i + n) of the history. */
+static void history_drop(history *h, size_t i, size_t n)
+{
+    for (size_t k = i; k < i + n; k++)
+        free(h->owned[k]);
+    memmove(h->msgs + i, h->msgs + i + n, (h->n - i - n) * sizeof *h->msgs);
+    memmove(h->owned + i, h->owned + i + n, (h->n - i - n) * sizeof *h->owned);
+    h->n -= n;
+}
+
+/* Encodes the history for the next reply. When it leaves less room than the
+ * reply may take (max_new, at most half the context), the oldest exchanges
+ * (after the system prompt) are dropped, so a long chat goes on instead of
+ * ending. A last message that does not fit even alone is taken back out of
+ * the history, with nothing dropped, and *sent is false: the chat goes on
+ * without it. */
+static int encode_history(const mp_model *m, const run_opts *o, history *h, uint32_t ctx, mp_tokens *ids, bool *sent,
+                          mp_error *err)
+{
+    size_t first = h->n && h->msgs[0].role == MP_CHAT_SYSTEM ? 1 : 0;
+    uint32_t room = o->max_new < ctx / 2 ? o->max_new : ctx / 2;
+    *sent = true;
+    int rc = encode_prompt(m, o, h->msgs, h->n, ids, err);
+    if (rc || ids->n + room <= ctx)
+        return rc;
+    mp_tokens_free(ids);
+    mp_chat_msg alone[2] = {h->msgs[0], h->msgs[h->n - 1]}; /* the system prompt (if any) and the message */
+    if ((rc = encode_prompt(m, o, first ? alone : alone + 1, first + 1, ids, err)))
+        return rc;
+    if (ids->n >= ctx) {
+        fprintf(stderr, "moepack: chat: this message needs %zu tokens, more than the context of %u (raise --ctx); "
+                        "not sent\n", ids->n, ctx);
+        mp_tokens_free(ids);
+        history_drop(h, h->n - 1, 1);
+        *sent = false;
+        return MP_OK;
+    }
+    /* With the message alone left (the chat's first), ids already holds the
+     * whole prompt: it fits, leaving the reply less room. */
+    unsigned dropped = 0;
+    while (h->n - first >= 3) {
+        mp_tokens_free(ids);
+        history_drop(h, first, 2); /* the oldest user message and its reply */
+        dropped++;
+        if ((rc = encode_prompt(m, o, h->msgs, h->n, ids, err)) || ids->n + room <= ctx)
+            break;
+    }
+    if (dropped == 1)
+        fprintf(stderr, "(dropped the oldest exchange to fit the context of %u tokens)\n", ctx);
+    else if (dropped)
+        fprintf(stderr, "(dropped the oldest %u exchanges to fit the context of %u tokens)\n", dropped, ctx);
+    return rc;
+}
+
 static void history_free(history *h)
 {
     for (size_t i = 0; i < h->n; i++)
@@ -330,8 +385,11 @@ int mp_cmd_chat(int argc, char **argv)
             fflush(stderr);
         }
         ssize_t got = getline(&line, &line_cap, stdin);
-        if (got < 0)
-            break; /* end of input */
+        if (got < 0) { /* end of input */
+            if (tty)
+                fputc('\n', stderr); /* after "> ", so the shell's prompt starts a line */
+            break;
+        }
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = 0;
         if (got == 0)
@@ -339,8 +397,9 @@ int mp_cmd_chat(int argc, char **argv)
         if ((rc = history_add(&h, MP_CHAT_USER, line, (size_t)got, &err)))
             break;
         mp_tokens ids = {0};
-        rc = encode_prompt(m, &o, h.msgs, h.n, &ids, &err);
-        if (!rc) {
+        bool sent = false;
+        rc = encode_history(m, &o, &h, mp_session_ctx(s), &ids, &sent, &err);
+        if (!rc && sent) {
             mp_reply_printer p;
             mp_gen_stats st;
             rc = generate_reply(s, smp, m, &ids, o.max_new, &p, &st, &err);

@@ -93,9 +93,10 @@ int mp_cmd_serve(int argc, char **argv)
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     optind = 1;
+    opterr = 0;
     int ch;
     uint64_t v;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (ch) {
         case O_HOST: so.host = optarg; break;
         case O_PORT:
@@ -140,7 +141,18 @@ int mp_cmd_serve(int argc, char **argv)
                 return MP_ERR_USAGE;
             so.timeout_s = (unsigned)v;
             break;
-        case O_NAME: model_name = optarg; break;
+        case O_NAME: {
+            /* the id clients name in requests and /v1/models lists: an empty one cannot be asked for, and
+             * one that is not UTF-8 cannot be a JSON string (json_string refuses it) */
+            if (!optarg[0])
+                return mp_cli_usage_error("serve", "--model-name needs a non-empty NAME");
+            json_t *as_json = json_string(optarg);
+            if (!as_json)
+                return mp_cli_usage_error("serve", "--model-name NAME is not valid UTF-8");
+            json_decref(as_json);
+            model_name = optarg;
+            break;
+        }
         case O_CPU: mo.cpu_only = true; break;
         case O_BF16ACT: mo.bf16_activations = true; break;
         case O_CHUNK:
@@ -149,7 +161,7 @@ int mp_cmd_serve(int argc, char **argv)
             so.prefill_chunk = (uint32_t)v;
             break;
         case 'h': serve_usage(stdout); return MP_OK;
-        default: return mp_cli_usage_error("serve", "unknown option");
+        default: return mp_cli_getopt_error("serve", ch, argv);
         }
     }
     if (optind + 1 != argc)

@@ -18,7 +18,8 @@ static void tokenize_usage(FILE *out)
         "usage: moepack tokenize SRC [TEXT | --file F] [--bos] [--special] [--chat]\n"
         "\n"
         "Prints the token ids of TEXT (or of file F; '-' reads stdin), space-separated on one line.\n"
-        "SRC is a model directory holding tokenizer.json, or a tokenizer.json file.\n"
+        "SRC is a model directory holding tokenizer.json, a tokenizer.json file, a GGUF file (its\n"
+        "tokenizer.ggml.* vocabulary) or a .moepack container (the tokenizer stored in it).\n"
         "  --bos      prepend the BOS token\n"
         "  --special  parse special tokens written in the text (e.g. <\357\275\234User\357\275\234>) into their ids\n"
         "  --chat     encode TEXT as one user message in the model's chat format, with the\n"
@@ -145,29 +146,64 @@ static void detokenize_usage(FILE *out)
     fprintf(out, "usage: moepack detokenize SRC IDS... [--skip-special]\n"
                  "\n"
                  "Writes the text of the token ids (exact bytes, no newline added). IDS may be separate\n"
-                 "arguments or one argument of space- or comma-separated ids.\n"
+                 "arguments or one argument of space- or comma-separated ids (one comma between two ids;\n"
+                 "an empty item, as in '1,,2' or '1,', is refused). SRC is as for moepack tokenize: a model\n"
+                 "directory, a tokenizer.json, a GGUF file or a .moepack container.\n"
                  "  --skip-special  special (control) tokens produce no text\n");
 }
 
-/* Appends the ids in one argument ("5", "5 6 7", "5,6,7"). */
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Appends the ids in one argument ("5", "5 6 7", "5,6,7", "5, 6"). Ids are separated by blanks or by
+ * one comma; an empty item ("1,,2", "1,", ",1") or an argument without ids is refused like a bad id,
+ * not skipped, so that a list cut or joined by mistake is not silently decoded as other text. */
 static bool parse_ids(const char *arg, mp_tokens *ids, int32_t n_tokens)
 {
     const char *p = arg;
+    size_t n_items = 0;
+    bool after_comma = false; /* a comma was read: an id must come next */
     for (;;) {
-        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n')
+        while (is_blank(*p))
             p++;
-        if (!*p)
+        if (!*p && !after_comma && n_items > 0)
             return true;
-        if (*p < '0' || *p > '9') {
-            mp_cli_usage_error("detokenize", "'%s' is not a list of token ids", arg);
+        if (!*p && n_items == 0) {
+            mp_cli_usage_error("detokenize", "'%s' holds no token ids", arg);
             return false;
         }
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (errno || v >= (unsigned long long)n_tokens ||
-            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
-            mp_cli_usage_error("detokenize", "bad token id in '%s' (ids are 0..%d)", arg, n_tokens - 1);
+        if (!*p || *p == ',') {
+            if (n_items == 0 || after_comma) {
+                mp_cli_usage_error("detokenize", "'%s': item %zu is empty (separate ids by blanks or by one comma)",
+                                   arg, n_items + 1);
+                return false;
+            }
+            after_comma = true;
+            p++;
+            continue;
+        }
+        const char *item = p;
+        while (*p && *p != ',' && !is_blank(*p))
+            p++;
+        int len = (int)(p - item);
+        n_items++;
+        after_comma = false;
+        /* digits only (no sign, no "0x"), and the value checked digit by digit so it cannot overflow */
+        int64_t v = 0;
+        bool valid = true;
+        for (const char *d = item; d < p && valid; d++) {
+            valid = *d >= '0' && *d <= '9';
+            v = v * 10 + (*d - '0');
+            valid = valid && v < n_tokens;
+        }
+        if (!valid) {
+            if ((size_t)len == strlen(arg))
+                mp_cli_usage_error("detokenize", "'%s' is not a token id (ids are 0..%d)", arg, n_tokens - 1);
+            else
+                mp_cli_usage_error("detokenize", "'%.*s' in '%s' is not a token id (ids are 0..%d)", len, item, arg,
+                                   n_tokens - 1);
             return false;
         }
         mp_error err = {0};
@@ -175,7 +211,6 @@ static bool parse_ids(const char *arg, mp_tokens *ids, int32_t n_tokens)
             mp_cli_report(&err);
             return false;
         }
-        p = end;
     }
 }
 
@@ -194,7 +229,8 @@ int mp_cmd_detokenize(int argc, char **argv)
             return MP_OK;
         } else if (!strcmp(argv[i], "--skip-special")) {
             skip = true;
-        } else if (argv[i][0] == '-' && argv[i][1] != 0) {
+        } else if (argv[i][0] == '-' && argv[i][1] != 0 && !(argv[i][1] >= '0' && argv[i][1] <= '9')) {
+            /* "-1" is taken as IDS, to be refused as a token id rather than as an unknown option */
             free(args);
             return mp_cli_usage_error("detokenize", "unknown option '%s'", argv[i]);
         } else if (!src) {

@@ -32,8 +32,23 @@ static void print_usage(FILE *out)
     fprintf(out, "usage: moepack <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'moepack <command> --help' describes a command.\n"
+    fprintf(out, "\n'moepack <command> --help' or 'moepack help <command>' describes a command.\n"
                  "exit codes: 0 success, 1 usage error, 2 bad input or I/O error, 3 a check failed\n");
+}
+
+static const mp_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(name, commands[i].name))
+            return &commands[i];
+    return NULL;
+}
+
+static int unknown_command(const char *name)
+{
+    fprintf(stderr, "moepack: unknown command '%s'\n", name);
+    print_usage(stderr);
+    return MP_ERR_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -42,16 +57,20 @@ int main(int argc, char **argv)
         print_usage(stderr);
         return MP_ERR_USAGE;
     }
+    if (!strcmp(argv[1], "help") && argc > 2) { /* help CMD: that command's --help */
+        const mp_command *c = find_command(argv[2]);
+        if (!c)
+            return unknown_command(argv[2]);
+        char help_flag[] = "--help";
+        char *help_argv[] = {argv[2], help_flag, NULL};
+        return c->fn(2, help_argv);
+    }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         print_usage(stdout);
         return MP_OK;
     }
     if (!strcmp(argv[1], "--version"))
         return mp_cmd_version(argc - 1, argv + 1);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name))
-            return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "moepack: unknown command '%s'\n", argv[1]);
-    print_usage(stderr);
-    return MP_ERR_USAGE;
+    const mp_command *c = find_command(argv[1]);
+    return c ? c->fn(argc - 1, argv + 1) : unknown_command(argv[1]);
 }

@@ -97,6 +97,27 @@ static int check_output_path(const char *final_path, mp_error *err)
     return MP_OK;
 }
 
+int mp_check_output_file(const char *final_path, const char *const *inputs, size_t n_inputs, mp_error *err)
+{
+    int rc = check_output_path(final_path, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n_inputs; i++)
+        if (inputs[i] && mp_same_file(final_path, inputs[i]))
+            return mp_fail(err, MP_ERR_INPUT, final_path, NULL, "is the input file %s; choose another output path",
+                           inputs[i]);
+    char *dir = mp_path_dirname(final_path);
+    if (!dir)
+        return mp_fail(err, MP_ERR_INPUT, final_path, NULL, "out of memory");
+    /* access() answers for the real user, as open() will; a folder that is
+     * missing or read-only fails here instead of after the work. */
+    int e = access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+    if (e == 0 && !mp_is_directory(dir))
+        e = ENOTDIR;
+    free(dir);
+    return e ? mp_fail_errno(err, final_path, e, "cannot be created") : MP_OK;
+}
+
 int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err)
 {
     memset(f, 0, sizeof *f);

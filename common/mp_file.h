@@ -45,6 +45,12 @@ typedef struct mp_outfile {
     uint64_t size; /* bytes written so far at the end of the file */
 } mp_outfile;
 
+/* Checks, before any work, that FINAL can be written as an output: not empty,
+ * free or a regular file, not the same file as any of the n_inputs paths
+ * (NULL entries skipped), and in a folder that exists and is writable.
+ * Creates nothing. */
+int mp_check_output_file(const char *final_path, const char *const *inputs, size_t n_inputs, mp_error *err);
+
 /* Creates (or, with `resume`, reopens) FINAL.partial. An empty FINAL, or one
  * that exists and is not a regular file, is refused before anything is created. */
 int mp_outfile_open(mp_outfile *f, const char *final_path, bool resume, mp_error *err);

@@ -42,12 +42,25 @@ void mp_convert_opts_default(mp_convert_opts *o)
     o->gate_up_group = 0;
 }
 
+/* A quantization as `convert` spells its option values. */
+static const char *quant_option(mp_quant q)
+{
+    switch (q) {
+    case MP_QUANT_INT4_SYM: return "int4-sym";
+    case MP_QUANT_INT4_ASYM: return "int4-asym";
+    default: return mp_quant_name(q); /* int8, bf16 */
+    }
+}
+
 void mp_convert_opts_string(const mp_convert_opts *o, char *buf, size_t len)
 {
-    snprintf(buf, len, "--cpu-quant %s --gpu-quant %s --int4-fit %s --int8-group %u%s%s%s%s",
-             mp_quant_name(o->cpu_quant), mp_quant_name(o->gpu_quant), mp_int4_fit_name(o->int4_fit),
-             o->gate_up_group, o->keep_mtp ? " --keep-mtp" : "", o->allow_nonfinite ? " --allow-nonfinite" : "",
-             o->config_override ? " --config " : "", o->config_override ? o->config_override : "");
+    char group[32] = "";
+    if (o->gate_up_group)
+        snprintf(group, sizeof group, " --int8-group %u", o->gate_up_group);
+    snprintf(buf, len, "--cpu-quant %s --gpu-quant %s --int4-fit %s%s%s%s%s%s", quant_option(o->cpu_quant),
+             quant_option(o->gpu_quant), mp_int4_fit_name(o->int4_fit), group, o->keep_mtp ? " --keep-mtp" : "",
+             o->allow_nonfinite ? " --allow-nonfinite" : "", o->config_override ? " --config " : "",
+             o->config_override ? o->config_override : "");
 }
 
 static double now_s(void)
@@ -160,6 +173,21 @@ static int check_output_is_not_input(const ctx *c, const char *out_path, mp_erro
     return MP_OK;
 }
 
+/* A GGUF that does not record the expert groups converts with n_group =
+ * topk_group = 1 (plain top-k over all experts), which changes the routing
+ * of models that use group-limited routing (V3/R1: 8 groups, top 4): say so
+ * before the long part, and how to keep the model's own routing. */
+static void warn_defaulted_routing(const ctx *c, const char *src_path)
+{
+    if (!c->o->warnings || !(c->d->defaulted & MP_DEFAULTED_GROUPS) || c->d->n_routed_experts == 0)
+        return;
+    fprintf(c->o->warnings,
+            "moepack: warning: %s: the expert groups (n_group, topk_group) are not recorded; routing will use "
+            "n_group 1 (top-%u over all %u experts), unlike models with group-limited routing "
+            "(DeepSeek-V3/R1: 8 groups, top 4); pass --config with the model's config.json to keep its own\n",
+            src_path, c->d->num_experts_per_tok, c->d->n_routed_experts);
+}
+
 static int cmp_job_size(const void *a, const void *b, void *arg)
 {
     ctx *c = arg;
@@ -183,6 +211,7 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
     if (rc)
         return rc;
     c.d = &c.src->desc;
+    warn_defaulted_routing(&c, src_path);
     uint8_t *tok_blob = NULL;
     size_t tok_len = 0;
     mp_chat_format chat = MP_CHAT_DEEPSEEK_V3;
@@ -204,6 +233,11 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
     }
     sprintf(c.journal_path, "%s.partial.journal", out_path);
     bool resuming = opts->resume && mp_file_exists(c.journal_path);
+    if (!resuming && opts->warnings && mp_file_exists(c.journal_path))
+        fprintf(opts->warnings,
+                "moepack: warning: %s.partial: left by an interrupted conversion; starting over "
+                "(--resume continues it)\n",
+                out_path);
     if ((rc = check_output_is_not_input(&c, out_path, err)) || (rc = mp_outfile_open(&c.out, out_path, resuming, err)))
         goto done;
     c.out_open = true;

@@ -24,6 +24,7 @@ typedef struct mp_convert_opts {
     bool allow_nonfinite;    /* zero NaN/Inf source values instead of refusing them */
     const char *config_override; /* config.json completing/overriding the source's description */
     FILE *progress;          /* progress output (NULL = quiet) */
+    FILE *warnings;          /* warnings that do not stop the conversion (NULL = none) */
     bool progress_tty;       /* redraw one line instead of printing lines */
     uint32_t max_layers;     /* testing aid: stop after this many units (0 = all); leaves the partial file */
 } mp_convert_opts;
@@ -56,7 +57,8 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
                mp_error *err);
 
 /* The normalized options string stored in the metadata (provenance): only
- * what changes the output, so --threads/--resume/--quiet do not. */
+ * what changes the output, so --threads/--resume/--quiet do not; spelled as
+ * `convert` takes them, so that the conversion can be repeated. */
 void mp_convert_opts_string(const mp_convert_opts *o, char *buf, size_t len);
 
 #endif

@@ -144,15 +144,30 @@ static bool expected_sizes(const mp_ctensor *t, uint64_t padded[3], uint64_t *da
 
 /* ---- reading -------------------------------------------------------------- */
 
+#define CONVERT_FIRST "convert it first: moepack convert SRC -o OUT.moepack"
+
+/* Not a container: a checkpoint given where a container is expected is
+ * named as such, with the command that makes a container of it. */
+static int not_a_container(const mp_mapped_file *f, mp_error *err)
+{
+    const uint8_t *p = f->data;
+    if (f->size >= 4 && memcmp(p, "GGUF", 4) == 0)
+        return mp_fail(err, MP_ERR_INPUT, f->path, NULL, "a GGUF file, not a moepack container; " CONVERT_FIRST);
+    if (f->size >= 9 && rd64(p) > 0 && rd64(p) <= f->size - 8 && p[8] == '{')
+        return mp_fail(err, MP_ERR_INPUT, f->path, NULL,
+                       "a safetensors file, not a moepack container; " CONVERT_FIRST " (SRC: the model folder)");
+    if (f->size < MP_CONTAINER_HEADER_REGION)
+        return mp_fail(err, MP_ERR_INPUT, f->path, NULL, "file is %llu bytes, too short for a moepack container",
+                       (unsigned long long)f->size);
+    return mp_fail(err, MP_ERR_INPUT, f->path, NULL, "not a moepack container (bad magic)");
+}
+
 static int parse_header(const mp_mapped_file *f, mp_container_header *h, mp_error *err)
 {
     const char *path = f->path;
-    if (f->size < MP_CONTAINER_HEADER_REGION)
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "file is %llu bytes, too short for a moepack container",
-                       (unsigned long long)f->size);
     const uint8_t *p = f->data;
-    if (memcmp(p + H_MAGIC, MP_CONTAINER_MAGIC, 8) != 0)
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "not a moepack container (bad magic)");
+    if (f->size < MP_CONTAINER_HEADER_REGION || memcmp(p + H_MAGIC, MP_CONTAINER_MAGIC, 8) != 0)
+        return not_a_container(f, err);
     h->version_major = rd32(p + H_VMAJOR);
     h->version_minor = rd32(p + H_VMINOR);
     if (h->version_major != MP_CONTAINER_VERSION_MAJOR)
@@ -161,7 +176,7 @@ static int parse_header(const mp_mapped_file *f, mp_container_header *h, mp_erro
                        h->version_major, h->version_minor, MP_CONTAINER_VERSION_MAJOR,
                        h->version_major > MP_CONTAINER_VERSION_MAJOR ? "; upgrade moepack or reconvert" : "");
     if (XXH3_64bits(p, H_HDR_SUM) != rd64(p + H_HDR_SUM))
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "header checksum mismatch (the file is corrupt)");
+        return mp_fail(err, MP_ERR_CHECK, path, NULL, "header checksum mismatch (the file is corrupt)");
     h->file_size = rd64(p + H_FILE_SIZE);
     if (h->file_size != f->size)
         return mp_fail(err, MP_ERR_INPUT, path, NULL,
@@ -256,7 +271,7 @@ static int parse_directory(mp_container *c, mp_error *err)
     uint64_t sum = XXH3_64bits_digest(st);
     XXH3_freeState(st);
     if (sum != h->dir_checksum)
-        return mp_fail(err, MP_ERR_INPUT, path, NULL, "directory checksum mismatch (the file is corrupt)");
+        return mp_fail(err, MP_ERR_CHECK, path, NULL, "directory checksum mismatch (the file is corrupt)");
 
     c->strings = malloc(h->strings_size + 1);
     c->tensors = calloc(h->n_tensors ? h->n_tensors : 1, sizeof *c->tensors);
@@ -331,7 +346,10 @@ int mp_container_open(const char *path, mp_container **out, mp_error *err)
     mp_container *c = calloc(1, sizeof *c);
     if (!c)
         return mp_fail(err, MP_ERR_INPUT, path, NULL, "out of memory");
-    int rc = mp_map_file(path, &c->file, err);
+    int rc = mp_is_directory(path) ? mp_fail(err, MP_ERR_INPUT, path, NULL,
+                                             "is a folder, not a moepack container; " CONVERT_FIRST
+                                             " (SRC: the model folder)")
+                                   : mp_map_file(path, &c->file, err);
     if (!rc)
         rc = parse_header(&c->file, &c->hdr, err);
     if (!rc)
@@ -339,9 +357,9 @@ int mp_container_open(const char *path, mp_container **out, mp_error *err)
     if (!rc) {
         const uint8_t *m = c->file.data + c->hdr.meta_offset;
         if (XXH3_64bits(m, c->hdr.meta_size) != c->hdr.meta_checksum)
-            rc = mp_fail(err, MP_ERR_INPUT, path, NULL, "metadata checksum mismatch (the file is corrupt)");
+            rc = mp_fail(err, MP_ERR_CHECK, path, NULL, "metadata checksum mismatch (the file is corrupt)");
         else if (XXH3_64bits(c->file.data + c->hdr.tok_offset, c->hdr.tok_size) != c->hdr.tok_checksum)
-            rc = mp_fail(err, MP_ERR_INPUT, path, NULL, "tokenizer checksum mismatch (the file is corrupt)");
+            rc = mp_fail(err, MP_ERR_CHECK, path, NULL, "tokenizer checksum mismatch (the file is corrupt)");
     }
     if (!rc) {
         c->meta_json = malloc(c->hdr.meta_size + 1);

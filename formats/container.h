@@ -103,7 +103,9 @@ typedef struct mp_container {
 
 /* Opens and maps `path`, validating header, directory, strings, metadata and
  * tokenizer blob. A container from a newer major version is refused with a
- * message that says so. */
+ * message that says so. A checksum that does not match is MP_ERR_CHECK (a
+ * check that ran and failed, as in mp_container_verify); every other
+ * refusal is MP_ERR_INPUT. */
 int mp_container_open(const char *path, mp_container **out, mp_error *err);
 void mp_container_close(mp_container *c);
 

@@ -19,6 +19,8 @@ typedef struct mp_compare_prompt {
     uint32_t greedy_match; /* our greedy tokens equal to the reference before the first difference */
     uint32_t greedy_forced; /* teacher-forced: positions where, fed the reference's greedy tokens,
                                our argmax is the reference's next token */
+    bool greedy_ran;        /* false with opts.greedy off or no prompt{i}.greedy: the greedy_* are 0,
+                               not a measurement */
 } mp_compare_prompt;
 
 typedef struct mp_compare_result {
@@ -28,6 +30,7 @@ typedef struct mp_compare_result {
      * top-1 agreement over all positions, greedy matches summed */
     uint32_t tokens, top1_agree, greedy_len, greedy_match, greedy_forced;
     double max_abs, mean_kl, top1;
+    bool greedy_ran; /* for any prompt */
 } mp_compare_result;
 
 typedef struct mp_compare_opts {

@@ -8,7 +8,7 @@
  * prompt already opened it (mp_chat_prompt_opens_think: R1's prompt ends with
  * "<think>\n"), and closes at the </think> token. A tokenizer without both
  * tokens never shows a block. A reply cut off inside a block ends with the
- * terminal's attributes reset; the markers are left open.
+ * terminal's attributes reset, or with "[/thinking]", so the markers pair.
  *
  * The printer writes only to the FILE it is given (the command's output). */
 #ifndef MP_REPLY_H

@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "container.h"
 #include "mp_compare.h"
+#include "mp_file.h"
 #include "mp_rand.h"
 #include "safetensors.h"
 #include "safetensors_write.h"
@@ -122,6 +125,7 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
     out->mean_kl = kl_sum / rp->T;
     if (!o->greedy || !rp->G)
         return MP_OK;
+    out->greedy_ran = true;
     out->greedy_len = rp->G;
     const uint8_t *g = rp->greedy->data;
     /* free-running: our own tokens, until the first difference */
@@ -151,6 +155,24 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
     return MP_OK;
 }
 
+/* A container given where the reference belongs (an easy slip: both are files `moepack` writes) would
+ * reach the safetensors parser as an absurd header length; it is named as what it is instead. Any
+ * other file, and one that cannot be read here, is left to mp_st_open and its own errors. */
+static int refuse_container(const char *ref_path, mp_error *err)
+{
+    char magic[8];
+    int fd = mp_open_input(ref_path);
+    if (fd < 0)
+        return MP_OK;
+    ssize_t got = read(fd, magic, sizeof magic);
+    close(fd);
+    if (got == (ssize_t)sizeof magic && memcmp(magic, MP_CONTAINER_MAGIC, sizeof magic) == 0)
+        return mp_fail(err, MP_ERR_INPUT, ref_path, NULL,
+                       "is a moepack container, not a reference file ('moepack reference FILE -o "
+                       "OUT.safetensors' writes one from a container)");
+    return MP_OK;
+}
+
 int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opts *o, mp_compare_result *out,
                          mp_error *err)
 {
@@ -162,7 +184,10 @@ int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opt
     }
     uint32_t vocab = mp_model_vocab(m);
     mp_safetensors *st = NULL;
-    int rc = mp_st_open(ref_path, &st, err);
+    int rc = refuse_container(ref_path, err);
+    if (rc)
+        return rc;
+    rc = mp_st_open(ref_path, &st, err);
     if (rc)
         return rc;
     /* the prompts, and the longest context any of them needs */
@@ -185,7 +210,12 @@ int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opt
         goto done;
     }
     if (o->only_prompt >= 0 && (uint32_t)o->only_prompt >= n) {
-        rc = mp_fail(err, MP_ERR_USAGE, ref_path, NULL, "there is no prompt %d (the file has %u)", o->only_prompt, n);
+        if (n == 1)
+            rc = mp_fail(err, MP_ERR_USAGE, ref_path, NULL, "there is no prompt %d (the file has only prompt 0)",
+                         o->only_prompt);
+        else
+            rc = mp_fail(err, MP_ERR_USAGE, ref_path, NULL, "there is no prompt %d (the file has prompts 0..%u)",
+                         o->only_prompt, n - 1);
         goto done;
     }
     uint32_t maxpos = mp_model_desc_of(m)->max_position_embeddings;
@@ -219,6 +249,7 @@ int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opt
         out->greedy_len += p->greedy_len;
         out->greedy_match += p->greedy_match;
         out->greedy_forced += p->greedy_forced;
+        out->greedy_ran |= p->greedy_ran;
         if (p->max_abs > out->max_abs || isnan(p->max_abs))
             out->max_abs = p->max_abs;
         kl_total += p->mean_kl * p->tokens;

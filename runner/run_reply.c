@@ -71,8 +71,8 @@ void mp_reply_printer_finish(mp_reply_printer *p)
         p->failed |= !keep_text(p, s, n);
         fwrite(s, 1, n, p->out);
     }
-    if (p->in_think && p->tty)
-        fputs(SGR_RESET, p->out);
+    if (p->in_think) /* cut off while reasoning: the markers still pair */
+        fputs(p->tty ? SGR_RESET : "[/thinking]", p->out);
     fputc('\n', p->out);
     fflush(p->out);
 }

@@ -125,7 +125,7 @@ static void test_with_think_tokens(const mp_tokenizer *tok)
     seq cut = {tok, {0}};
     add_text(&cut, "still thinking");
     expect_reply("cut off", &cut, true, true, DIM "still thinking" RESET "\n", "still thinking");
-    expect_reply("cut off", &cut, false, true, "[thinking]\nstill thinking\n", "still thinking");
+    expect_reply("cut off", &cut, false, true, "[thinking]\nstill thinking[/thinking]\n", "still thinking");
 
     /* no reasoning at all (V3-style reply): nothing but the text */
     seq plain = {tok, {0}};

@@ -407,7 +407,9 @@ int mp_tokenizer_load_hf(const char *path, mp_tokenizer **out, mp_error *err)
     const json_t *model = json_object_get(h.root, "model");
     const char *mtype = json_string_value(json_object_get(model, "type"));
     if (!json_is_object(model)) {
-        rc = mp_fail(err, MP_ERR_INPUT, file, NULL, "no model object");
+        rc = mp_fail(err, MP_ERR_INPUT, file, NULL,
+                     "not a tokenizer.json (it has no \"model\" object); a tokenizer is read from a model "
+                     "directory, a tokenizer.json, a GGUF file or a .moepack container");
         goto done;
     }
     if (mtype && strcmp(mtype, "BPE") != 0) {

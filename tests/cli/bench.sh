@@ -183,4 +183,11 @@ expect_exit 2 "$MP" bench "$T/missing.moepack" --prompt 4 --gen 1 --no-limits -q
 expect_in "$err" "missing.moepack"
 expect_exit 2 "$MP" bench "$X" --prompt 4 --gen 1 --no-limits -q --svg "$T/no/such/dir/r.svg"
 expect_in "$err" "r.svg"
+# the text report of a tiny model on one thread: sizes in MB rather than 0.00 GB, "1 thread", and no
+# GPU overhead claimed as measured when no GPU ran
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 8 --gen 2 --threads 1 --no-limits -q
+expect_in "$out" 'backend cpu \([a-z0-9]+\), 1 thread,'
+expect_in "$out" 'decode: [0-9.]+ MB of weights per token'
+expect_in "$out" 'VRAM = gpu = [0-9.]+ MB, plus the GPU.s own overhead \(not measured'
+if printf '%s' "$out" | grep -q '0\.00 GB'; then fail "0.00 GB in the report"; else ok; fi
 finish

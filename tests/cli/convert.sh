@@ -46,8 +46,26 @@ expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3"
 expect_in "$out" 'model\.layers\.1\.mlp\.experts\.15\.down_proj\.weight +exp_down'
 expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3-Q4_K_M.gguf" --json
 expect_in "$out" '"dtype": "Q4_K"'
+# shapes are the files' own, in PyTorch order: 1-D norms [256], 2-D [out, in], GGUF's merged 3-D expert
+# tensors [experts, out, in] (one entry per expert), in the table and in --json
+expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3"
+expect_in "$out" '^model\.norm\.weight +output_norm +-1 +-1 +\[256\] +BF16 '
+expect_in "$out" '^model\.layers\.0\.self_attn\.kv_a_proj_with_mqa\.weight +attn_kv_a_mqa +0 +-1 +\[272, 256\] '
+expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3-bf16.gguf"
+expect_in "$out" '^output_norm\.weight +output_norm +-1 +-1 +\[256\] +F32 '
+expect_in "$out" '^blk\.1\.exp_probs_b\.bias +router_bias +1 +-1 +\[16\] '
+expect_in "$out" '^blk\.0\.attn_kv_a_mqa\.weight +attn_kv_a_mqa +0 +-1 +\[272, 256\] '
+expect_in "$out" '^blk\.1\.ffn_gate_exps\.weight +exp_gate +1 +15 +\[16, 256, 256\] +BF16 +131072$'
+expect_in "$out" 'merged expert tensor .* one line per expert'
+expect_exit 0 "$MP" inspect-source "$FIX/tiny-v3-bf16.gguf" --json
+expect_in "$(printf '%s' "$out" | tr -d ' \n')" '"name":"output_norm\.weight","role":"output_norm","layer":-1,"expert":-1,"shape":\[256\]'
+expect_in "$(printf '%s' "$out" | tr -d ' \n')" '"name":"blk\.1\.ffn_up_exps\.weight","role":"exp_up","layer":1,"expert":3,"shape":\[16,256,256\]'
 
 # usage errors
+expect_exit 1 "$MP" inspect-source "$FIX/tiny-v3" --bogus
+expect_in "$err" "^moepack: inspect-source: unknown option '--bogus'"
+expect_exit 1 "$MP" inspect-source "$FIX/tiny-v3" --config
+expect_in "$err" "^moepack: inspect-source: option '--config' needs a value"
 expect_exit 1 "$MP" convert "$FIX/tiny-v3"
 expect_exit 1 "$MP" convert "$FIX/tiny-v3" -o "$D/x.moepack" --cpu-quant int3
 expect_exit 1 "$MP" convert "$FIX/tiny-v3" -o "$D/x.moepack" --threads 0

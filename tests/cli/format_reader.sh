@@ -64,12 +64,13 @@ PYEOF
     [ "$(printf '%s\n' "$err" | grep -c 'checksum mismatch')" -eq 1 ] && ok || fail "reader reports other tensors than $tname"
 done
 
-# Hostile files: refused by the reader (exit 2, a message naming the problem, no traceback) and by inspect (exit 2).
+# Hostile files: refused by the reader (exit 2, a message naming the problem, no traceback) and by inspect
+# (exit 2, or 3 where a checksum check failed).
 python3 "$PYCHECK" "$READER" hostile "$good" "$D" && ok || fail "writing hostile files"
-for spec in "truncated|file_size says .* (truncated|extended)|2" "header_checksum|header checksum mismatch|2" \
-            "offset_past_end|tensor .*: data .* outside the (host|gpu|cpu) section|2" "n_tensors_huge|dir_size .* != n_tensors|2" \
-            "meta_past_end|metadata .* outside the file|2" "tok_raw_huge|tok_raw_size .* exceeds|2"; do
-    IFS='|' read -r name pattern code <<< "$spec"
+for spec in "2|truncated|file_size says .* (truncated|extended)" "3|header_checksum|header checksum mismatch" \
+            "2|offset_past_end|tensor .*: data .* outside the (host|gpu|cpu) section" "2|n_tensors_huge|dir_size .* != n_tensors" \
+            "2|meta_past_end|metadata .* outside the file" "2|tok_raw_huge|tok_raw_size .* exceeds"; do
+    IFS='|' read -r code name pattern <<< "$spec" # the pattern, last, keeps its own '|'
     expect_exit 2 python3 "$READER" "$D/$name.moepack"
     expect_in "$err" "$pattern"
     if printf '%s' "$err" | grep -q Traceback; then fail "$name: the reader printed a traceback"; else ok; fi

@@ -48,6 +48,14 @@ expect_exit 0 "$MP" chat "$X" -n 4 < /dev/null
 # path's figures (on a GPU machine the default is the hybrid path, checked in cli_hybrid)
 expect_exit 0 "$MP" compare "$X" "$REF" --cpu-only --no-greedy --max-abs 5e-3 --min-top1 1 --max-kl 1e-6
 expect_in "$out" "^all +751 "
+# no greedy decoding ran: its columns are '-' (text) and null (JSON), not a measured 0/0
+expect_in "$out" "^all +751 .*% +- +- *$"
+if printf '%s' "$out" | grep -q '0/0'; then fail "--no-greedy still shows 0/0"; else ok; fi
+expect_exit 0 "$MP" compare "$X" "$REF" --cpu-only --no-greedy --prompt 5 --json
+expect_in "$out" '"greedy_match": null'
+if printf '%s' "$out" | grep -Eq '"greedy_(len|match|forced)": [0-9]'; then fail "--no-greedy JSON has greedy counts"; else ok; fi
+expect_exit 1 "$MP" compare "$X" "$REF" --cpu-only --prompt 6
+expect_in "$err" "there is no prompt 6 \(the file has prompts 0\.\.5\)"
 expect_exit 0 "$MP" compare "$X" "$REF" --cpu-only --prompt 2 --min-greedy 32 --json
 expect_in "$out" '"greedy_match": 32'
 expect_in "$out" '"pass": true'
@@ -73,6 +81,12 @@ expect_exit 1 "$MP" reference "$Q" -o "$D/long.safetensors" --len 1000000 --cpu-
 expect_in "$err" "more than the model's"
 [ ! -e "$D/long.safetensors" ] && [ ! -e "$D/long.safetensors.partial" ] && ok || fail "reference left a file behind"
 expect_exit 1 "$MP" reference "$Q"
+# a reference without greedy tokens: nothing to decode, so '-' as with --no-greedy; one prompt only
+expect_exit 0 "$MP" reference "$Q" -o "$D/one.safetensors" --prompts 1 --len 8 --greedy 0 --cpu-only
+expect_exit 0 "$MP" compare "$Q" "$D/one.safetensors" --cpu-only
+expect_in "$out" "^all +8 .*% +- +- *$"
+expect_exit 1 "$MP" compare "$Q" "$D/one.safetensors" --cpu-only --prompt 1
+expect_in "$err" "there is no prompt 1 \(the file has only prompt 0\)"
 
 # the container's tokenizer (the ids transformers gives for prompt 5 of the reference)
 expect_exit 0 "$MP" tokenize "$X" --chat "Explain MLA in one sentence."
@@ -87,6 +101,11 @@ expect_exit 1 "$MP" run "$X" -p x --top-p 2
 expect_in "$err" "--top-p must be"
 expect_exit 1 "$MP" run "$X" -p x --top-p 0
 expect_exit 1 "$MP" run "$X" -p x -n -3
+# a negative number gets the same range message as any other out-of-range value
+expect_exit 1 "$MP" run "$X" -p x --threads -3
+expect_in "$err" "^moepack: run: --threads must be an integer in \[1, 4096\], got '-3'"
+expect_exit 1 "$MP" compare "$X" "$REF" --prompt -1
+expect_in "$err" "^moepack: compare: --prompt must be an integer in \[0, [0-9]+\], got '-1'"
 expect_exit 1 "$MP" run "$X" -p x --experts-per-token 17
 expect_in "$err" "16 routed experts"
 expect_exit 1 "$MP" run "$X" -p x --ctx 999999
@@ -102,6 +121,11 @@ expect_exit 2 "$MP" run "$D/missing.moepack" -p x
 expect_exit 2 "$MP" compare "$X" "$D/missing.safetensors"
 expect_exit 2 "$MP" compare "$X" "$FIX/tiny-v3/model-00005-of-00005.safetensors"
 expect_in "$err" "not a reference file"
+# a container where the reference belongs is named as one; other non-safetensors files keep the parser's error
+expect_exit 2 "$MP" compare "$X" "$Q"
+expect_in "$err" "int8\.moepack: is a moepack container, not a reference file \('moepack reference FILE"
+expect_exit 2 "$MP" compare "$X" "$FIX/tiny-v3-Q8_0.gguf"
+expect_in "$err" "tiny-v3-Q8_0\.gguf: header length [0-9]+ exceeds the limit"
 expect_exit 1 "$MP" compare "$X" "$REF" --min-top1 2
 expect_exit 1 "$MP" compare "$X"
 printf 'abc\377\n' | "$MP" chat "$X" -n 2 > /dev/null 2> "$D/chat_err.txt"

@@ -118,7 +118,8 @@ expect_in "$st" '^4[0-9][0-9]$'
 # ---- a client that hangs up mid-stream frees its slot --------------------------------------
 before=$(curl -s "$URL/health")
 LONG='{"messages":[{"role":"user","content":"Write a long essay."}],"stream":true,"ignore_eos":true,"max_tokens":4000,"temperature":0}'
-curl -s -N --max-time 1 "${AUTH[@]}" "${J[@]}" --data-binary "$LONG" "$URL/v1/chat/completions" >"$D/cut.txt"
+# 0.3 s: the tiny model streams 4000 tokens in under a second on a fast machine, and the stream must be cut
+curl -s -N --max-time 0.3 "${AUTH[@]}" "${J[@]}" --data-binary "$LONG" "$URL/v1/chat/completions" >"$D/cut.txt"
 rc=$?
 expect_eq "$rc" 28 "curl --max-time cut the stream"
 expect_in "$(head -c 200 "$D/cut.txt")" '^data: '
@@ -207,11 +208,17 @@ sse "$D/g3.txt" >"$D/g3.json" && ok || fail "default back end: bad event stream:
 expect_eq "$(js "$D/g3.json" '[d["done"], d["usage"]["completion_tokens"]]')" '[true, 8]' "default back end, stream shape"
 stop_server "$SRV_PID"
 
-# ---- usage errors ----------------------------------------------------------------------------
+# ---- usage errors (timeout: a server that starts by mistake must not hang the test) ------------
 expect_exit 1 "$MP" serve
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --slots 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --prefill-chunk 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --port 70000
+expect_exit 1 timeout 30 "$MP" serve "$D/tiny.moepack" --port 0 --model-name ''
+expect_in "$err" "^moepack: serve: --model-name needs a non-empty NAME"
+expect_exit 1 timeout 30 "$MP" serve "$D/tiny.moepack" --port 0 --model-name "$(printf 'ab\377')"
+expect_in "$err" "^moepack: serve: --model-name NAME is not valid UTF-8"
+expect_exit 1 "$MP" serve "$D/tiny.moepack" --bogus
+expect_in "$err" "^moepack: serve: unknown option '--bogus'"
 expect_exit 2 "$MP" serve "$D/missing.moepack" --port 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --host localhost --port 0
 finish

@@ -46,6 +46,11 @@ expect_in "$err" "empty: no tokenizer.json in this directory"
 printf '{"model": ' > "$D/bad.json"
 expect_exit 2 "$MP" tokenize "$D/bad.json" "x"
 expect_in "$err" "bad.json: bad JSON"
+# another JSON file of the model folder is named as not a tokenizer.json, not as a loader detail
+expect_exit 2 "$MP" tokenize "$T/config.json" "x"
+expect_in "$err" '^moepack: .*tiny-v3/config\.json: not a tokenizer\.json \(it has no "model" object\)'
+expect_exit 2 "$MP" detokenize "$T/tokenizer_config.json" 1
+expect_in "$err" 'tokenizer_config\.json: not a tokenizer\.json'
 printf 'not a tokenizer' > "$D/notes.txt"
 expect_exit 2 "$MP" tokenize "$D/notes.txt" "x"
 expect_in "$err" "not a tokenizer source"
@@ -68,6 +73,23 @@ expect_exit 1 "$MP" detokenize "$T"
 expect_exit 1 "$MP" detokenize "$T" "12x"
 expect_exit 1 "$MP" detokenize "$T" 99999
 expect_in "$err" "ids are 0..1279"
+# malformed lists are refused, naming the bad item, never decoded with an item skipped
+expect_exit 1 "$MP" detokenize "$T" "1,,2"
+expect_in "$err" "^moepack: detokenize: '1,,2': item 2 is empty"
+expect_exit 1 "$MP" detokenize "$T" "1,"
+expect_in "$err" "'1,': item 2 is empty"
+expect_exit 1 "$MP" detokenize "$T" ",1"
+expect_in "$err" "',1': item 1 is empty"
+expect_exit 1 "$MP" detokenize "$T" 1 ""
+expect_in "$err" "'' holds no token ids"
+expect_exit 1 "$MP" detokenize "$T" "1,x"
+expect_in "$err" "'x' in '1,x' is not a token id \(ids are 0\.\.1279\)"
+expect_exit 1 "$MP" detokenize "$T" -1
+expect_in "$err" "'-1' is not a token id \(ids are 0\.\.1279\)"
+expect_exit 1 "$MP" detokenize "$T" "1,-2"
+expect_in "$err" "'-2' in '1,-2' is not a token id"
+expect_exit 0 "$MP" detokenize "$T" " 42, 464 ,331" "317  268" $'78\n70\n'
+[ "$out" = "Hello world" ] && ok || fail "detokenize with blanks around ids gave '$out'"
 # the same ids from a GGUF's vocabulary and from a converted container
 expect_exit 0 "$MP" tokenize "$T" "Hello wörld 12345, 混合专家"
 want=$out
@@ -79,4 +101,8 @@ expect_exit 0 "$MP" tokenize "$D/t.moepack" "Hello wörld 12345, 混合专家"
 
 expect_exit 0 "$MP" tokenize --help
 expect_in "$out" "usage: moepack tokenize"
+# the help names every kind of SRC that works (the GGUF and the container above)
+expect_in "$(printf '%s' "$out" | tr '\n' ' ')" "SRC is a model directory .*tokenizer\.json.*GGUF file.*\.moepack container"
+expect_exit 0 "$MP" detokenize --help
+expect_in "$(printf '%s' "$out" | tr '\n' ' ')" "GGUF file.*\.moepack container"
 finish

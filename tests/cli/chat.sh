@@ -1,0 +1,27 @@
+# moepack chat past its context: the oldest exchanges are dropped and the chat goes on; a message that
+# cannot fit even alone is refused and the chat goes on without it, its history intact.
+. "$(dirname "$0")/../lib.sh"
+T=$(tmpdir cli_chat)
+X="$T/tiny.moepack"
+"$MP" synth --like tiny -q -o "$T/src" && ok || fail "synth tiny"
+"$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
+
+line="a long line of text that goes on and on and on for quite a while"
+expect_exit 0 bash -c "yes '$line' | head -12 | '$MP' chat '$X' -n 24 --ctx 160 --threads 2"
+expect_in "$err" '^turn 12: '
+expect_in "$err" 'dropped the oldest exchange to fit the context of 160 tokens'
+if printf '%s' "$err" | grep -q 'context full\|more than the context'; then fail "the chat hit the context"; else ok; fi
+
+long=$(python3 -c "print('word ' * 400)")
+expect_exit 0 bash -c "printf 'hello\n%s\nagain\n' '$long' | '$MP' chat '$X' -n 8 --ctx 160 --threads 2"
+expect_in "$err" 'chat: this message needs [0-9]+ tokens, more than the context of 160 \(raise --ctx\); not sent'
+expect_in "$err" '^turn 2: '
+if printf '%s' "$err" | grep -q 'dropped'; then fail "history dropped for a message that was not sent"; else ok; fi
+# turn 2 is the third line answered with the first exchange still in the prompt (it shares its prefix)
+expect_in "$err" '^turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached\)'
+# a first message that fits but leaves the reply less than -n: nothing to drop, the reply stops at the context
+mid=$(python3 -c "print('word ' * 68)")
+expect_exit 0 bash -c "printf '%s\nshort\n' '$mid' | '$MP' chat '$X' -n 24 --ctx 160 --threads 2"
+expect_in "$err" '^turn 1: .*\(stopped: context full\)'
+expect_in "$err" '^turn 2: '
+finish

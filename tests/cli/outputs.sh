@@ -1,0 +1,56 @@
+# Commands that write files check the output path before the work: never onto their input, never into a
+# folder that cannot be written; bench prints its report before writing its files. convert warns about a
+# defaulted routing and a leftover partial file, and records options that convert accepts again.
+. "$(dirname "$0")/../lib.sh"
+T=$(tmpdir cli_outputs)
+X="$T/tiny.moepack"
+"$MP" synth --like tiny -q -o "$T/src" && ok || fail "synth tiny"
+"$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
+sum=$(cksum < "$X")
+
+expect_exit 2 "$MP" reference "$X" -o "$X" --prompts 1 --len 4 --greedy 0
+expect_in "$err" 'tiny\.moepack: is the input file .*tiny\.moepack; choose another output path'
+expect_exit 2 "$MP" reference "$X" -o "$T/no/such/dir/r.safetensors" --prompts 1 --len 4
+expect_in "$err" 'r\.safetensors: cannot be created: No such file or directory'
+expect_exit 0 "$MP" reference "$X" -o "$T/r.safetensors" --prompts 1 --len 4 --greedy 1
+expect_in "$out" ': 1 prompt of 4 tokens, 1 greedy token each'
+for opt in --svg --json-file; do
+    expect_exit 2 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q $opt "$X"
+    expect_in "$err" 'is the input file'
+    expect_exit 2 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q $opt "$T/no/such/dir/b.out"
+    expect_in "$err" 'b\.out: cannot be created'
+    [ -z "$out" ] && ok || fail "bench $opt measured before refusing its output path"
+done
+[ "$(cksum < "$X")" = "$sum" ] && ok || fail "the container changed"
+expect_exit 1 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q --svg "$T/b.out" --json-file "$T/b.out"
+# a path that only fails at the end (the file turned into a folder while measuring is not
+# reproducible here), so check the order instead: the report is on stdout when the files are written
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q --svg "$T/b.svg" --json-file "$T/b.json"
+expect_in "$out" 'speed'
+[ -s "$T/b.svg" ] && [ -s "$T/b.json" ] && ok || fail "bench files not written"
+
+# the recorded options are a command line convert takes again, giving the same file
+expect_exit 0 "$MP" convert "$T/src" -o "$T/sym.moepack" --quiet --gpu-quant int4-sym --int8-group 128
+expect_exit 0 "$MP" inspect "$T/sym.moepack" --json
+opts=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["provenance"]["options"])')
+expect_in "$opts" '^--cpu-quant int8 --gpu-quant int4-sym --int4-fit mse --int8-group 128$'
+# shellcheck disable=SC2086
+expect_exit 0 "$MP" convert "$T/src" -o "$T/again.moepack" --quiet $opts
+cmp -s "$T/sym.moepack" "$T/again.moepack" && ok || fail "re-running the recorded options gave another file"
+
+# a conversion interrupted, then started over without --resume: said, not silent
+expect_exit 2 "$MP" convert "$T/src" -o "$T/cut.moepack" --stop-after-units 1 --quiet
+[ -e "$T/cut.moepack.partial" ] && ok || fail "no partial file kept"
+expect_exit 0 "$MP" convert "$T/src" -o "$T/cut.moepack" --quiet
+expect_in "$err" 'cut\.moepack\.partial: left by an interrupted conversion; starting over \(--resume continues it\)'
+
+# a GGUF without the expert groups: the routing change is said before converting, --config keeps them
+if [ -n "$FIX" ] && [ -d "$FIX" ]; then
+    expect_exit 0 "$MP" convert "$FIX/tiny-v3-bf16.gguf" -o "$T/g.moepack" --quiet
+    expect_in "$err" 'warning: .*tiny-v3-bf16\.gguf: the expert groups \(n_group, topk_group\) are not recorded'
+    expect_exit 0 "$MP" convert "$FIX/tiny-v3-bf16.gguf" -o "$T/g2.moepack" --quiet --config "$FIX/tiny-v3/config.json"
+    if printf '%s' "$err" | grep -q 'warning'; then fail "warned with --config: $err"; else ok; fi
+fi
+expect_exit 0 "$MP" convert "$T/src" -o "$T/plain.moepack" --quiet
+if printf '%s' "$err" | grep -q 'warning'; then fail "warned on a safetensors checkpoint: $err"; else ok; fi
+finish
