@@ -103,7 +103,7 @@ static void print_text(const mp_bench_result *r)
 {
     const mp_model_desc *d = &r->desc;
     const mp_bench_extrap *e = &r->extrap;
-    char a[32], b[32];
+    char a[32], b[32], c[32];
     if (d->n_routed_experts)
         printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
                d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
@@ -114,17 +114,21 @@ static void print_text(const mp_bench_result *r)
     printf("backend %s, %d thread%s, prompts in steps of up to %u tokens%s\n", r->backend, r->threads,
            r->threads == 1 ? "" : "s", r->batch, r->bf16_activations ? ", --bf16-activations" : "");
     printf("\nload\n  open + map%s: %.3f s\n", r->hybrid ? " + GPU upload" : "", r->load_seconds);
-    if (r->gpu_load.active)
-        printf("  GPU upload: %.2f GB in %.3f s (%.2f GB/s), context %.3f s\n", r->gpu_load.upload_bytes / 1e9,
-               r->gpu_load.upload_seconds, r->ratios.upload_bytes_per_second / 1e9, r->gpu_load.context_seconds);
+    if (r->gpu_load.active) {
+        gb(a, sizeof a, (double)r->gpu_load.upload_bytes);
+        printf("  GPU upload: %s in %.3f s (%.2f GB/s), context %.3f s\n", a, r->gpu_load.upload_seconds,
+               r->ratios.upload_bytes_per_second / 1e9, r->gpu_load.context_seconds);
+    }
     printf("  first token: %.3f s after the start of the load (prefill of %u tokens: %.3f s, first touches "
            "of the mapping included)\n",
            r->first_token_seconds, r->n_runs ? r->runs[0].prompt_tokens : 0, r->first_prefill_seconds);
     gb(a, sizeof a, (double)r->peak_rss_bytes);
     gb(b, sizeof b, (double)r->weights.file_bytes);
     printf("  peak RSS %s (file %s)", a, b);
-    if (r->gpu_mem_measured)
-        printf(", GPU memory %.2f GB", r->gpu_model_bytes / 1e9);
+    if (r->gpu_mem_measured) {
+        gb(a, sizeof a, (double)r->gpu_model_bytes);
+        printf(", GPU memory %s", a);
+    }
     printf("\n\nspeed (median of %u)\n", r->repeat);
     for (uint32_t i = 0; i < r->n_runs; i++) {
         const mp_bench_run *ru = &r->runs[i];
@@ -246,13 +250,14 @@ static void print_text(const mp_bench_result *r)
         printf("  RAM cpu-only = host + gpu + cpu + KV(f32, %u tokens: %s) = %s\n", r->ctx, a, b);
         gb(a, sizeof a, (double)e->ram_hybrid);
         gb(b, sizeof b, (double)e->vram_hybrid);
-        if (r->gpu_mem_measured)
-            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu + measured overhead (%.2f GB) = %s\n", a,
-                   e->gpu_overhead_bytes / 1e9, b);
-        else
+        if (r->hybrid && r->gpu_mem_measured) { /* as perf_extrap counts the overhead */
+            gb(c, sizeof c, (double)e->gpu_overhead_bytes);
+            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu + measured overhead (%s) = %s\n", a, c, b);
+        } else {
             printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu = %s, plus the GPU's own overhead (not measured: "
                    "no GPU used in this run)\n",
                    a, b);
+        }
     } else {
         printf("  memory: not extrapolated (%s)\n", e->memory_why_not);
     }
