@@ -1,9 +1,11 @@
 /* moepack reference: write a model's own outputs as a reference file for
  * `moepack compare` (the format of the fixtures' oracle outputs). */
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "mp_compare.h"
@@ -38,6 +40,27 @@ static char *command_json(int argc, char **argv)
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
+}
+
+/* A reference cannot be resumed, so an interrupted one removes its partial
+ * file (maybe 100 MB) instead of leaving it behind. The path is set once,
+ * before the work, for the handler: unlink and raise are async-signal-safe. */
+static char partial_path[4096];
+
+static void remove_partial_and_stop(int sig)
+{
+    unlink(partial_path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void remove_partial_on_interrupt(const char *out)
+{
+    if ((size_t)snprintf(partial_path, sizeof partial_path, "%s.partial", out) >= sizeof partial_path)
+        return; /* too long to keep: the partial file stays, as after a kill */
+    signal(SIGINT, remove_partial_and_stop);
+    signal(SIGTERM, remove_partial_and_stop);
+    signal(SIGHUP, remove_partial_and_stop);
 }
 
 int mp_cmd_reference(int argc, char **argv)
@@ -97,6 +120,7 @@ int mp_cmd_reference(int argc, char **argv)
     mp_error err = {0};
     if (mp_check_output_file(out, &file, 1, &err))
         return mp_cli_report(&err);
+    remove_partial_on_interrupt(out);
     mp_model_opts mo;
     mp_model_opts_default(&mo);
     mo.threads = (int)threads;

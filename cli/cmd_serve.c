@@ -179,6 +179,12 @@ int mp_cmd_serve(int argc, char **argv)
     uint32_t max_pos = mp_model_desc_of(m)->max_position_embeddings;
     if (!ctx_given && max_pos && so.ctx > max_pos)
         so.ctx = max_pos;
+    if (max_pos && so.ctx > max_pos) { /* as run says it: the option and the model's limit, with the file */
+        mp_fail(&err, MP_ERR_USAGE, path, NULL, "--ctx %u is more than the model's %u positions (max_position_embeddings)",
+                so.ctx, max_pos);
+        mp_model_free(m);
+        return mp_cli_report(&err);
+    }
     char *name = model_name ? strdup(model_name) : default_model_name(path);
     so.model_name = name;
 

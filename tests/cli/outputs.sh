@@ -1,5 +1,6 @@
 # Commands that write files check the output path before the work: never onto their input, never into a
-# folder that cannot be written; bench prints its report before writing its files. convert warns about a
+# folder that cannot be written; an interrupted reference removes its partial file; bench prints its
+# report before writing its files. convert warns about a
 # defaulted routing and a leftover partial file, and records options that convert accepts again.
 . "$(dirname "$0")/../lib.sh"
 T=$(tmpdir cli_outputs)
@@ -14,6 +15,14 @@ expect_exit 2 "$MP" reference "$X" -o "$T/no/such/dir/r.safetensors" --prompts 1
 expect_in "$err" 'r\.safetensors: cannot be created: No such file or directory'
 expect_exit 0 "$MP" reference "$X" -o "$T/r.safetensors" --prompts 1 --len 4 --greedy 1
 expect_in "$out" ': 1 prompt of 4 tokens, 1 greedy token each'
+# an interrupted reference (it cannot be resumed) leaves no partial file behind
+"$MP" reference "$X" -o "$T/killed.safetensors" --prompts 40 --len 256 --greedy 0 --threads 1 &
+pid=$!
+for _ in $(seq 1 200); do [ -e "$T/killed.safetensors.partial" ] && break; sleep 0.02; done
+[ -e "$T/killed.safetensors.partial" ] && ok || fail "reference made no partial file to interrupt"
+kill -TERM "$pid"; wait "$pid"; rc=$?
+[ "$rc" -eq 143 ] && ok || fail "reference ended with $rc after SIGTERM (want 143: the signal)"
+[ ! -e "$T/killed.safetensors.partial" ] && [ ! -e "$T/killed.safetensors" ] && ok || fail "files left after SIGTERM"
 for opt in --svg --json-file; do
     expect_exit 2 "$MP" bench "$X" --prompt 8 --gen 1 --no-limits -q $opt "$X"
     expect_in "$err" 'is the input file'

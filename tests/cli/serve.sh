@@ -213,6 +213,8 @@ expect_exit 1 "$MP" serve
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --slots 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --prefill-chunk 0
 expect_exit 1 "$MP" serve "$D/tiny.moepack" --port 70000
+expect_exit 1 timeout 30 "$MP" serve "$D/tiny.moepack" --port 0 --ctx 100000
+expect_in "$err" "tiny\.moepack: --ctx 100000 is more than the model's [0-9]+ positions \(max_position_embeddings\)"
 expect_exit 1 timeout 30 "$MP" serve "$D/tiny.moepack" --port 0 --model-name ''
 expect_in "$err" "^moepack: serve: --model-name needs a non-empty NAME"
 expect_exit 1 timeout 30 "$MP" serve "$D/tiny.moepack" --port 0 --model-name "$(printf 'ab\377')"
