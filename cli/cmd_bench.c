@@ -274,11 +274,11 @@ int mp_cmd_bench(int argc, char **argv)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t u;
-#define NEEDV()                                                            \
-    do {                                                                   \
-        if (!v)                                                            \
-            return mp_cli_usage_error("bench", "%s needs a value", a);    \
-        i++;                                                               \
+#define NEEDV()                                                                \
+    do {                                                                       \
+        if (!v)                                                                \
+            return mp_cli_usage_error("bench", "option '%s' needs a value", a); \
+        i++;                                                                   \
     } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);

@@ -81,7 +81,7 @@ int mp_cmd_compare(int argc, char **argv)
                      !strcmp(a, "--experts-per-token") || !strcmp(a, "--threads") || !strcmp(a, "--min-greedy") ||
                      !strcmp(a, "--prompt");
         if (takes && !v)
-            return mp_cli_usage_error("compare", "%s needs a value", a);
+            return mp_cli_usage_error("compare", "option '%s' needs a value", a);
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return MP_OK;

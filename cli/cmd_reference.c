@@ -75,7 +75,7 @@ int mp_cmd_reference(int argc, char **argv)
         bool takes = !strcmp(a, "-o") || !strcmp(a, "--prompts") || !strcmp(a, "--len") || !strcmp(a, "--greedy") ||
                      !strcmp(a, "--seed") || !strcmp(a, "--experts-per-token") || !strcmp(a, "--threads");
         if (takes && !v)
-            return mp_cli_usage_error("reference", "%s needs a value", a);
+            return mp_cli_usage_error("reference", "option '%s' needs a value", a);
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;

@@ -70,11 +70,11 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t u;
         double f;
-#define NEEDV()                                                               \
-    do {                                                                      \
-        if (!v)                                                               \
-            return mp_cli_usage_error(cmd, "%s needs a value", a);           \
-        i++;                                                                  \
+#define NEEDV()                                                            \
+    do {                                                                   \
+        if (!v)                                                            \
+            return mp_cli_usage_error(cmd, "option '%s' needs a value", a); \
+        i++;                                                               \
     } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout, chat_cmd);

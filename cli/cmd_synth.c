@@ -129,6 +129,23 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
     fflush(stderr);
 }
 
+/* The options that take a value, for telling a missing value from an unknown option. */
+static bool is_value_option(const char *a)
+{
+    static const char *const with_value[] = {"--like", "-o", "--output", "--dtype", "--layers", "--dense",
+                                             "--vocab", "--seed", "--threads", "--shard-size"};
+    for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
+        if (!strcmp(a, with_value[i]))
+            return true;
+    return false;
+}
+
+static int unknown_argument(const char *cmd, const char *a)
+{
+    return a[0] == '-' ? mp_cli_usage_error(cmd, "unknown option '%s'", a)
+                       : mp_cli_usage_error(cmd, "unexpected argument '%s'", a);
+}
+
 int mp_cmd_synth(int argc, char **argv)
 {
     static const char cmd[] = "synth";
@@ -152,7 +169,8 @@ int mp_cmd_synth(int argc, char **argv)
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
         } else if (!v) {
-            return mp_cli_usage_error(cmd, "unknown option or missing value: %s", a);
+            return is_value_option(a) ? mp_cli_usage_error(cmd, "option '%s' needs a value", a)
+                                      : unknown_argument(cmd, a);
         } else if (!strcmp(a, "--like")) {
             if (!mp_synth_preset_from_name(v, &o.preset))
                 return mp_cli_usage_error(cmd, "--like: unknown preset '%s' (tiny, deepseek-v3, deepseek-r1, "
@@ -201,7 +219,7 @@ int mp_cmd_synth(int argc, char **argv)
             o.shard_bytes = u;
             i++;
         } else {
-            return mp_cli_usage_error(cmd, "unknown option %s", a);
+            return unknown_argument(cmd, a);
         }
     }
     if (!like)

@@ -82,7 +82,8 @@ int mp_cmd_tokenize(int argc, char **argv)
                 chat = true;
             } else if (!strcmp(a, "--file")) {
                 if (i + 1 >= argc)
-                    return mp_cli_usage_error("tokenize", "--file needs a file name");
+                    return mp_cli_usage_error("tokenize",
+                                              "option '--file' needs a value (a file name, or - for stdin)");
                 file = argv[++i];
             } else {
                 return mp_cli_usage_error("tokenize", "unknown option '%s'", a);

@@ -177,7 +177,7 @@ expect_exit 1 "$MP" bench "$X" --frobnicate
 expect_in "$err" "unknown option '--frobnicate'"
 expect_exit 1 "$MP" bench "$X" --batch 0
 expect_exit 1 "$MP" bench "$X" --svg
-expect_in "$err" "--svg needs a value"
+expect_in "$err" "option '--svg' needs a value"
 # bad input: exit 2 with the file named
 expect_exit 2 "$MP" bench "$T/missing.moepack" --prompt 4 --gen 1 --no-limits -q
 expect_in "$err" "missing.moepack"

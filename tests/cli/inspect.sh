@@ -53,6 +53,15 @@ expect_in "$err" "verify: option '--threads' needs a value"
 expect_exit 1 "$MP" convert "$T/src" -o
 expect_in "$err" "convert: option '-o' needs a value"
 if printf '%s' "$err" | grep -q 'unknown option'; then fail "a missing value called an unknown option"; else ok; fi
+# the commands that parse their own options word it the same way
+expect_exit 1 "$MP" run "$X" -n
+expect_in "$err" "run: option '-n' needs a value"
+expect_exit 1 "$MP" synth --like tiny -o
+expect_in "$err" "synth: option '-o' needs a value"
+expect_exit 1 "$MP" synth --like tiny --bogus x
+expect_in "$err" "synth: unknown option '--bogus'"
+expect_exit 1 "$MP" tokenize "$X" --file
+expect_in "$err" "tokenize: option '--file' needs a value"
 # help CMD is CMD --help
 expect_exit 0 "$MP" help verify
 expect_in "$out" '^usage: moepack verify'
