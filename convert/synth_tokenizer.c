@@ -61,9 +61,11 @@ static const char *const v2_splits[] = {
 
 #define TPL_HEAD                                                                                                  \
     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = "  \
-    "namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='') %}{%- for message in "      \
-    "messages %}{%- if message['role'] == 'system' %}{% set ns.system_prompt = message['content'] %}{%- endif "   \
-    "%}{%- endfor %}{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == "     \
+    "namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}{%- "  \
+    "for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}{% set "              \
+    "ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}{%- else %}{% "   \
+    "set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- "     \
+    "endfor %}{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == "           \
     "'user' %}{%- set ns.is_tool = false -%}{{'<" BAR "User" BAR ">' + message['content']}}{%- endif %}{%- if "     \
     "message['role'] == 'assistant' and message['content'] is none %}{%- set ns.is_tool = false -%}{%- for tool "  \
     "in message['tool_calls']%}{%- if not ns.is_first %}{{'<" BAR "Assistant" BAR "><" BAR "tool" SP "calls" SP  \

@@ -10,7 +10,9 @@
  *                         topk_group best groups; top-k of the kept choices.
  * As in the references, experts of dropped groups compete with the value 0
  * (masked_fill(..., 0.0)), not minus infinity. The weights are the unbiased
- * scores of the chosen experts, then
+ * scores of the chosen experts (V2's group_limited_greedy takes them from the
+ * masked scores: an expert of a dropped group, chosen only when k exceeds the
+ * kept groups' experts, weighs 0), then
  *   deepseek_v3 (transformers): divided by their sum + 1e-20 when
  *                norm_topk_prob, then always times routed_scaling_factor;
  *   deepseek_v2 (DeepSeek's modeling_deepseek.py): divided by their sum +
@@ -48,6 +50,7 @@ static void route_token(const mp_model *m, const mp_layer *ly, float *s, uint32_
     for (uint32_t e = 0; e < E; e++)
         choice[e] = ly->router_bias ? s[e] + ly->router_bias[e] : s[e];
     bool grouped = d->topk_method != MP_TOPK_GREEDY && d->n_group > 1 && d->topk_group < d->n_group;
+    uint8_t group_kept[MP_MAX_EXPERTS];
     if (grouped) {
         uint32_t G = d->n_group, per = E / G;
         float gscore[MP_MAX_EXPERTS];
@@ -67,19 +70,20 @@ static void route_token(const mp_model *m, const mp_layer *ly, float *s, uint32_
             else
                 gscore[g] = best;
         }
-        memset(taken, 0, G);
+        memset(group_kept, 0, G);
         for (uint32_t j = 0; j < d->topk_group; j++)
-            taken[argmax_free(gscore, taken, G)] = 1; /* taken = kept group */
+            group_kept[argmax_free(gscore, group_kept, G)] = 1;
         for (uint32_t e = 0; e < E; e++)
-            if (!taken[e / per])
+            if (!group_kept[e / per])
                 choice[e] = 0.0f;
     }
+    const bool masked_weights = grouped && d->topk_method == MP_TOPK_GROUP_LIMITED_GREEDY;
     memset(taken, 0, E);
     for (uint32_t j = 0; j < k; j++) {
         uint32_t e = argmax_free(choice, taken, E);
         taken[e] = 1;
         ids[j] = e;
-        w[j] = s[e];
+        w[j] = masked_weights && !group_kept[e / (E / d->n_group)] ? 0.0f : s[e];
     }
     bool v3 = strcmp(d->model_type, "deepseek_v2") != 0;
     bool norm = v3 ? d->norm_topk_prob : (k > 1 && d->norm_topk_prob);

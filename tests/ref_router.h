@@ -70,15 +70,17 @@ static inline void ref_router_token(const mp_cuda_router_params *p, const float 
             if (!keep[e / gs])
                 choice[e] = p->masked_score;
     }
+    /* group_limited_greedy (V2) weighs by the masked scores, noaux_tc (V3) by the unmasked ones */
+    const float *wsrc = p->topk_method == 1 ? choice : score;
     double sum = 0;
     for (uint32_t k = 0; k < p->top_k; k++) {
         int best = ref_router_argmax_free(choice, taken, E);
         taken[best] = true;
         ids[k] = best;
-        sum += score[best];
+        sum += wsrc[best];
     }
     for (uint32_t k = 0; k < p->top_k; k++)
-        wts[k] = (float)(score[ids[k]] / (p->norm_topk_prob ? sum + 1e-20 : 1.0) * p->routed_scaling_factor);
+        wts[k] = (float)(wsrc[ids[k]] / (p->norm_topk_prob ? sum + 1e-20 : 1.0) * p->routed_scaling_factor);
 }
 
 #endif

@@ -178,14 +178,17 @@ __global__ void __launch_bounds__(256)
     }
 
     if (threadIdx.x == 0) {
+        /* group_limited_greedy (V2) weighs by the masked scores (choice: no bias
+         * there), noaux_tc (V3) by the unmasked ones */
+        const float *wsrc = method == 1 ? choice : score;
         float sum = 0.0f;
         for (int k = 0; k < top_k; k++)
-            sum += sel[k] >= 0 ? score[sel[k]] : 0.0f;
+            sum += sel[k] >= 0 ? wsrc[sel[k]] : 0.0f;
         const float div = norm ? sum + 1e-20f : 1.0f;
         for (int k = 0; k < top_k; k++) {
             const int e = sel[k];
             ids[(size_t)tok * top_k + k] = e;
-            weights[(size_t)tok * top_k + k] = e >= 0 ? score[e] / div * rsf : 0.0f;
+            weights[(size_t)tok * top_k + k] = e >= 0 ? wsrc[e] / div * rsf : 0.0f;
         }
     }
 }

@@ -21,6 +21,17 @@ for variant in group-scale greedy-norm; do
     expect_in "$out" "^all +44 "
     expect_exit 0 "$MP" compare "$D/$variant.moepack" "$D/$variant.ref.safetensors" --max-kl 1e-3 --min-top1 0.9
 done
+# More experts per token than the kept groups hold (2 groups of 4 = 8): as in DeepSeek-V2's reference
+# (top-k of the masked scores, weights from them), the experts of dropped groups weigh 0, so 9 and 16
+# experts give the logits of 8. Before, they were weighted by their unmasked scores.
+"$MP" reference "$D/group-scale.moepack" -o "$D/k8.ref.safetensors" --prompts 2 --len 16 --greedy 0 \
+    --experts-per-token 8 --cpu-only --seed 3 > /dev/null && ok || fail "reference with 8 experts"
+for k in 9 16; do
+    expect_exit 0 "$MP" compare "$D/group-scale.moepack" "$D/k8.ref.safetensors" --cpu-only --no-greedy \
+        --experts-per-token $k --max-abs 1e-6
+    expect_exit 0 "$MP" compare "$D/group-scale.moepack" "$D/k8.ref.safetensors" --no-greedy \
+        --experts-per-token $k --max-abs 0.05
+done
 # The default container (int4 GPU-side weights, int8 experts): V2's paths through the quantized
 # kernels, and on a GPU machine the hybrid runner's q + kv_a pair (one launch for both int4 weights).
 # Here the CPU path measured max |diff| 0.96, mean KL 1.7e-2, top-1 33 of 44 (quantization of a tiny

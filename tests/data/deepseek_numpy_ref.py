@@ -190,7 +190,8 @@ def moe(x, w, p, cfg):
             mask[keep] = True
             choice = np.where(np.repeat(mask, E // G), choice, 0.0)
         ids = np.argsort(-choice, kind="stable")[:k]
-        wt = s[t][ids]
+        # V2's group_limited_greedy weighs by the masked scores (0 for a dropped group), V3 by the unmasked
+        wt = choice[ids] if cfg["topk_method"] == "group_limited_greedy" else s[t][ids]
         norm = cfg["norm_topk_prob"] if v3 else (k > 1 and cfg["norm_topk_prob"])
         if norm:
             wt = wt / (wt.sum() + 1e-20)
