@@ -20,8 +20,11 @@ uint64_t mp_convert_plan_hash(const ctx *c)
     mp_convert_opts_string(c->o, opts, sizeof opts);
     XXH3_64bits_update(h, opts, strlen(opts));
     for (size_t i = 0; i < c->src->n_files; i++) {
-        XXH3_64bits_update(h, &c->src->files[i].size, sizeof c->src->files[i].size);
-        XXH3_64bits_update(h, &c->src->files[i].header_xxh3, sizeof c->src->files[i].header_xxh3);
+        const mp_source_file *f = &c->src->files[i];
+        /* the file's identity and last write too: a shard replaced by another
+         * of the same size and header (another model) must not be resumed */
+        uint64_t id[5] = {f->size, f->header_xxh3, f->device, f->inode, (uint64_t)f->mtime_ns};
+        XXH3_64bits_update(h, id, sizeof id);
     }
     for (size_t i = 0; i < c->plan.n_tensors; i++) {
         const mp_ctensor *t = &c->plan.tensors[i];
@@ -65,8 +68,9 @@ int mp_convert_journal_load(ctx *c, uint32_t *restored, mp_error *err)
     if (!line || sscanf(line, "moepack-journal 1 %" SCNx64, &hash) != 1 || hash != c->plan_hash) {
         free(text);
         return mp_fail(err, MP_ERR_INPUT, c->journal_path, NULL,
-                       "belongs to a conversion with other input or options; delete it and %s.partial, or convert "
-                       "without --resume", c->out.final_path);
+                       "belongs to a conversion with other input or options (or a source file was replaced or "
+                       "written since); delete it and %s.partial, or convert without --resume",
+                       c->out.final_path);
     }
     /* tensors of the unit being read, applied only once its "end" line is seen */
     size_t *pending = malloc(c->n_jobs * sizeof *pending);

@@ -47,6 +47,9 @@ static int hash_file_head(const char *path, uint64_t n, mp_source_file *f, mp_er
         return mp_fail_errno(err, path, errno, "cannot stat");
     }
     f->size = (uint64_t)st.st_size;
+    f->device = (uint64_t)st.st_dev;
+    f->inode = (uint64_t)st.st_ino;
+    f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if (n > f->size)
         n = f->size;
     char *buf;

@@ -29,6 +29,11 @@ typedef struct mp_source_file {
     char *path;
     uint64_t size;
     uint64_t header_xxh3; /* XXH3-64 of the file's header (safetensors: 8 + N bytes; GGUF: up to the data) */
+    /* Which file this is on this machine, and when it was last written: only
+     * --resume uses them (official shards of two models can have the same
+     * sizes and headers); the container records none of them. */
+    uint64_t device, inode;
+    int64_t mtime_ns;
 } mp_source_file;
 
 typedef struct mp_source {

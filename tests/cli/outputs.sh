@@ -53,6 +53,19 @@ expect_exit 2 "$MP" convert "$T/src" -o "$T/cut.moepack" --stop-after-units 1 --
 expect_exit 0 "$MP" convert "$T/src" -o "$T/cut.moepack" --quiet
 expect_in "$err" 'cut\.moepack\.partial: left by an interrupted conversion; starting over \(--resume continues it\)'
 
+# --resume refuses a source whose shard was replaced by another of the same size and header (another
+# model's): before, it mixed the two models' tensors and verify passed
+"$MP" synth --like tiny -q -o "$T/other" --seed 9 && ok || fail "synth a second model"
+cp -r "$T/src" "$T/mixed"
+expect_exit 2 "$MP" convert "$T/mixed" -o "$T/mixed.moepack" --stop-after-units 1 --quiet
+shard=$(basename "$(ls "$T/mixed"/*.safetensors | tail -1)")
+cmp -s "$T/mixed/$shard" "$T/other/$shard" && fail "the two synth models are the same" || ok
+st_header() { python3 -c 'import struct,sys; f=open(sys.argv[1],"rb"); n=struct.unpack("<Q",f.read(8))[0]; sys.stdout.write(f.read(n).hex())' "$1"; }
+[ "$(st_header "$T/mixed/$shard")" = "$(st_header "$T/other/$shard")" ] && ok || fail "headers differ: not the case under test"
+cp "$T/other/$shard" "$T/mixed/$shard"
+expect_exit 2 "$MP" convert "$T/mixed" -o "$T/mixed.moepack" --resume --quiet
+expect_in "$err" 'mixed\.moepack\.partial\.journal: belongs to a conversion with other input or options \(or a source file was replaced'
+
 # a GGUF without the expert groups: the routing change is said before converting, --config keeps them
 if [ -n "$FIX" ] && [ -d "$FIX" ]; then
     expect_exit 0 "$MP" convert "$FIX/tiny-v3-bf16.gguf" -o "$T/g.moepack" --quiet
