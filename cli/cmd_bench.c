@@ -104,13 +104,13 @@ static void print_text(const mp_bench_result *r)
     const mp_model_desc *d = &r->desc;
     const mp_bench_extrap *e = &r->extrap;
     char a[32], b[32], c[32];
-    if (d->n_routed_experts)
-        printf("%s: %s, hidden %u, %u layers (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
-               d->hidden_size, d->num_hidden_layers, e->m_dense, d->n_routed_experts, r->top_k,
-               r->experts_q8 ? "int8" : "bf16");
+    if (d->n_routed_experts && e->m_dense < d->num_hidden_layers)
+        printf("%s: %s, hidden %u, %u layer%s (%u dense), %u experts, top %u, %s experts\n", r->file, d->model_type,
+               d->hidden_size, d->num_hidden_layers, d->num_hidden_layers == 1 ? "" : "s", e->m_dense,
+               d->n_routed_experts, r->top_k, r->experts_q8 ? "int8" : "bf16");
     else
-        printf("%s: %s, hidden %u, %u layers, all dense (no routed experts)\n", r->file, d->model_type,
-               d->hidden_size, d->num_hidden_layers);
+        printf("%s: %s, hidden %u, %u layer%s, all dense (no MoE layer)\n", r->file, d->model_type,
+               d->hidden_size, d->num_hidden_layers, d->num_hidden_layers == 1 ? "" : "s");
     printf("backend %s, %d thread%s, prompts in steps of up to %u tokens%s\n", r->backend, r->threads,
            r->threads == 1 ? "" : "s", r->batch, r->bf16_activations ? ", --bf16-activations" : "");
     printf("\nload\n  open + map%s: %.3f s\n", r->hybrid ? " + GPU upload" : "", r->load_seconds);
@@ -213,8 +213,8 @@ static void print_text(const mp_bench_result *r)
             printf(", %.1f%% of the fed tile loop", 100 * q->prefill_vs_amx_fed);
         printf("\n");
     }
-    printf("\nreal size: %u layers (%u dense), %u experts [%s]%s\n", e->layers, e->dense, e->experts, e->source,
-           e->scaled ? "" : " (the container's own counts)");
+    printf("\nreal size: %u layer%s (%u dense), %u experts [%s]%s\n", e->layers, e->layers == 1 ? "" : "s", e->dense,
+           e->experts, e->source, e->scaled ? "" : " (the container's own counts)");
     if (e->available) {
         printf("  per token = t_fixed + n_dense * t_dense + n_moe * t_moe  (ms; t_* measured per layer)\n");
         for (uint32_t i = 0; i < r->n_runs; i++) {

@@ -54,7 +54,7 @@ static void print_summary(const char *src, const char *out, const mp_convert_opt
            s->seconds > 0 ? s->source_bytes / s->seconds / 1e9 : 0.0, s->source_bytes / 1e6, s->peak_rss_bytes / 1e6,
            s->units_resumed ? " (resumed)" : "");
     if (s->units_resumed)
-        printf("  %u units taken from the interrupted run\n", s->units_resumed);
+        printf("  %u unit%s taken from the interrupted run\n", s->units_resumed, s->units_resumed == 1 ? "" : "s");
     if (s->zero_rows)
         printf("  note: %llu all-zero weight rows (first: %s); kept as exact zeros\n", (unsigned long long)s->zero_rows,
                s->first_zero_row);
@@ -81,7 +81,7 @@ int mp_cmd_convert(int argc, char **argv)
     o.warnings = stderr;
     o.progress_tty = isatty(2);
     const char *out = NULL;
-    bool quiet = false;
+    bool quiet = false, fit_given = false;
     enum { O_CPU = 256, O_GPU, O_FIT, O_GROUP, O_CONFIG, O_MTP, O_NONFINITE, O_THREADS, O_RESUME, O_STOP };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'}, {"cpu-quant", required_argument, 0, O_CPU},
@@ -107,6 +107,7 @@ int mp_cmd_convert(int argc, char **argv)
                 return mp_cli_usage_error("convert", "--gpu-quant must be int4, int4-sym, int4-asym or bf16, got '%s'", optarg);
             break;
         case O_FIT:
+            fit_given = true;
             if (!strcmp(optarg, "minmax")) o.int4_fit = MP_INT4_FIT_MINMAX;
             else if (!strcmp(optarg, "extreme8")) o.int4_fit = MP_INT4_FIT_EXTREME8;
             else if (!strcmp(optarg, "mse")) o.int4_fit = MP_INT4_FIT_MSE;
@@ -144,6 +145,11 @@ int mp_cmd_convert(int argc, char **argv)
         return mp_cli_usage_error("convert", "missing -o OUT.moepack");
     if (quiet)
         o.progress = NULL;
+    /* options that the other choices make moot: said, not silently dropped */
+    if (fit_given && o.gpu_quant == MP_QUANT_BF16)
+        fprintf(stderr, "moepack: convert: note: --int4-fit has no effect with --gpu-quant bf16\n");
+    if (o.gate_up_group && o.cpu_quant == MP_QUANT_BF16)
+        fprintf(stderr, "moepack: convert: note: --int8-group has no effect with --cpu-quant bf16\n");
     /* Over RLIMIT_FSIZE a write must fail with EFBIG (a clear error, clean-up)
      * instead of the default SIGXFSZ killing the process mid-file. */
     signal(SIGXFSZ, SIG_IGN);

@@ -140,6 +140,7 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
         json_object_set(o, "attention", json_object_get(meta, "attention"));
         json_object_set(o, "quantization", json_object_get(meta, "quantization"));
         json_object_set(o, "chat_format", json_object_get(meta, "chat_format"));
+        json_object_set(o, "layers", json_object_get(meta, "layers"));
         json_object_set(o, "provenance", json_object_get(meta, "provenance"));
         json_object_set(o, "quant_report", json_object_get(meta, "quant_report"));
         json_t *secs = json_object();
@@ -189,6 +190,9 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
            json_string_value(json_object_get(q, "int4_fit")),
            (long long)json_integer_value(json_object_get(q, "expert_slice_width")),
            json_string_value(json_object_get(meta, "chat_format")));
+    const json_t *ly = json_object_get(meta, "layers");
+    printf("layers: %lld decoder, %lld MTP kept\n", (long long)json_integer_value(json_object_get(ly, "decoder_layers")),
+           (long long)json_integer_value(json_object_get(ly, "mtp_layers_kept")));
     printf("attention: softmax scale %.6g (yarn mscale folded in), rope attention factor %.6g\n",
            json_real_value(json_object_get(a, "softmax_scale")), json_real_value(json_object_get(a, "rope_attn_factor")));
     const json_t *prov = json_object_get(meta, "provenance");

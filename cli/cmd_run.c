@@ -65,6 +65,7 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
     memset(o, 0, sizeof *o);
     o->max_new = DEFAULT_MAX_NEW;
     mp_sampler_opts_default(&o->samp);
+    bool sampling_given = false; /* --top-p, --top-k or --seed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -99,6 +100,7 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             o->samp.temperature = (float)f;
         } else if (!strcmp(a, "--top-p")) {
             NEEDV();
+            sampling_given = true;
             char *end = NULL;
             f = strtod(v, &end);
             if (!*v || *end || !(f > 0.0 && f <= 1.0)) /* the range is open at 0: one message for every miss */
@@ -106,11 +108,13 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
             o->samp.top_p = (float)f;
         } else if (!strcmp(a, "--top-k")) {
             NEEDV();
+            sampling_given = true;
             if (!mp_cli_parse_u64(cmd, a, v, 0, 1u << 24, &u))
                 return MP_ERR_USAGE;
             o->samp.top_k = (uint32_t)u;
         } else if (!strcmp(a, "--seed")) {
             NEEDV();
+            sampling_given = true;
             if (!mp_cli_parse_u64(cmd, a, v, 0, UINT64_MAX, &u))
                 return MP_ERR_USAGE;
             o->samp.seed = u;
@@ -157,6 +161,9 @@ static int parse(int argc, char **argv, bool chat_cmd, run_opts *o)
         return mp_cli_usage_error(cmd, "missing -p TEXT");
     if (!chat_cmd && o->system && !o->chat)
         return mp_cli_usage_error(cmd, "--system needs --chat");
+    if (o->samp.temperature == 0.0f && sampling_given)
+        fprintf(stderr, "moepack: %s: note: --top-p, --top-k and --seed have no effect at --temp 0 (greedy); "
+                        "give --temp T > 0 to sample\n", cmd);
     return -1;
 }
 
@@ -164,8 +171,9 @@ static void print_stats(const mp_gen_stats *st, const char *prefix)
 {
     double pf = st->prefill_seconds > 0 ? st->prompt_tokens / st->prefill_seconds : 0;
     double dc = st->decode_seconds > 0 ? st->generated / st->decode_seconds : 0;
-    fprintf(stderr, "%sprompt tokens: %u (%u cached), prefill %.1f tok/s, generated %u, decode %.1f tok/s%s\n", prefix,
-            st->prompt_tokens, st->cached_tokens, pf, st->generated, dc,
+    /* the prompt's length, then how much of it the session already held: prefill speed is over the rest */
+    fprintf(stderr, "%sprompt tokens: %u (%u cached, %u evaluated), prefill %.1f tok/s, generated %u, decode %.1f tok/s%s\n",
+            prefix, st->prompt_tokens + st->cached_tokens, st->cached_tokens, st->prompt_tokens, pf, st->generated, dc,
             st->stopped_ctx ? " (stopped: context full)" : "");
 }
 

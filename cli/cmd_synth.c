@@ -247,8 +247,9 @@ int mp_cmd_synth(int argc, char **argv)
     }
     double el = now_s() - prog.start;
     if (!quiet) {
-        printf("synth: %s, %u layers (%u dense)%s, vocab %u, %s: %llu tensors, %u shard%s, %.3f GB of tensors",
-               mp_synth_preset_name(o.preset), r.layers, r.dense, r.mtp ? " + MTP" : "", r.vocab,
+        printf("synth: %s, %u layer%s (%u dense)%s, vocab %u, %s: %llu tensors, %u shard%s, %.3f GB of tensors",
+               mp_synth_preset_name(o.preset), r.layers, r.layers == 1 ? "" : "s", r.dense, r.mtp ? " + MTP" : "",
+               r.vocab,
                r.fp8 ? "fp8" : "bf16", (unsigned long long)r.tensors, r.shards, r.shards == 1 ? "" : "s",
                r.data_bytes / 1e9);
         if (o.dry_run)

@@ -233,6 +233,10 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
     }
     sprintf(c.journal_path, "%s.partial.journal", out_path);
     bool resuming = opts->resume && mp_file_exists(c.journal_path);
+    if (opts->resume && !resuming && opts->warnings)
+        fprintf(opts->warnings, "moepack: note: %s: nothing to resume (no journal of an interrupted conversion); "
+                                "starting a new conversion\n",
+                out_path);
     if (!resuming && opts->warnings && mp_file_exists(c.journal_path))
         fprintf(opts->warnings,
                 "moepack: warning: %s.partial: left by an interrupted conversion; starting over "
@@ -285,7 +289,8 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
             continue;
         if (opts->max_layers && units_run == opts->max_layers) {
             keep_partial = true; /* a deliberately interrupted conversion (tests) */
-            rc = mp_fail(err, MP_ERR_INPUT, out_path, NULL, "stopped after %u units as asked", units_run);
+            rc = mp_fail(err, MP_ERR_INPUT, out_path, NULL, "stopped after %u unit%s as asked", units_run,
+                        units_run == 1 ? "" : "s");
             break;
         }
         /* largest first, so the tail of a unit is not one big tensor alone */

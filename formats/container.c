@@ -151,6 +151,12 @@ static bool expected_sizes(const mp_ctensor *t, uint64_t padded[3], uint64_t *da
 static int not_a_container(const mp_mapped_file *f, mp_error *err)
 {
     const uint8_t *p = f->data;
+    size_t n = strlen(f->path);
+    if (n > 8 && strcmp(f->path + n - 8, ".partial") == 0)
+        return mp_fail(err, MP_ERR_INPUT, f->path, NULL,
+                       "an unfinished conversion, not a moepack container; moepack convert SRC -o %.*s --resume "
+                       "continues it",
+                       (int)(n - 8), f->path);
     if (f->size >= 4 && memcmp(p, "GGUF", 4) == 0)
         return mp_fail(err, MP_ERR_INPUT, f->path, NULL, "a GGUF file, not a moepack container; " CONVERT_FIRST);
     if (f->size >= 9 && rd64(p) > 0 && rd64(p) <= f->size - 8 && p[8] == '{')

@@ -298,8 +298,10 @@ int mp_reference_write(mp_model *m, const mp_reference_opts *o, const char *out_
     uint64_t ctx = (uint64_t)T + o->greedy;
     uint32_t maxpos = mp_model_desc_of(m)->max_position_embeddings;
     if (ctx > maxpos)
-        return mp_fail(err, MP_ERR_USAGE, out_path, NULL, "a prompt needs %llu positions, more than the model's %u",
-                       (unsigned long long)ctx, maxpos);
+        return mp_fail(err, MP_ERR_USAGE, NULL, NULL,
+                       "--len %u + --greedy %u: a prompt needs %llu positions, more than the model's %u "
+                       "(max_position_embeddings)",
+                       o->len, o->greedy, (unsigned long long)ctx, maxpos);
 
     mp_st_writer *w = NULL;
     int rc = mp_st_writer_open(&w, out_path, err);

@@ -190,4 +190,9 @@ expect_in "$out" 'backend cpu \([a-z0-9]+\), 1 thread,'
 expect_in "$out" 'decode: [0-9.]+ MB of weights per token'
 expect_in "$out" 'VRAM = gpu = [0-9.]+ MB, plus the GPU.s own overhead \(not measured'
 if printf '%s' "$out" | grep -q '0\.00 GB'; then fail "0.00 GB in the report"; else ok; fi
+# a model whose only layer is dense: no expert type claimed, "1 layer"
+"$MP" synth --like tiny -q -o "$T/dense" --layers 1 --dense 1 && "$MP" convert "$T/dense" -o "$T/dense.moepack" --quiet \
+    && ok || fail "synth/convert a dense-only model"
+expect_exit 0 "$MP" bench "$T/dense.moepack" --cpu-only --prompt 8 --gen 2 --threads 1 --no-limits -q
+expect_in "$out" 'hidden [0-9]+, 1 layer, all dense \(no MoE layer\)'
 finish

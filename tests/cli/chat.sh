@@ -18,7 +18,9 @@ expect_in "$err" 'chat: this message needs [0-9]+ tokens, more than the context 
 expect_in "$err" '^turn 2: '
 if printf '%s' "$err" | grep -q 'dropped'; then fail "history dropped for a message that was not sent"; else ok; fi
 # turn 2 is the third line answered with the first exchange still in the prompt (it shares its prefix)
-expect_in "$err" '^turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached\)'
+expect_in "$err" '^turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached, [0-9]+ evaluated\)'
+read -r total cached evaluated <<< "$(printf '%s\n' "$err" | sed -nE 's/^turn 2: prompt tokens: ([0-9]+) \(([0-9]+) cached, ([0-9]+) evaluated\).*/\1 \2 \3/p')"
+[ "$total" -eq $((cached + evaluated)) ] && ok || fail "turn 2: $total tokens, $cached cached, $evaluated evaluated"
 # a first message that fits but leaves the reply less than -n: nothing to drop, the reply stops at the context
 mid=$(python3 -c "print('word ' * 68)")
 expect_exit 0 bash -c "printf '%s\nshort\n' '$mid' | '$MP' chat '$X' -n 24 --ctx 160 --threads 2"

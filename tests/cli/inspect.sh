@@ -13,6 +13,7 @@ expect_exit 0 "$MP" convert "$T/src" -o "$T/q.moepack" -q
 expect_exit 0 "$MP" inspect "$X"
 expect_in "$out" '^  model_type: deepseek_v3'
 expect_in "$out" '^stored as: cpu experts int8'
+expect_in "$out" '^layers: 3 decoder, 0 MTP kept'
 # --layer: the last layer is shown, one past it is a usage error naming the range
 expect_exit 0 "$MP" inspect "$X" --layer 2
 expect_in "$out" 'blk\.2\.'
@@ -62,6 +63,11 @@ expect_exit 1 "$MP" synth --like tiny --bogus x
 expect_in "$err" "synth: unknown option '--bogus'"
 expect_exit 1 "$MP" tokenize "$X" --file
 expect_in "$err" "tokenize: option '--file' needs a value"
+# sampling options without a temperature are said to do nothing, not silently ignored
+expect_exit 0 "$MP" run "$X" -p hi -n 2 --top-k 40 --seed 7
+expect_in "$err" 'run: note: --top-p, --top-k and --seed have no effect at --temp 0'
+expect_exit 0 "$MP" run "$X" -p hi -n 2 --top-k 40 --seed 7 --temp 0.8
+if printf '%s' "$err" | grep -q 'no effect'; then fail "the note with --temp 0.8"; else ok; fi
 # help CMD is CMD --help
 expect_exit 0 "$MP" help verify
 expect_in "$out" '^usage: moepack verify'

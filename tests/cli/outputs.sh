@@ -47,11 +47,21 @@ expect_in "$opts" '^--cpu-quant int8 --gpu-quant int4-sym --int4-fit mse --int8-
 expect_exit 0 "$MP" convert "$T/src" -o "$T/again.moepack" --quiet $opts
 cmp -s "$T/sym.moepack" "$T/again.moepack" && ok || fail "re-running the recorded options gave another file"
 
+# options made moot by the others are said to be
+expect_exit 0 "$MP" convert "$T/src" -o "$T/moot.moepack" --quiet --gpu-quant bf16 --int4-fit minmax --cpu-quant bf16 \
+    --int8-group 128
+expect_in "$err" 'note: --int4-fit has no effect with --gpu-quant bf16'
+expect_in "$err" 'note: --int8-group has no effect with --cpu-quant bf16'
+
 # a conversion interrupted, then started over without --resume: said, not silent
 expect_exit 2 "$MP" convert "$T/src" -o "$T/cut.moepack" --stop-after-units 1 --quiet
 [ -e "$T/cut.moepack.partial" ] && ok || fail "no partial file kept"
+expect_exit 2 "$MP" inspect "$T/cut.moepack.partial"
+expect_in "$err" 'cut\.moepack\.partial: an unfinished conversion, not a moepack container; .* -o .*cut\.moepack --resume'
 expect_exit 0 "$MP" convert "$T/src" -o "$T/cut.moepack" --quiet
 expect_in "$err" 'cut\.moepack\.partial: left by an interrupted conversion; starting over \(--resume continues it\)'
+expect_exit 0 "$MP" convert "$T/src" -o "$T/fresh.moepack" --quiet --resume
+expect_in "$err" 'fresh\.moepack: nothing to resume'
 
 # --resume refuses a source whose shard was replaced by another of the same size and header (another
 # model's): before, it mixed the two models' tensors and verify passed

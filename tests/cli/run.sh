@@ -13,7 +13,7 @@ Q="$D/int8.moepack"
 expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 1
 first="$out"
 [ -n "$first" ] && ok || fail "run printed nothing"
-expect_in "$err" "prompt tokens: [0-9]+ \(0 cached\), prefill [0-9.]+ tok/s, generated 12, decode [0-9.]+ tok/s"
+expect_in "$err" "prompt tokens: [0-9]+ \(0 cached, [0-9]+ evaluated\), prefill [0-9.]+ tok/s, generated 12, decode [0-9.]+ tok/s"
 expect_exit 0 "$MP" run "$X" -p "The quick brown fox" -n 12 --threads 2
 [ "$out" = "$first" ] && ok || fail "greedy text differs between runs"
 # --batch: prompt steps of 2 tokens give the CPU path's greedy text unchanged; 0 is a usage error
@@ -39,8 +39,8 @@ printf '%s' "$s5" | iconv -f UTF-8 -t UTF-8 > /dev/null && ok || fail "run outpu
 # chat: piped lines are turns; the second turn reuses the first turn's cache
 printf 'hello there\n\nand once more\n' > "$D/turns.txt"
 expect_exit 0 "$MP" chat "$X" -n 6 < "$D/turns.txt"
-expect_in "$err" "turn 1: prompt tokens: [0-9]+ \(0 cached\)"
-expect_in "$err" "turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached\)"
+expect_in "$err" "turn 1: prompt tokens: [0-9]+ \(0 cached, [0-9]+ evaluated\)"
+expect_in "$err" "turn 2: prompt tokens: [0-9]+ \([1-9][0-9]* cached, [0-9]+ evaluated\)"
 if printf '%s' "$err" | grep -q "turn 3"; then fail "an empty line became a turn"; else ok; fi
 expect_exit 0 "$MP" chat "$X" -n 4 < /dev/null
 
