@@ -23,12 +23,14 @@ for variant in group-scale greedy-norm; do
 done
 # More experts per token than the kept groups hold (2 groups of 4 = 8): as in DeepSeek-V2's reference
 # (top-k of the masked scores, weights from them), the experts of dropped groups weigh 0, so 9 and 16
-# experts give the logits of 8. Before, they were weighted by their unmasked scores.
+# experts give the logits of 8 (to 1e-4: with more experts the work is cut differently, which on AMX
+# changes the order of the sums, 1.2e-5 on the device). Before, they were weighted by their unmasked
+# scores: max |diff| 0.26 (9) and 0.55 (16) here.
 "$MP" reference "$D/group-scale.moepack" -o "$D/k8.ref.safetensors" --prompts 2 --len 16 --greedy 0 \
     --experts-per-token 8 --cpu-only --seed 3 > /dev/null && ok || fail "reference with 8 experts"
 for k in 9 16; do
     expect_exit 0 "$MP" compare "$D/group-scale.moepack" "$D/k8.ref.safetensors" --cpu-only --no-greedy \
-        --experts-per-token $k --max-abs 1e-6
+        --experts-per-token $k --max-abs 1e-4
     expect_exit 0 "$MP" compare "$D/group-scale.moepack" "$D/k8.ref.safetensors" --no-greedy \
         --experts-per-token $k --max-abs 0.05
 done
