@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "container.h"
 #include "container_tokenizer.h"
@@ -16,18 +15,6 @@ static bool has_suffix(const char *s, const char *suffix)
 {
     size_t ls = strlen(s), lx = strlen(suffix);
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
-}
-
-/* The first bytes of a file (fewer when it is shorter); 0 on error (a FIFO
- * without a writer reads as empty: mp_open_input). */
-static size_t read_magic(const char *path, char *buf, size_t n)
-{
-    int fd = mp_open_input(path);
-    if (fd < 0)
-        return 0;
-    ssize_t got = read(fd, buf, n);
-    close(fd);
-    return got > 0 ? (size_t)got : 0;
 }
 
 int mp_cli_open_tokenizer(const char *src, mp_tokenizer **out, mp_error *err)
@@ -45,7 +32,7 @@ int mp_cli_open_tokenizer(const char *src, mp_tokenizer **out, mp_error *err)
     if (!mp_file_exists(src))
         return mp_fail(err, MP_ERR_INPUT, src, NULL, "no such file or directory");
     char magic[4] = {0};
-    size_t got = read_magic(src, magic, sizeof magic);
+    size_t got = mp_read_prefix(src, magic, sizeof magic);
     if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
         mp_gguf g;
         int rc = mp_gguf_open(src, &g, err);

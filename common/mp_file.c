@@ -267,6 +267,16 @@ int mp_read_head(int fd, size_t n, const char *path, char **out, mp_error *err)
     return MP_OK;
 }
 
+size_t mp_read_prefix(const char *path, void *buf, size_t n)
+{
+    int fd = mp_open_input(path);
+    if (fd < 0)
+        return 0;
+    ssize_t got = read(fd, buf, n);
+    close(fd);
+    return got > 0 ? (size_t)got : 0;
+}
+
 int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err)
 {
     *out = NULL;

@@ -83,6 +83,11 @@ int mp_write_file_parts(const char *final_path, const mp_file_part *parts, size_
  * ends before n bytes, is an error ("cannot read") and *out is NULL. */
 int mp_read_head(int fd, size_t n, const char *path, char **out, mp_error *err);
 
+/* Reads up to n first bytes of the file at path into buf (one read: fewer
+ * when it is shorter); 0 when it cannot be opened or read. For telling file
+ * kinds apart by their magic; a FIFO without a writer reads as empty. */
+size_t mp_read_prefix(const char *path, void *buf, size_t n);
+
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer, refusing
  * files larger than max_size and, without blocking, non-regular files. */
 int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *out_len, mp_error *err);

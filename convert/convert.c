@@ -232,12 +232,12 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
         goto done;
     }
     sprintf(c.journal_path, "%s.partial.journal", out_path);
-    bool resuming = opts->resume && mp_file_exists(c.journal_path);
-    if (opts->resume && !resuming && opts->warnings)
+    bool journal = mp_file_exists(c.journal_path), resuming = opts->resume && journal;
+    if (opts->resume && !journal && opts->warnings)
         fprintf(opts->warnings, "moepack: note: %s: nothing to resume (no journal of an interrupted conversion); "
                                 "starting a new conversion\n",
                 out_path);
-    if (!resuming && opts->warnings && mp_file_exists(c.journal_path))
+    if (!opts->resume && journal && opts->warnings)
         fprintf(opts->warnings,
                 "moepack: warning: %s.partial: left by an interrupted conversion; starting over "
                 "(--resume continues it)\n",

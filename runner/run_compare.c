@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "container.h"
 #include "mp_compare.h"
@@ -155,22 +154,18 @@ static int compare_prompt(mp_session *s, const ref_prompt *rp, const mp_compare_
     return MP_OK;
 }
 
-/* A container given where the reference belongs (an easy slip: both are files `moepack` writes) would
- * reach the safetensors parser as an absurd header length; it is named as what it is instead. Any
- * other file, and one that cannot be read here, is left to mp_st_open and its own errors. */
-static int refuse_container(const char *ref_path, mp_error *err)
+/* A reference that mp_st_open refused: a container given where the reference belongs (an easy slip:
+ * both are files `moepack` writes) reaches the safetensors parser as an absurd header length, so it is
+ * named as what it is instead. Any other file keeps mp_st_open's own error (rc). */
+static int name_container_reference(const char *ref_path, int rc, mp_error *err)
 {
     char magic[8];
-    int fd = mp_open_input(ref_path);
-    if (fd < 0)
-        return MP_OK;
-    ssize_t got = read(fd, magic, sizeof magic);
-    close(fd);
-    if (got == (ssize_t)sizeof magic && memcmp(magic, MP_CONTAINER_MAGIC, sizeof magic) == 0)
+    if (mp_read_prefix(ref_path, magic, sizeof magic) == sizeof magic &&
+        memcmp(magic, MP_CONTAINER_MAGIC, sizeof magic) == 0)
         return mp_fail(err, MP_ERR_INPUT, ref_path, NULL,
                        "is a moepack container, not a reference file ('moepack reference FILE -o "
                        "OUT.safetensors' writes one from a container)");
-    return MP_OK;
+    return rc;
 }
 
 int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opts *o, mp_compare_result *out,
@@ -184,12 +179,9 @@ int mp_compare_reference(mp_model *m, const char *ref_path, const mp_compare_opt
     }
     uint32_t vocab = mp_model_vocab(m);
     mp_safetensors *st = NULL;
-    int rc = refuse_container(ref_path, err);
+    int rc = mp_st_open(ref_path, &st, err);
     if (rc)
-        return rc;
-    rc = mp_st_open(ref_path, &st, err);
-    if (rc)
-        return rc;
+        return name_container_reference(ref_path, rc, err);
     /* the prompts, and the longest context any of them needs */
     uint32_t n = 0, ctx = 0, maxT = 0;
     for (;; n++) {

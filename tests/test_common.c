@@ -160,6 +160,11 @@ static void test_read_head(void)
     CHECK(mp_read_head(fd, 12, path, &head, &e) == MP_ERR_INPUT && head == NULL);
     CHECKF(strstr(e.msg, path) == e.msg && strstr(e.msg, "cannot read"), "%s", e.msg);
     close(fd);
+    /* a prefix by path: fewer bytes from a shorter file, none from a missing one */
+    char prefix[16] = {0};
+    CHECK(mp_read_prefix(path, prefix, 4) == 4 && memcmp(prefix, "0123", 4) == 0);
+    CHECK(mp_read_prefix(path, prefix, sizeof prefix) == 10);
+    CHECK(mp_read_prefix(mp_test_path(dir, "missing"), prefix, 4) == 0);
 }
 
 /* Growth doubles from the first capacity only when the array is full, keeps
