@@ -53,7 +53,10 @@ static int add_unknown(mp_source *s, const char *name, const char *file, size_t 
 /* A "<weight>_scale_inv" tensor: the FP8 block scale of <weight>. One
  * whose weight is not in the checkpoint means a broken FP8 checkpoint (a
  * shard or an index entry lost): refused, naming it, rather than converting
- * what is left. */
+ * what is left. One whose weight is BF16, F16 or F32 is refused too: only
+ * F8_E4M3 weights are read with their scale, so the others would convert
+ * with it ignored, i.e. with wrong values. (Another weight dtype is left to
+ * the weight's own dtype check, which names what can be read.) */
 static int check_scale_has_weight(const mp_source *s, const mp_st_tensor *t, mp_error *err)
 {
     static const char suffix[] = "_scale_inv";
@@ -62,12 +65,19 @@ static int check_scale_has_weight(const mp_source *s, const mp_st_tensor *t, mp_
         return MP_OK;
     char base[MP_ST_MAX_NAME_BYTES + 1];
     snprintf(base, sizeof base, "%.*s", (int)(n - ls), t->name);
-    if (mp_st_find(s->st, base))
-        return MP_OK;
-    return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name,
-                   "an FP8 block scale whose weight %s is not in the checkpoint: the checkpoint is incomplete "
-                   "(a shard or index entry missing?)",
-                   base);
+    const mp_st_tensor *w = mp_st_find(s->st, base);
+    if (!w)
+        return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name,
+                       "an FP8 block scale whose weight %s is not in the checkpoint: the checkpoint is incomplete "
+                       "(a shard or index entry missing?)",
+                       base);
+    if (w->dtype == MP_ST_BF16 || w->dtype == MP_ST_F16 || w->dtype == MP_ST_F32)
+        return mp_fail(err, MP_ERR_INPUT, t->shard_path, t->name,
+                       "an FP8 block scale whose weight %s (in %s) is %s: a scale only makes sense with F8_E4M3 "
+                       "(float8_e4m3fn) weights, and converting the weight without it would give wrong values "
+                       "(a checkpoint dequantized with its scales left in?)",
+                       base, mp_path_basename(w->shard_path), w->dtype_name);
+    return MP_OK;
 }
 
 /* Hashes the first `n` bytes of a file (its header) for provenance. */

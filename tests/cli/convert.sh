@@ -221,6 +221,16 @@ m=$(model_copy orphan-scale)
 one_tensor_shard "$m/extra.safetensors" model.layers.1.self_attn.q_proj.weight_scale_inv
 expect_exit 2 "$MP" inspect-source "$m"
 expect_in "$err" 'extra\.safetensors: model\.layers\.1\.self_attn\.q_proj\.weight_scale_inv: an FP8 block scale whose weight model\.layers\.1\.self_attn\.q_proj\.weight is not in the checkpoint'
+# ... and one beside a weight that is not F8_E4M3 (BF16 q_a_proj, F32 router bias): refused naming the scale,
+# the weight, its file and its dtype, no output left (the scale was ignored before: wrong values)
+for spec in 'model.layers.1.self_attn.q_a_proj.weight|BF16' 'model.layers.1.mlp.gate.e_score_correction_bias|F32'; do
+    IFS='|' read -r name dtype <<< "$spec"
+    m=$(model_copy "scale-$dtype")
+    one_tensor_shard "$m/extra.safetensors" "${name}_scale_inv"
+    expect_exit 2 "$MP" convert "$m" -o "$D/scale-$dtype.moepack" --quiet
+    expect_in "$err" "extra\.safetensors: ${name//./\\.}_scale_inv: an FP8 block scale whose weight ${name//./\\.} \(in model-00001-of-00005\.safetensors\) is $dtype: a scale only makes sense with F8_E4M3 \(float8_e4m3fn\) weights"
+    [ ! -e "$D/scale-$dtype.moepack" ] && [ ! -e "$D/scale-$dtype.moepack.partial" ] && ok || fail "$dtype weight with a scale: left an output"
+done
 # one shard given as SRC converts the whole checkpoint through the index beside it (the same container as
 # the folder's); without an index it is refused, naming the folder; config.json is not a checkpoint
 expect_exit 0 "$MP" convert "$FIX/tiny-v3/model-00002-of-00005.safetensors" -o "$D/shard.moepack" --quiet --threads 1
