@@ -269,6 +269,22 @@ static void warn_defaulted_routing(const ctx *c, const char *src_path)
             src_path, c->d->num_experts_per_tok, c->d->n_routed_experts);
 }
 
+/* A yarn rope scaling without its original context length takes a default
+ * (4096 from a config.json, as DeepSeek's modeling code does; the training
+ * context length from a GGUF, as llama.cpp does). That length decides which
+ * rotary frequencies YaRN stretches, so a wrong one shifts every position:
+ * say so, and how to give the model's own. */
+static void warn_defaulted_yarn(const ctx *c, const char *src_path)
+{
+    if (!c->o->warnings || !(c->d->defaulted & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS) || !c->d->yarn.enabled)
+        return;
+    fprintf(c->o->warnings,
+            "moepack: warning: %s: the yarn rope scaling does not record its original context length "
+            "(original_max_position_embeddings); YaRN will use %u, which is wrong for a model pre-trained on "
+            "another length; pass --config with a config.json that states it to keep the model's own\n",
+            src_path, c->d->yarn.original_max_position_embeddings);
+}
+
 static int cmp_job_size(const void *a, const void *b, void *arg)
 {
     ctx *c = arg;
@@ -293,6 +309,7 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
         return rc;
     c.d = &c.src->desc;
     warn_defaulted_routing(&c, src_path);
+    warn_defaulted_yarn(&c, src_path);
     uint8_t *tok_blob = NULL;
     size_t tok_len = 0;
     mp_chat_format chat = MP_CHAT_DEEPSEEK_V3;

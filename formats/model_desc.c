@@ -219,13 +219,15 @@ static int read_rope_scaling(cfg_reader *r, json_t *rs, const char *what, mp_mod
         goto done;
     }
     d->yarn.enabled = true;
-    bool has_factor, has_fast, has_slow;
+    bool has_factor, has_original_max_pos, has_fast, has_slow;
     rc = read_float(r, rs, "factor", &d->yarn.factor, &has_factor);
     if (!rc && !has_factor)
         rc = mp_fail(r->err, MP_ERR_INPUT, r->path, label(r, "factor"), "required key is missing");
     if (!rc)
         rc = read_u32(r, rs, "original_max_position_embeddings", false, -1, &d->yarn.original_max_position_embeddings,
-                      NULL);
+                      &has_original_max_pos);
+    if (!rc && !has_original_max_pos)
+        *r->defaulted |= MP_DEFAULTED_YARN_ORIGINAL_MAX_POS;
     if (!rc)
         rc = read_float(r, rs, "beta_fast", &d->yarn.beta_fast, &has_fast);
     if (!rc)
@@ -636,9 +638,10 @@ void mp_model_desc_print(const mp_model_desc *d, void *file)
     fprintf(f, "rope_theta: %g\n", d->rope_theta);
     fprintf(f, "max_position_embeddings: %u\n", d->max_position_embeddings);
     if (d->yarn.enabled) {
-        fprintf(f, "rope_scaling: yarn factor %g, original_max_position_embeddings %u, beta_fast %g, beta_slow %g%s, "
+        fprintf(f, "rope_scaling: yarn factor %g, original_max_position_embeddings %u%s, beta_fast %g, beta_slow %g%s, "
                    "mscale %g%s, mscale_all_dim %g\n",
-                (double)d->yarn.factor, d->yarn.original_max_position_embeddings, (double)d->yarn.beta_fast,
+                (double)d->yarn.factor, d->yarn.original_max_position_embeddings,
+                (d->defaulted & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS) ? " (defaulted)" : "", (double)d->yarn.beta_fast,
                 (double)d->yarn.beta_slow, (d->defaulted & MP_DEFAULTED_YARN_BETAS) ? " (defaulted)" : "",
                 (double)d->yarn.mscale, (d->defaulted & MP_DEFAULTED_MSCALE) ? " (defaulted)" : "",
                 (double)d->yarn.mscale_all_dim);
@@ -712,7 +715,8 @@ bool mp_model_desc_equal(const mp_model_desc *a, const mp_model_desc *b, char *w
     CMP_INT(yarn.enabled);
     if (a->yarn.enabled && b->yarn.enabled) {
         CMP_FLT(yarn.factor);
-        CMP_INT(yarn.original_max_position_embeddings);
+        if (!(skip & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS))
+            CMP_INT(yarn.original_max_position_embeddings);
         if (!(skip & MP_DEFAULTED_YARN_BETAS)) {
             CMP_FLT(yarn.beta_fast);
             CMP_FLT(yarn.beta_slow);

@@ -70,6 +70,7 @@ enum {
     MP_DEFAULTED_YARN_BETAS = 1u << 2,  /* beta_fast / beta_slow */
     MP_DEFAULTED_MSCALE = 1u << 3,      /* mscale taken equal to mscale_all_dim */
     MP_DEFAULTED_MOE_LAYER_FREQ = 1u << 4, /* moe_layer_freq inferred from the tensors (GGUF) */
+    MP_DEFAULTED_YARN_ORIGINAL_MAX_POS = 1u << 5, /* yarn original_max_position_embeddings: 4096 */
 };
 
 /* Hard caps mp_model_desc_validate enforces: far above any real model, low

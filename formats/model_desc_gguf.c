@@ -265,11 +265,12 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
         return rc;
     if (strcmp(scaling, "yarn") == 0) {
         float log_mul;
-        bool has_log_mul, has_factor;
+        bool has_log_mul, has_factor, has_original_ctx;
         d->yarn.enabled = true;
+        /* without the original length llama.cpp takes the training context length; so do we, flagged */
         if ((rc = f32_opt(r, "rope.scaling.factor", 1.0f, &d->yarn.factor, &has_factor)) != MP_OK ||
             (rc = u32_opt(r, "rope.scaling.original_context_length", d->max_position_embeddings,
-                          &d->yarn.original_max_position_embeddings, NULL)) != MP_OK ||
+                          &d->yarn.original_max_position_embeddings, &has_original_ctx)) != MP_OK ||
             (rc = f32_opt(r, "rope.scaling.yarn_log_multiplier", 0.0f, &log_mul, &has_log_mul)) != MP_OK)
             return rc;
         /* as config.json's rope_scaling.factor is: without it the positions
@@ -277,6 +278,8 @@ int mp_model_desc_from_gguf(const mp_gguf *g, const char *path, mp_model_desc *d
         if (!has_factor)
             return mp_fail(err, MP_ERR_INPUT, r->path, NULL,
                            ARCH ".rope.scaling.type is yarn but " ARCH ".rope.scaling.factor is missing");
+        if (!has_original_ctx)
+            d->defaulted |= MP_DEFAULTED_YARN_ORIGINAL_MAX_POS;
         d->yarn.mscale_all_dim = has_log_mul ? mscale_from_log_mul(log_mul) : 0.0f;
         /* GGUF records one of the two mscales; DeepSeek configs set both equal */
         d->yarn.mscale = d->yarn.mscale_all_dim;

@@ -258,6 +258,13 @@ static void test_variants(const char *dir)
     CHECK(d.yarn.beta_fast == 32.0f && d.yarn.beta_slow == 1.0f);
     CHECK((d.defaulted & (MP_DEFAULTED_YARN_BETAS | MP_DEFAULTED_MSCALE)) ==
           (MP_DEFAULTED_YARN_BETAS | MP_DEFAULTED_MSCALE));
+    CHECK(!(d.defaulted & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS));
+    /* yarn without its original context length: the training length, as llama.cpp takes, flagged */
+    v3.drop = "deepseek2.rope.scaling.original_context_length";
+    REQUIRE(describe(dir, &v3, &d, &err) == MP_OK);
+    CHECK(d.yarn.original_max_position_embeddings == d.max_position_embeddings);
+    CHECK(d.defaulted & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS);
+    v3.drop = NULL;
 
     /* V2: softmax with groups -> group-limited greedy */
     variant v2 = {.q_lora = true, .gating = 1, .groups = 8, .groups_used = 3, .vocab_key = true, .log_mul = 0.0707f};

@@ -179,6 +179,26 @@ for spec in \
     expect_in "$err" "$pattern"
     [ ! -e "$D/cfg-$name.moepack" ] && [ ! -e "$D/cfg-$name.moepack.partial" ] && ok || fail "$name: left an output"
 done
+# a yarn rope_scaling without original_max_position_embeddings takes 4096 (as DeepSeek's modeling code does),
+# recorded as defaulted (moepack_defaulted bit 32, "(defaulted)" in inspect) and warned about; the fixture's
+# own config states it. Being defaulted, it is not compared with a --config file, whose value is taken.
+defaulted_bits() { python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["moepack_defaulted"])'; }
+m=$(config_copy no-orig-ctx '/"original_max_position_embeddings"/d')
+cmp -s "$m/config.json" "$FIX/tiny-v3/config.json" && fail "no-orig-ctx: the sed edit changed nothing"
+expect_exit 0 "$MP" convert "$m" -o "$D/no-orig-ctx.moepack" --quiet
+expect_in "$err" '^moepack: warning: .*no-orig-ctx: the yarn rope scaling does not record its original context length \(original_max_position_embeddings\); YaRN will use 4096, '
+expect_exit 0 "$MP" inspect "$D/no-orig-ctx.moepack" --json
+[ $(( $(printf '%s' "$out" | defaulted_bits) & 32 )) -eq 32 ] && ok || fail "original_max_position_embeddings not recorded as defaulted"
+expect_exit 0 "$MP" inspect "$D/no-orig-ctx.moepack"
+expect_in "$out" 'original_max_position_embeddings 4096 \(defaulted\),'
+expect_exit 0 "$MP" inspect "$D/a.moepack" --json
+[ $(( $(printf '%s' "$out" | defaulted_bits) & 32 )) -eq 0 ] && ok || fail "the fixture's stated value is marked defaulted"
+sed 's/"original_max_position_embeddings": 4096/"original_max_position_embeddings": 8192/' "$FIX/tiny-v3/config.json" \
+    > "$D/orig-ctx-8192.json"
+expect_exit 0 "$MP" convert "$m" --config "$D/orig-ctx-8192.json" -o "$D/orig-ctx-8192.moepack" --quiet
+if printf '%s' "$err" | grep -q original_max_position_embeddings; then fail "warned with --config stating it: $err"; else ok; fi
+expect_exit 0 "$MP" inspect "$D/orig-ctx-8192.moepack"
+expect_in "$out" 'original_max_position_embeddings 8192,'
 # tensors the configuration does not call for, beside those it does (an expert in dense layer 0, q_proj
 # next to q_a_proj): refused, not left out
 for spec in \
