@@ -541,6 +541,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- start / stop -------------------------------------------------------------------------- */
 
+/* libmicrohttpd decodes the path and the query arguments in place into C strings, so a "%00" would
+ * end them early (GET /v1/models/NAME%00junk read as NAME: 200), and 0.9.x gives the handler no
+ * decoded length to compare. This unescaper leaves each "%00" as those three characters, which no
+ * route or served name matches (404), and decodes all else with MHD's own MHD_http_unescape, as its
+ * default does. Splitting at "%00" changes nothing else: a '%' before it cannot take its characters
+ * as hex digits, as '%' is not one. */
+static size_t unescape_keeping_nul_escapes(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *out = s; /* never past `in`: decoding only shortens */
+    const char *in = s;
+    for (;;) {
+        const char *nul_escape = strstr(in, "%00");
+        size_t n = nul_escape ? (size_t)(nul_escape - in) : strlen(in);
+        memmove(out, in, n);
+        out[n] = '\0';
+        out += MHD_http_unescape(out);
+        if (!nul_escape)
+            break;
+        memcpy(out, "%00", 3);
+        out += 3;
+        in = nul_escape + 3;
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 static int start_http(mp_server *s, mp_error *err)
 {
     struct sockaddr_storage ss;
@@ -563,7 +591,8 @@ static int start_http(mp_server *s, mp_error *err)
         MHD_start_daemon(flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
                          (unsigned int)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned int)s->o.timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+                         (unsigned int)s->o.timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_UNESCAPE_CALLBACK, unescape_keeping_nul_escapes, NULL, MHD_OPTION_END);
     if (!s->httpd)
         return mp_fail(err, MP_ERR_INPUT, "serve", NULL, "cannot listen on %s port %u (in use, or not allowed)",
                        s->host, s->o.port);

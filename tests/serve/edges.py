@@ -2,8 +2,9 @@
 """moepack serve at its edges, through raw sockets where curl would hide what is checked (stdlib
 only): U+0000 in request strings, nested stop sequences, a chunked body that passes --max-body
 while the client keeps sending, a request still queued at SIGTERM, "usage": null on streamed
-chunks, a top_p below the float range, error params, refused fields, GET /v1/models/{id}, and
-whitespace around the API key. Each check prints FAIL: ... when it fails; exit 1 if any did.
+chunks, a top_p below the float range, error params, refused fields, GET /v1/models/{id} (with %00
+in the path: 404), and whitespace around the API key. Each check prints FAIL: ... when it fails;
+exit 1 if any did.
 
 usage: edges.py MOEPACK MODEL.moepack SCRATCH_DIR"""
 import json
@@ -244,6 +245,19 @@ def test_models_and_key(s):
     e = error_of(body)
     check(st == 404 and e and e["code"] == "model_not_found", "GET /v1/models/other: %d %s" % (st, body[:200]))
     check(s.request("GET", "/v1/models/tiny")[0] == 401, "GET /v1/models/tiny without a key")
+    # A %00 in the path is not the end of it: libmicrohttpd decodes into a C string, which read
+    # "tiny%00junk" as "tiny" (200). Every other escape still decodes as libmicrohttpd's own does.
+    auth = {"Authorization": "Bearer " + KEY}
+    for path, want_status, want_code in (("/v1/models/tiny%00junk", 404, "model_not_found"),
+                                         ("/v1/models/tiny%00", 404, "model_not_found"),
+                                         ("/v1/models/tiny%2500", 404, "model_not_found"),
+                                         ("/health%00", 404, "not_found"),
+                                         ("/v1/models/t%69n%79", 200, None),
+                                         ("/%68ealth?x=%00&y=a%00b", 200, None)):
+        st, _, body = s.request("GET", path, headers=auth)
+        e = error_of(body)
+        check(st == want_status and (want_code is None or (e and e["code"] == want_code)),
+              "GET %s: %d %s, want %d %s" % (path, st, body[:200], want_status, want_code))
     for value, want in (("Bearer " + KEY + " ", 200), ("Bearer " + KEY + "\t", 200), ("Bearer \t" + KEY + "  ", 200),
                         ("Bearer " + KEY + "x ", 401), ("Bearer " + KEY[:-1] + " ", 401)):
         st = s.request("GET", "/v1/models", headers={"Authorization": value})[0]
