@@ -1,5 +1,5 @@
-/* serve_internal: what the server's modules share. serve_api.c turns request
- * JSON into an mp_serve_req and results into response JSON, serve_sched.c
+/* serve_internal: what the server's modules share. serve_request.c turns request
+ * JSON into an mp_serve_req, serve_response.c results into response JSON, serve_sched.c
  * runs jobs in slots, serve_http.c is the libmicrohttpd side. */
 #ifndef MP_SERVE_INTERNAL_H
 #define MP_SERVE_INTERNAL_H
@@ -19,7 +19,7 @@
 #define MP_SERVE_MAX_STOPS 16
 #define MP_SERVE_MAX_STOP_LEN 256
 #define MP_SERVE_MAX_MESSAGES 4096
-/* ---- requests (serve_api.c) ---------------------------------------------------------------- */
+/* ---- requests (serve_request.c) ------------------------------------------------------------ */
 
 typedef enum { MP_REQ_CHAT, MP_REQ_COMPLETION } mp_req_kind;
 
@@ -141,7 +141,7 @@ void mp_job_release(mp_server *s, mp_job *j);
 int mp_sched_start(mp_server *s, mp_error *err);
 void mp_sched_stop(mp_server *s);
 
-/* ---- responses (serve_api.c) --------------------------------------------------------------- */
+/* ---- responses (serve_response.c) ---------------------------------------------------------- */
 
 /* The whole non-streamed response (call with the lock held, job done). */
 char *mp_api_response_json(const mp_server *s, const mp_job *j);
