@@ -531,6 +531,33 @@ def container_seed(src_path, picks):
     return bytes(f)
 
 
+# ---- serve requests ----------------------------------------------------------
+
+
+def serve_request_seeds():
+    """Request bodies as clients send them: byte 0 is 0 for chat, 1 for completions (fuzz_serve_request.c)."""
+    chat = [
+        {"model": "tiny", "messages": [{"role": "user", "content": "Hello"}]},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a<think>b</think>c"},
+                      {"role": "assistant", "content": None}, {"role": "developer", "content": "\u0000x"}],
+         "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": -3, "max_completion_tokens": 9,
+         "stop": ["</think>", "b"], "stream": True, "stream_options": {"include_usage": True}},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "one "}, {"type": "text", "text": "two"}]}],
+         "stop": "two", "logprobs": False, "n": 1, "tools": [], "user": "u"},
+        {"messages": [{"role": "assistant", "content": "<think>\nx</think>\n\n y", "prefix": False}],
+         "max_tokens": 1e20, "top_p": 1e-300},
+    ]
+    completion = [
+        {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "stop": ["\n\n", "time"]},
+        {"prompt": ["abcabc"], "stop": ["bc", "ca", "abcab"], "echo": False, "suffix": "", "best_of": 1,
+         "temperature": 0, "ignore_eos": True},
+    ]
+    for i, body in enumerate(chat):
+        save("serve_request", "chat_%d.json" % i, bytes([2 * i]) + json.dumps(body).encode())
+    for i, body in enumerate(completion):
+        save("serve_request", "completion_%d.json" % i, bytes([2 * i + 1]) + json.dumps(body).encode())
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -554,6 +581,7 @@ def main():
         tok_json_seeds(fix, synth)
         tok_encode_seeds(fix)
         tok_blob_seeds([("synth_512.blob", synth_c), ("fixture_1280.blob", fix_c)])
+        serve_request_seeds()
 
         picks = {"token_embd": [16, 256], "blk.1.exp_probs_b": [16], "blk.0.attn_norm": [256],
                  "blk.0.attn_output": [16, 128], "blk.0.attn_w_uk": [1, 16, 32], "blk.1.ffn_gate_exps.0": [16, 256],

@@ -1,0 +1,208 @@
+/* fuzz_serve_request: the HTTP server's request parser (mp_api_parse,
+ * serve/serve_request.c) on request bodies, and the text filters an accepted
+ * request drives (serve/serve_text.h).
+ *
+ * Input: byte 0 chooses the endpoint (bit 0: 0 chat, 1 completions) and seeds
+ * how the text is cut into pieces (bits 1-7); the rest is the body.
+ *
+ * A refused body must give a 4xx status (or 500 for out of memory) with a
+ * message, and its error JSON must parse back with that shape. An accepted one
+ * must hold what the scheduler relies on without checking again: sampler
+ * options the sampler accepts, stop sequences of 1 to MP_SERVE_MAX_STOP_LEN
+ * bytes without NUL, and terminated texts. Then its text (the prompt, or the
+ * messages one after another) goes through the stop filter and the <think>
+ * splitter in pieces: what the stop filter releases must be the text up to the
+ * earliest start of any stop sequence, and both filters must give the same
+ * result however the text is cut (streamed deltas concatenate to the
+ * non-streamed answer). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness_util.h"
+#include "serve_internal.h"
+
+static void check_refused(const mp_api_error *e)
+{
+    if (!((e->status >= 400 && e->status < 500) || e->status == 500))
+        mp_fuzz_fail("refused with status %d", e->status);
+    if (!e->message[0] || !e->type)
+        mp_fuzz_fail("refused without a message or type (status %d)", e->status);
+    char *text = mp_api_error_json(e);
+    if (!text)
+        mp_fuzz_fail("mp_api_error_json failed for: %s", e->message);
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    json_t *inner = json_object_get(root, "error");
+    json_t *param = json_object_get(inner, "param");
+    if (!json_is_string(json_object_get(inner, "message")) || !json_is_string(json_object_get(inner, "type")) ||
+        !param || (e->param[0] ? !json_is_string(param) : !json_is_null(param)))
+        mp_fuzz_fail("the error JSON lacks its shape: %s", text);
+    json_decref(root);
+    free(text);
+}
+
+/* The request's text: the prompt, or every message's content in order. */
+static void request_text(const mp_serve_req *req, mp_sbuf *out)
+{
+    bool ok = true;
+    if (req->kind == MP_REQ_COMPLETION) {
+        if (!req->prompt || req->prompt[req->prompt_len] != '\0')
+            mp_fuzz_fail("an accepted completion has no terminated prompt");
+        ok = mp_sbuf_add(out, req->prompt, req->prompt_len);
+    } else {
+        if (req->n_msgs == 0 || req->n_msgs > MP_SERVE_MAX_MESSAGES)
+            mp_fuzz_fail("an accepted chat has %zu messages", req->n_msgs);
+        for (size_t i = 0; i < req->n_msgs && ok; i++) {
+            const mp_chat_msg *m = &req->msgs[i];
+            if (!m->content || m->content[m->len] != '\0')
+                mp_fuzz_fail("message %zu has no terminated content", i);
+            if (m->role != MP_CHAT_SYSTEM && m->role != MP_CHAT_USER && m->role != MP_CHAT_ASSISTANT)
+                mp_fuzz_fail("message %zu has role %d", i, (int)m->role);
+            ok = mp_sbuf_add(out, m->content, m->len);
+        }
+    }
+    if (!ok)
+        mp_fuzz_fail("out of memory");
+}
+
+/* The next piece length, 1..16, from a small linear congruential state. */
+static size_t next_piece(uint32_t *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return 1 + ((*state >> 16) & 15);
+}
+
+/* The stop filter over text, whole (cut_seed 0) or in pieces; the released text in out. */
+static bool run_stop_filter(const mp_serve_req *req, const mp_sbuf *text, uint32_t cut_seed, mp_sbuf *out)
+{
+    mp_stop_filter f;
+    mp_stop_filter_init(&f, (const char *const *)req->stops, req->n_stops);
+    size_t at = 0;
+    while (at < text->n && !f.stopped) {
+        size_t n = cut_seed ? next_piece(&cut_seed) : text->n;
+        if (n > text->n - at)
+            n = text->n - at;
+        if (!mp_stop_filter_push(&f, text->p + at, n, out))
+            mp_fuzz_fail("out of memory");
+        at += n;
+    }
+    if (!mp_stop_filter_flush(&f, out))
+        mp_fuzz_fail("out of memory");
+    bool stopped = f.stopped;
+    mp_stop_filter_free(&f);
+    return stopped;
+}
+
+static void check_stop_filter(const mp_serve_req *req, const mp_sbuf *text, uint32_t cut_seed)
+{
+    size_t cut = text->n;
+    bool want_stopped = false;
+    for (size_t i = 0; i < req->n_stops && text->n; i++) {
+        const char *at = memmem(text->p, text->n, req->stops[i], strlen(req->stops[i]));
+        if (at && (size_t)(at - text->p) <= cut) {
+            cut = (size_t)(at - text->p);
+            want_stopped = true;
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        mp_sbuf out = {0};
+        bool stopped = run_stop_filter(req, text, pass ? cut_seed | 1 : 0, &out);
+        if (out.n != cut || (cut && memcmp(out.p, text->p, cut) != 0))
+            mp_fuzz_fail("the stop filter (%s) released %zu bytes, not the %zu before the earliest stop",
+                         pass ? "in pieces" : "whole", out.n, cut);
+        if (stopped != want_stopped)
+            mp_fuzz_fail("the stop filter (%s) says stopped=%d, the text says %d", pass ? "in pieces" : "whole",
+                         stopped, want_stopped);
+        mp_sbuf_free(&out);
+    }
+}
+
+static void run_think_split(const mp_sbuf *text, bool enabled, bool inside, uint32_t cut_seed, mp_sbuf *reasoning,
+                            mp_sbuf *content)
+{
+    mp_think_split t;
+    mp_think_split_init(&t, enabled, inside);
+    for (size_t at = 0; at < text->n;) {
+        size_t n = cut_seed ? next_piece(&cut_seed) : text->n;
+        if (n > text->n - at)
+            n = text->n - at;
+        if (!mp_think_split_push(&t, text->p + at, n, reasoning, content))
+            mp_fuzz_fail("out of memory");
+        at += n;
+    }
+    if (!mp_think_split_flush(&t, reasoning, content))
+        mp_fuzz_fail("out of memory");
+    mp_think_split_free(&t);
+}
+
+static bool same(const mp_sbuf *a, const mp_sbuf *b)
+{
+    return a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
+}
+
+static void check_think_split(const mp_sbuf *text, uint32_t cut_seed)
+{
+    for (int mode = 0; mode < 3; mode++) {
+        bool enabled = mode > 0, inside = mode == 2;
+        mp_sbuf r1 = {0}, c1 = {0}, r2 = {0}, c2 = {0};
+        run_think_split(text, enabled, inside, 0, &r1, &c1);
+        run_think_split(text, enabled, inside, cut_seed | 1, &r2, &c2);
+        if (!same(&r1, &r2) || !same(&c1, &c2))
+            mp_fuzz_fail("the <think> splitter (enabled %d, inside %d) gives another split in pieces", enabled,
+                         inside);
+        if (r1.n + c1.n > text->n)
+            mp_fuzz_fail("the <think> splitter made %zu bytes of %zu", r1.n + c1.n, text->n);
+        if (!enabled && (r1.n != 0 || !same(&c1, text)))
+            mp_fuzz_fail("the <think> splitter, disabled, changed the text");
+        mp_sbuf_free(&r1);
+        mp_sbuf_free(&c1);
+        mp_sbuf_free(&r2);
+        mp_sbuf_free(&c2);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    mp_req_kind kind = (data[0] & 1) ? MP_REQ_COMPLETION : MP_REQ_CHAT;
+    uint32_t cut_seed = data[0] >> 1;
+    mp_serve_req req;
+    mp_api_error e = {0};
+    if (!mp_api_parse(kind, (const char *)data + 1, size - 1, &req, &e)) {
+        check_refused(&e);
+        return 0;
+    }
+    if (req.kind != kind)
+        mp_fuzz_fail("parsed as the other endpoint");
+
+    mp_sampler *sampler = NULL;
+    mp_error err = {0};
+    if (mp_sampler_new(&req.sampler, 16, &sampler, &err) != MP_OK)
+        mp_fuzz_fail("accepted sampler options the sampler refuses: %s", err.msg);
+    float logits[16];
+    for (int i = 0; i < 16; i++)
+        logits[i] = (float)((i * 7) % 5) - 2.0f;
+    int32_t id = mp_sampler_sample(sampler, logits);
+    if (id < 0 || id >= 16)
+        mp_fuzz_fail("the sampler picked id %d of 16", (int)id);
+    mp_sampler_free(sampler);
+
+    if (req.n_stops > MP_SERVE_MAX_STOPS)
+        mp_fuzz_fail("%zu stop sequences accepted", req.n_stops);
+    for (size_t i = 0; i < req.n_stops; i++) {
+        size_t n = strlen(req.stops[i]);
+        if (n == 0 || n > MP_SERVE_MAX_STOP_LEN)
+            mp_fuzz_fail("a stop sequence of %zu bytes accepted", n);
+    }
+
+    mp_sbuf text = {0};
+    request_text(&req, &text);
+    check_stop_filter(&req, &text, cut_seed);
+    check_think_split(&text, cut_seed);
+    mp_sbuf_free(&text);
+    mp_api_req_free(&req);
+    return 0;
+}
