@@ -79,6 +79,24 @@ const char *mp_section_name(mp_section s)
     }
 }
 
+/* metadata "format" must be "moepack" and "format_version" "1.x": a later
+ * major version may change what the bytes mean, and this reader cannot know
+ * how (FORMAT.md, versioning). */
+static int check_format_version(const json_t *meta, const char *path, mp_error *err)
+{
+    const char *format = json_string_value(json_object_get(meta, "format"));
+    if (!format || strcmp(format, "moepack") != 0)
+        return mp_fail(err, MP_ERR_INPUT, path, NULL, "metadata \"format\" is %s%.40s%s, not \"moepack\"",
+                       format ? "\"" : "", format ? format : "missing or not a string", format ? "\"" : "");
+    const char *version = json_string_value(json_object_get(meta, "format_version"));
+    if (!version || strncmp(version, "1.", 2) != 0)
+        return mp_fail(err, MP_ERR_INPUT, path, NULL,
+                       "metadata \"format_version\" is %s%.40s%s: this reader reads format 1.x (a newer moepack "
+                       "wrote it?)",
+                       version ? "\"" : "", version ? version : "missing or not a string", version ? "\"" : "");
+    return MP_OK;
+}
+
 /* The only valid data/scale sizes for a tensor's layout, quant and shape: a
  * directory whose sizes disagree could make a kernel read out of bounds, so
  * the reader recomputes them rather than trusting the file. Also fills
@@ -350,6 +368,10 @@ static int parse_directory(mp_container *c, mp_error *err)
             return mp_fail(err, MP_ERR_INPUT, path, t->name, "unknown section %u", (unsigned)t->section);
         if (t->ndim < 1 || t->ndim > 3)
             return mp_fail(err, MP_ERR_INPUT, path, t->name, "bad number of dimensions %u", t->ndim);
+        for (uint32_t d = t->ndim; d < 3; d++)
+            if (t->shape[d] != 0)
+                return mp_fail(err, MP_ERR_INPUT, path, t->name, "unused dimension %u of %u has size %llu, not 0", d,
+                               t->ndim, (unsigned long long)t->shape[d]);
         if (t->layer < -1 || t->layer > 100000 || t->expert < -1 || t->expert > 1000000)
             return mp_fail(err, MP_ERR_INPUT, path, t->name, "layer %d / expert %d out of range", t->layer, t->expert);
         uint64_t padded[3], want_data, want_scale;
@@ -431,7 +453,7 @@ int mp_container_open(const char *path, mp_container **out, mp_error *err)
             c->meta = json_loadb(c->meta_json, c->hdr.meta_size, JSON_REJECT_DUPLICATES, &je);
             if (!c->meta || !json_is_object((json_t *)c->meta))
                 rc = mp_fail(err, MP_ERR_INPUT, path, NULL, "metadata is not a JSON object: %s", je.text);
-            else
+            else if ((rc = check_format_version(c->meta, path, err)) == MP_OK)
                 rc = mp_model_desc_from_json(json_object_get(c->meta, "model"), path, &c->desc, err);
         }
     }

@@ -29,6 +29,7 @@ static char *make_meta(void)
     d.defaulted = MP_DEFAULTED_GROUPS;
     json_t *m = json_object();
     json_object_set_new(m, "format", json_string("moepack"));
+    json_object_set_new(m, "format_version", json_string("1.0"));
     json_object_set_new(m, "model", mp_model_desc_to_json(&d));
     char *s = json_dumps(m, JSON_COMPACT);
     json_decref(m);
@@ -258,6 +259,7 @@ int main(void)
         {80, 2, "overlap"}, /* data offset 4096 on, over its own scales (in file order): set below */
         {0, 1u << 30, "bad name reference"},
         {24, 100, "invalid combination"},                 /* group width not a multiple of 64 */
+        {48, 7, "unused dimension 2 of 2 has size 7"},    /* shape[2] of a matrix */
     };
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
         if (lies[i].field == 80 && lies[i].value == 1)

@@ -70,7 +70,8 @@ python3 "$PYCHECK" "$READER" hostile "$good" "$D" && ok || fail "writing hostile
 for spec in "2|truncated|file_size says .* (truncated|extended)" "3|header_checksum|header checksum mismatch" \
             "2|offset_past_end|tensor .*: data .* outside the (host|gpu|cpu) section" "2|n_tensors_huge|dir_size .* != n_tensors" \
             "2|meta_past_end|metadata .* outside the file" "2|tok_raw_huge|tok_raw_size .* exceeds" \
-            "2|role_source_only|role 12|never stored" "2|overlap|overlap" "2|tok_two_frames|not exactly one zstd frame"; do
+            "2|role_source_only|role 12|never stored" "2|overlap|overlap" "2|tok_two_frames|not exactly one zstd frame" \
+            "2|unused_dim|unused dim" "2|format_version_2|format_version .*(2\.0|1\.x)"; do
     IFS='|' read -r code name pattern <<< "$spec" # the pattern, last, keeps its own '|'
     expect_exit 2 python3 "$READER" "$D/$name.moepack"
     expect_in "$err" "$pattern"

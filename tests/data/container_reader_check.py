@@ -315,6 +315,18 @@ try:
         struct.pack_into("<Q", b, 88, tok_size + 8)
         struct.pack_into("<Q", b, 168, nat.xxh3(np.frombuffer(bytes(b[tok_off:]), np.uint8)))
         write("tok_two_frames", seal(b))
+        # a dimension past ndim that is not 0 (tensor 3 is a matrix: its shape[2] set to 7)
+        assert c.tensors[3].ndim < 3
+        b = bytearray(blob); struct.pack_into("<Q", b, 4096 + 3 * 128 + 48, 7); write("unused_dim", seal(b, True))
+        # metadata of another format major version (same length, its checksum recomputed)
+        (meta_off, meta_size) = struct.unpack_from("<QQ", blob, 64)
+        meta = bytes(blob[meta_off:meta_off + meta_size])
+        assert meta.count(b'"format_version":"1.') + meta.count(b'"format_version": "1.') == 1
+        b = bytearray(blob)
+        b[meta_off:meta_off + meta_size] = meta.replace(b'"format_version":"1.', b'"format_version":"2.').replace(
+            b'"format_version": "1.', b'"format_version": "2.')
+        struct.pack_into("<Q", b, 160, nat.xxh3(np.frombuffer(bytes(b[meta_off:meta_off + meta_size]), np.uint8)))
+        write("format_version_2", seal(b))
 except cr.FormatError as e:
     problem("reader refused a good file: %s" % e)
 sys.exit(1 if problems else 0)
