@@ -13,7 +13,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: moepack convert SRC -o OUT.moepack [options]\n"
             "  SRC: a Hugging Face model folder (BF16 or FP8 block-scaled safetensors), a .safetensors file,\n"
-            "       or a GGUF file (the first part of a split model is enough)\n"
+            "       or a GGUF file (any part of a split model opens the set)\n"
             "options:\n"
             "  --cpu-quant int8|bf16        routed experts (default int8, AMX tile order)\n"
             "  --gpu-quant int4|int4-asym|int4-sym|bf16   attention, dense and shared-expert weights (default\n"
