@@ -140,6 +140,8 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
         json_object_set(o, "attention", json_object_get(meta, "attention"));
         json_object_set(o, "quantization", json_object_get(meta, "quantization"));
         json_object_set(o, "chat_format", json_object_get(meta, "chat_format"));
+        if (json_object_get(meta, "chat_template")) /* containers before it was recorded lack it */
+            json_object_set(o, "chat_template", json_object_get(meta, "chat_template"));
         json_object_set(o, "layers", json_object_get(meta, "layers"));
         json_object_set(o, "provenance", json_object_get(meta, "provenance"));
         json_object_set(o, "quant_report", json_object_get(meta, "quant_report"));
@@ -185,11 +187,13 @@ static int inspect(const char *path, bool as_json, bool tensors, int64_t layer)
     printf("\nmodel:\n");
     print_indented_model(&c->desc);
     const json_t *q = json_object_get(meta, "quantization"), *a = json_object_get(meta, "attention");
-    printf("\nstored as: cpu experts %s, gpu %s (int4 fit %s), expert slice width %lld; chat format %s\n",
+    const char *tmpl = json_string_value(json_object_get(meta, "chat_template"));
+    printf("\nstored as: cpu experts %s, gpu %s (int4 fit %s), expert slice width %lld; chat format %s%s%s%s\n",
            json_string_value(json_object_get(q, "cpu_experts")), json_string_value(json_object_get(q, "gpu")),
            json_string_value(json_object_get(q, "int4_fit")),
            (long long)json_integer_value(json_object_get(q, "expert_slice_width")),
-           json_string_value(json_object_get(meta, "chat_format")));
+           json_string_value(json_object_get(meta, "chat_format")), tmpl ? " (checkpoint's template: " : "",
+           tmpl ? tmpl : "", tmpl ? ")" : "");
     const json_t *ly = json_object_get(meta, "layers");
     printf("layers: %lld decoder, %lld MTP kept\n", (long long)json_integer_value(json_object_get(ly, "decoder_layers")),
            (long long)json_integer_value(json_object_get(ly, "mtp_layers_kept")));

@@ -150,7 +150,7 @@ static void detokenize_usage(FILE *out)
                  "arguments or one argument of space- or comma-separated ids (one comma between two ids;\n"
                  "an empty item, as in '1,,2' or '1,', is refused). SRC is as for moepack tokenize: a model\n"
                  "directory, a tokenizer.json, a GGUF file or a .moepack container.\n"
-                 "  --skip-special  special (control) tokens produce no text\n");
+                 "  --skip-special  special (control) tokens produce no text, except <think> and </think>\n");
 }
 
 static bool is_blank(char c)

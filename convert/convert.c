@@ -285,6 +285,28 @@ static void warn_defaulted_yarn(const ctx *c, const char *src_path)
             src_path, c->d->yarn.original_max_position_embeddings);
 }
 
+/* Chat prompts are rendered by one of moepack's formats, not by the checkpoint's template: say so
+ * when that template is known to render otherwise, or is missing. One line. A format whose official
+ * text moepack lacks (V3-0324, R1-0528, V3.1: the current releases) is recorded as unchecked without
+ * a word, as every genuine conversion of them would warn. */
+static void warn_chat_template(const ctx *c, const char *src_path, mp_chat_format chat, mp_chat_template_match match)
+{
+    if (!c->o->warnings || match == MP_CHAT_TEMPLATE_OFFICIAL || match == MP_CHAT_TEMPLATE_UNCHECKED)
+        return;
+    const char *name = mp_chat_format_name(chat);
+    if (match == MP_CHAT_TEMPLATE_ABSENT)
+        fprintf(c->o->warnings,
+                "moepack: warning: %s: no chat template; chat prompts will be rendered in the %s format (picked "
+                "from the vocabulary)\n",
+                src_path, name);
+    else
+        fprintf(c->o->warnings,
+                "moepack: warning: %s: the chat template is not the official one of its format; chat prompts will "
+                "be rendered as the official %s template renders them, so system messages, turn markup and "
+                "reasoning may differ from this template's\n",
+                src_path, name);
+}
+
 static int cmp_job_size(const void *a, const void *b, void *arg)
 {
     ctx *c = arg;
@@ -315,7 +337,10 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
     mp_chat_format chat = MP_CHAT_DEEPSEEK_V3;
     bool keep_partial = false, resuming = false;
     /* the tokenizer first: a checkpoint without one fails before the long part */
-    rc = mp_convert_tokenizer_blob(c.src, &tok_blob, &tok_len, &chat, err);
+    mp_chat_template_match chat_match = MP_CHAT_TEMPLATE_ABSENT;
+    rc = mp_convert_tokenizer_blob(c.src, &tok_blob, &tok_len, &chat, &chat_match, err);
+    if (!rc)
+        warn_chat_template(&c, src_path, chat, chat_match);
     if (!rc)
         rc = mp_convert_build_plan(&c, err);
     if (rc)
@@ -454,7 +479,7 @@ int mp_convert(const char *src_path, const char *out_path, const mp_convert_opts
         goto done;
 
     mp_convert_summarize(&c, sum);
-    char *meta = mp_convert_build_meta(&c, sum, chat, err);
+    char *meta = mp_convert_build_meta(&c, sum, chat, chat_match, err);
     if (!meta) {
         rc = err->code ? err->code : MP_ERR_INPUT;
         goto done;

@@ -84,6 +84,7 @@ int mp_convert_journal_append_unit(ctx *c, uint32_t unit, mp_error *err);
 
 /* convert_meta.c: the summary and the metadata JSON. */
 void mp_convert_summarize(const ctx *c, mp_convert_summary *sum);
-char *mp_convert_build_meta(const ctx *c, const mp_convert_summary *sum, mp_chat_format chat, mp_error *err);
+char *mp_convert_build_meta(const ctx *c, const mp_convert_summary *sum, mp_chat_format chat,
+                            mp_chat_template_match chat_match, mp_error *err);
 
 #endif

@@ -13,7 +13,8 @@
 #include "mp_layout.h"
 #include "mp_version.h"
 
-char *mp_convert_build_meta(const ctx *c, const mp_convert_summary *sum, mp_chat_format chat, mp_error *err)
+char *mp_convert_build_meta(const ctx *c, const mp_convert_summary *sum, mp_chat_format chat,
+                            mp_chat_template_match chat_match, mp_error *err)
 {
     mp_attn_params ap;
     if (mp_attn_params_compute(c->d, &ap, err))
@@ -49,6 +50,7 @@ char *mp_convert_build_meta(const ctx *c, const mp_convert_summary *sum, mp_chat
     json_object_set_new(l, "mtp_layers_kept", json_integer(c->n_layers - c->d->num_hidden_layers));
     json_object_set_new(m, "layers", l);
     json_object_set_new(m, "chat_format", json_string(mp_chat_format_name(chat)));
+    json_object_set_new(m, "chat_template", json_string(mp_chat_template_match_name(chat_match)));
 
     json_t *p = json_object();
     json_object_set_new(p, "source_kind", json_string(mp_source_kind_name(c->src->kind)));

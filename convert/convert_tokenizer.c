@@ -109,7 +109,8 @@ out:
     return rc;
 }
 
-int mp_convert_tokenizer_blob(const mp_source *src, uint8_t **blob, size_t *len, mp_chat_format *chat, mp_error *err)
+int mp_convert_tokenizer_blob(const mp_source *src, uint8_t **blob, size_t *len, mp_chat_format *chat,
+                              mp_chat_template_match *match, mp_error *err)
 {
     mp_tokenizer *tok = NULL;
     int rc = src->kind == MP_SOURCE_GGUF ? mp_tokenizer_load_gguf(&src->gg, &tok, err)
@@ -121,6 +122,7 @@ int mp_convert_tokenizer_blob(const mp_source *src, uint8_t **blob, size_t *len,
                      mp_tokenizer_n_tokens(tok), src->desc.vocab_size);
     if (!rc) {
         *chat = mp_chat_format_for_tokenizer(tok);
+        *match = mp_chat_template_check(mp_tokenizer_chat_template(tok, NULL), *chat);
         rc = mp_tokenizer_serialize(tok, blob, len, err);
     }
     mp_tokenizer_free(tok);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "chat.h"
 #include "mp_file.h"
 #include "mp_rand.h"
 #include "synth_internal.h"
@@ -57,52 +58,8 @@ static const char *const v2_splits[] = {
     "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+",
 };
 
-/* ---- chat templates (the official ones; \\n is a backslash-n inside a Jinja string) ---- */
-
-#define TPL_HEAD                                                                                                  \
-    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = "  \
-    "namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}{%- "  \
-    "for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}{% set "              \
-    "ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}{%- else %}{% "   \
-    "set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- "     \
-    "endfor %}{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == "           \
-    "'user' %}{%- set ns.is_tool = false -%}{{'<" BAR "User" BAR ">' + message['content']}}{%- endif %}{%- if "     \
-    "message['role'] == 'assistant' and message['content'] is none %}{%- set ns.is_tool = false -%}{%- for tool "  \
-    "in message['tool_calls']%}{%- if not ns.is_first %}{{'<" BAR "Assistant" BAR "><" BAR "tool" SP "calls" SP  \
-    "begin" BAR "><" BAR "tool" SP "call" SP "begin" BAR ">' + tool['type'] + '<" BAR "tool" SP "sep" BAR         \
-    ">' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + " \
-    "'<" BAR "tool" SP "call" SP "end" BAR ">'}}{%- set ns.is_first = true -%}{%- else %}{{'\\n' + '<" BAR "tool"  \
-    SP "call" SP "begin" BAR ">' + tool['type'] + '<" BAR "tool" SP "sep" BAR ">' + tool['function']['name'] + "  \
-    "'\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<" BAR "tool" SP "call" SP      \
-    "end" BAR ">'}}{{'<" BAR "tool" SP "calls" SP "end" BAR "><" BAR "end" SP "of" SP "sentence" BAR ">'}}{%- "    \
-    "endif %}{%- endfor %}{%- endif %}{%- if message['role'] == 'assistant' and message['content'] is not none "   \
-    "%}{%- if ns.is_tool %}{{'<" BAR "tool" SP "outputs" SP "end" BAR ">' + message['content'] + '<" BAR "end" SP  \
-    "of" SP "sentence" BAR ">'}}{%- set ns.is_tool = false -%}{%- else %}"
-
-#define TPL_ASSISTANT_V3 "{{'<" BAR "Assistant" BAR ">' + message['content'] + '<" BAR "end" SP "of" SP "sentence" BAR ">'}}"
-
-#define TPL_ASSISTANT_R1                                                                                          \
-    "{% set content = message['content'] %}{% if '</think>' in content %}{% set content = "                      \
-    "content.split('</think>')[-1] %}{% endif %}{{'<" BAR "Assistant" BAR ">' + content + '<" BAR "end" SP "of"   \
-    SP "sentence" BAR ">'}}"
-
-#define TPL_TAIL                                                                                                  \
-    "{%- endif %}{%- endif %}{%- if message['role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if "             \
-    "ns.is_output_first %}{{'<" BAR "tool" SP "outputs" SP "begin" BAR "><" BAR "tool" SP "output" SP "begin" BAR \
-    ">' + message['content'] + '<" BAR "tool" SP "output" SP "end" BAR ">'}}{%- set ns.is_output_first = false "  \
-    "%}{%- else %}{{'\\n<" BAR "tool" SP "output" SP "begin" BAR ">' + message['content'] + '<" BAR "tool" SP       \
-    "output" SP "end" BAR ">'}}{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<" BAR "tool" SP       \
-    "outputs" SP "end" BAR ">'}}{% endif %}{% if add_generation_prompt and not ns.is_tool %}"
-
-static const char chat_template_v3[] = TPL_HEAD TPL_ASSISTANT_V3 TPL_TAIL "{{'<" BAR "Assistant" BAR ">'}}{% endif %}";
-static const char chat_template_r1[] =
-    TPL_HEAD TPL_ASSISTANT_R1 TPL_TAIL "{{'<" BAR "Assistant" BAR "><think>\\n'}}{% endif %}";
-static const char chat_template_v2[] =
-    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{{ bos_token "
-    "}}{% for message in messages %}{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\n\\n' "
-    "}}{% elif message['role'] == 'assistant' %}{{ 'Assistant: ' + message['content'] + eos_token }}{% elif "
-    "message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}{% if "
-    "add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+/* The chat templates are the official ones, which tokenizer/chat.c carries (mp_chat_official_template)
+ * so that convert can tell a checkpoint's template from them. */
 
 static const char BOS[] = "<" BAR "begin" SP "of" SP "sentence" BAR ">";
 static const char EOS[] = "<" BAR "end" SP "of" SP "sentence" BAR ">";
@@ -660,9 +617,9 @@ static json_t *added_token_config(const char *content)
 
 static json_t *tokenizer_config_json(const mp_synth_model *m)
 {
-    const char *tpl = m->family == MP_SYNTH_FAMILY_V2       ? chat_template_v2
-                      : m->preset == MP_SYNTH_DEEPSEEK_R1 ? chat_template_r1
-                                                            : chat_template_v3;
+    const char *tpl = mp_chat_official_template(m->family == MP_SYNTH_FAMILY_V2       ? MP_CHAT_DEEPSEEK_V2
+                                                : m->preset == MP_SYNTH_DEEPSEEK_R1 ? MP_CHAT_DEEPSEEK_R1
+                                                                                      : MP_CHAT_DEEPSEEK_V3);
     json_t *o = json_object();
     json_object_set_new(o, "add_bos_token", json_true());
     json_object_set_new(o, "add_eos_token", json_false());

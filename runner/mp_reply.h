@@ -2,7 +2,10 @@
  * and `chat`), with R1-style reasoning, <think> ... </think>, shown apart from
  * the answer: dim on a terminal (SGR 2, reset by SGR 0), between "[thinking]"
  * and "[/thinking]" markers otherwise. The reasoning tokens themselves are not
- * printed; the text kept for the chat history has them, as the model wrote it.
+ * printed; the text kept for the chat history has them, as the model wrote it,
+ * whatever their token type (MP_TOK_DECODE_SKIP_SPECIAL keeps them), so that
+ * the next prompt's template can drop the reasoning. Other special tokens
+ * (EOS) print nothing and are not kept.
  *
  * A block opens when the <think> token is generated, or at the start when the
  * prompt already opened it (mp_chat_prompt_opens_think: R1's prompt ends with

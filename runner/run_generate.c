@@ -47,8 +47,12 @@ int mp_generate(mp_session *s, mp_sampler *smp, const int32_t *prompt, size_t n_
     st->cached_tokens = keep;
     st->prefill_seconds = t1 - t0;
 
+    /* --ctx holds the prompt and the answer together: a sampled token takes a position even when it
+     * is the last one and is never evaluated, so prompt + generated stays <= ctx */
     int32_t eos = mp_model_eos(m);
-    for (uint32_t i = 0; i < max_new; i++) {
+    if (max_new && n_prompt == ctx)
+        st->stopped_ctx = true;
+    for (uint32_t i = 0; i < max_new && !st->stopped_ctx; i++) {
         int32_t id = mp_sampler_sample(smp, mp_session_logits(s));
         st->generated++;
         bool go_on = on_token ? on_token(id, user) : true;
@@ -58,7 +62,7 @@ int mp_generate(mp_session *s, mp_sampler *smp, const int32_t *prompt, size_t n_
         }
         if (!go_on || i + 1 == max_new)
             break;
-        if (mp_session_len(s) == ctx) {
+        if (mp_session_len(s) + 1 == ctx) { /* id took the last position */
             st->stopped_ctx = true;
             break;
         }

@@ -119,6 +119,55 @@ static void test_render(void)
     free(out);
 }
 
+/* Null content (JSON null, Python None; content NULL here) differs from "": Jinja2 over the
+ * official templates of V3 and R1 renders nothing for an assistant message with null content and
+ * no tool calls (their `content is none` branch only renders tool calls), the V2 template raises
+ * TypeError (str + None), and so do those of V3-0324 (content + EOS), R1-0528 and V3.1
+ * ('</think>' in content); a system or user message with null content fails in every one. */
+static void test_null_content(void)
+{
+    const mp_chat_msg null_reply[] = {{MP_CHAT_USER, "Q1", 2}, {MP_CHAT_ASSISTANT, NULL, 0}, {MP_CHAT_USER, "Q2", 2}};
+    const mp_chat_msg empty_reply[] = {{MP_CHAT_USER, "Q1", 2}, {MP_CHAT_ASSISTANT, "", 0}, {MP_CHAT_USER, "Q2", 2}};
+    const struct {
+        mp_chat_format fmt;
+        const mp_chat_msg *msgs;
+        const char *want; /* NULL: MP_ERR_INPUT */
+    } cases[] = {
+        {MP_CHAT_DEEPSEEK_V3, null_reply, BOS USER "Q1" USER "Q2" ASSISTANT},
+        {MP_CHAT_DEEPSEEK_R1, null_reply, BOS USER "Q1" USER "Q2" ASSISTANT "<think>\n"},
+        {MP_CHAT_DEEPSEEK_V2, null_reply, NULL},
+        {MP_CHAT_DEEPSEEK_V3_0324, null_reply, NULL},
+        {MP_CHAT_DEEPSEEK_R1_0528, null_reply, NULL},
+        {MP_CHAT_DEEPSEEK_V3_1, null_reply, NULL},
+        /* "" is an empty turn */
+        {MP_CHAT_DEEPSEEK_V3, empty_reply, BOS USER "Q1" ASSISTANT EOS USER "Q2" ASSISTANT},
+        {MP_CHAT_DEEPSEEK_R1, empty_reply, BOS USER "Q1" ASSISTANT EOS USER "Q2" ASSISTANT "<think>\n"},
+        {MP_CHAT_DEEPSEEK_V2, empty_reply, BOS "User: Q1\n\nAssistant: " EOS "User: Q2\n\nAssistant:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out = NULL;
+        size_t len = 0;
+        mp_error err = {0};
+        int rc = mp_chat_render(cases[i].fmt, cases[i].msgs, 3, true, NULL, NULL, &out, &len, &err);
+        if (cases[i].want)
+            CHECKF(rc == MP_OK && len == strlen(cases[i].want) && !memcmp(out, cases[i].want, len),
+                   "case %zu (%s): got %s, want %s", i, mp_chat_format_name(cases[i].fmt), out ? out : err.msg,
+                   cases[i].want);
+        else
+            CHECKF(rc == MP_ERR_INPUT && !out && strstr(err.msg, "message 1 (assistant) has null content"),
+                   "case %zu (%s): rc %d, '%s'", i, mp_chat_format_name(cases[i].fmt), rc, out ? out : err.msg);
+        free(out);
+    }
+    for (int role = MP_CHAT_SYSTEM; role <= MP_CHAT_USER; role++) {
+        const mp_chat_msg m[] = {{(mp_chat_role)role, NULL, 0}, {MP_CHAT_USER, "Q", 1}};
+        char *out = NULL;
+        size_t len;
+        mp_error err = {0};
+        CHECK(mp_chat_render(MP_CHAT_DEEPSEEK_V3, m, 2, true, NULL, NULL, &out, &len, &err) == MP_ERR_INPUT && !out &&
+              strstr(err.msg, "message 0") && strstr(err.msg, "null content"));
+    }
+}
+
 static void test_detect(void)
 {
     /* excerpts that identify each official template */
@@ -144,6 +193,31 @@ static void test_detect(void)
           MP_CHAT_DEEPSEEK_V3_1);
     CHECK(mp_chat_format_detect("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}") == MP_CHAT_UNKNOWN);
     CHECK(mp_chat_format_detect(NULL) == MP_CHAT_UNKNOWN);
+
+    /* the official texts moepack carries: each detected as its format and checked as official, also
+     * with a final newline; one character changed, it differs; no text carried: unchecked */
+    const mp_chat_format carried[] = {MP_CHAT_DEEPSEEK_V2, MP_CHAT_DEEPSEEK_V3, MP_CHAT_DEEPSEEK_R1};
+    for (size_t i = 0; i < 3; i++) {
+        const char *t = mp_chat_official_template(carried[i]);
+        REQUIRE(t);
+        CHECK(mp_chat_format_detect(t) == carried[i]);
+        CHECK(mp_chat_template_check(t, carried[i]) == MP_CHAT_TEMPLATE_OFFICIAL);
+        size_t n = strlen(t);
+        char *v = malloc(n + 3);
+        REQUIRE(v);
+        snprintf(v, n + 3, " %s\n", t);
+        CHECK(mp_chat_template_check(v, carried[i]) == MP_CHAT_TEMPLATE_OFFICIAL);
+        char *join = strstr(v, "'\\n\\n'"); /* the system-message or turn separator */
+        REQUIRE(join);
+        join[1] = ' ';
+        CHECK(mp_chat_template_check(v, carried[i]) == MP_CHAT_TEMPLATE_DIFFERS);
+        CHECK(mp_chat_template_check(t, carried[(i + 1) % 3]) == MP_CHAT_TEMPLATE_DIFFERS);
+        free(v);
+    }
+    CHECK(mp_chat_template_check(NULL, MP_CHAT_DEEPSEEK_V3) == MP_CHAT_TEMPLATE_ABSENT);
+    CHECK(mp_chat_template_check("{{ x }}", MP_CHAT_DEEPSEEK_V3_0324) == MP_CHAT_TEMPLATE_UNCHECKED);
+    CHECK(mp_chat_official_template(MP_CHAT_DEEPSEEK_V3_1) == NULL);
+    CHECK(strcmp(mp_chat_template_match_name(MP_CHAT_TEMPLATE_DIFFERS), "differs") == 0);
     for (int f = MP_CHAT_UNKNOWN; f <= MP_CHAT_DEEPSEEK_V3_1; f++)
         CHECK(mp_chat_format_parse(mp_chat_format_name((mp_chat_format)f)) == (mp_chat_format)f);
 }
@@ -256,6 +330,7 @@ static void test_fixture_prompts(void)
 int main(void)
 {
     test_render();
+    test_null_content();
     test_detect();
     test_fixture_prompts();
     return mp_test_finish();

@@ -5,8 +5,10 @@
  * "<think>\n", R1-0528's lets the model write <think> itself.
  *
  * The tokenizers are `moepack synth` ones: the tiny preset's (V3 family: <think> and </think>
- * are added, non-special tokens) and DeepSeek-V2's (no think tokens). Expected outputs are
- * written out by hand. */
+ * are added, non-special tokens), the same with the think tokens made special (CONTROL, as in the
+ * fixture's tokenizer: they must be seen and kept all the same) and DeepSeek-V2's (no think
+ * tokens). Expected outputs are written out by hand. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,43 @@ static mp_tokenizer *synth_tokenizer(const char *tmp, mp_synth_preset preset)
     rc = mp_tokenizer_load_hf(dir, &tok, &err);
     CHECKF(rc == MP_OK, "%s", err.msg);
     REQUIRE(rc == MP_OK);
+    return tok;
+}
+
+/* The tiny preset's tokenizer with <think> and </think> made special (CONTROL), as the fixture's
+ * tokenizer.json has them: the printer must see and keep them all the same. */
+static mp_tokenizer *control_think_tokenizer(const char *tmp)
+{
+    const char *src = mp_test_path(tmp, mp_synth_preset_name(MP_SYNTH_TINY));
+    char dir[4096], cmd[8400];
+    snprintf(dir, sizeof dir, "%s", mp_test_path(tmp, "control-think"));
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/tokenizer_config.json' '%s/'", dir, src, dir);
+    REQUIRE(system(cmd) == 0);
+    json_error_t je;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", src);
+    json_t *root = json_load_file(path, 0, &je);
+    REQUIRE(root);
+    size_t i, flipped = 0;
+    json_t *added;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, added)
+    {
+        const char *c = json_string_value(json_object_get(added, "content"));
+        if (c && (!strcmp(c, "<think>") || !strcmp(c, "</think>"))) {
+            json_object_set(added, "special", json_true());
+            flipped++;
+        }
+    }
+    REQUIRE(flipped == 2);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    REQUIRE(json_dump_file(root, path, 0) == 0);
+    json_decref(root);
+    mp_tokenizer *tok = NULL;
+    mp_error err = {0};
+    int rc = mp_tokenizer_load_hf(dir, &tok, &err);
+    CHECKF(rc == MP_OK, "%s", err.msg);
+    REQUIRE(rc == MP_OK);
+    REQUIRE(mp_tokenizer_token_type(tok, mp_tokenizer_find(tok, "</think>", 8)) == MP_TOKEN_CONTROL);
     return tok;
 }
 
@@ -133,6 +172,31 @@ static void test_with_think_tokens(const mp_tokenizer *tok)
     expect_reply("plain", &plain, true, false, "Plain answer.\n", "Plain answer.");
     expect_reply("plain", &plain, false, false, "Plain answer.\n", "Plain answer.");
 
+    /* other special tokens print nothing and are not kept */
+    seq eos = {tok, {0}};
+    add_text(&eos, "done");
+    add_id(&eos, mp_tokenizer_eos(tok));
+    expect_reply("EOS", &eos, false, false, "done\n", "done");
+    mp_tokens_free(&eos.ids);
+
+    /* the kept text is what chat's next prompt re-renders: R1's template drops the reasoning */
+    mp_chat_msg turns[] = {{MP_CHAT_USER, "hi", 2}, {MP_CHAT_ASSISTANT, "", 0}, {MP_CHAT_USER, "again", 5}};
+    char *kept;
+    free(print_reply(&r1, false, true, &kept));
+    turns[1].content = kept;
+    turns[1].len = strlen(kept);
+    mp_tokens with = {0}, want = {0};
+    mp_error err = {0};
+    REQUIRE(mp_chat_encode(tok, MP_CHAT_DEEPSEEK_R1, turns, 3, true, &with, &err) == MP_OK);
+    turns[1].content = "\n\nThe answer is 4.";
+    turns[1].len = strlen(turns[1].content);
+    REQUIRE(mp_chat_encode(tok, MP_CHAT_DEEPSEEK_R1, turns, 3, true, &want, &err) == MP_OK);
+    CHECKF(with.n == want.n && !memcmp(with.ids, want.ids, want.n * sizeof *want.ids),
+           "the next prompt has %zu tokens, %zu without the reasoning", with.n, want.n);
+    mp_tokens_free(&with);
+    mp_tokens_free(&want);
+    free(kept);
+
     /* a token the tokenizer does not have stops generation with the error */
     mp_reply_printer p;
     FILE *devnull = fopen("/dev/null", "w");
@@ -203,6 +267,10 @@ int main(void)
     test_with_think_tokens(tiny);
     test_prompt_opens_think(tiny);
     mp_tokenizer_free(tiny);
+    mp_tokenizer *control = control_think_tokenizer(tmp);
+    test_with_think_tokens(control);
+    test_prompt_opens_think(control);
+    mp_tokenizer_free(control);
     mp_tokenizer *v2 = synth_tokenizer(tmp, MP_SYNTH_DEEPSEEK_V2);
     test_without_think_tokens(v2);
     mp_tokenizer_free(v2);

@@ -162,6 +162,19 @@ static void test_special(const mp_tokenizer *tok)
     CHECK(mp_tokenizer_decode(tok, on.ids, on.n, MP_TOK_DECODE_SKIP_SPECIAL, &back, &blen, &err) == MP_OK);
     CHECK(blen == 2 && memcmp(back, "hi", 2) == 0);
     free(back);
+    /* ... except the reasoning tags, CONTROL in the fixture (non-special in DeepSeek's own
+     * tokenizers): the reasoning/answer split of run, chat and serve needs them in the text */
+    const char *r1 = "<\357\275\234Assistant\357\275\234><think>\nhm</think>ok<\357\275\234end\342\226\201of"
+                     "\342\226\201sentence\357\275\234>";
+    mp_tokens think = {0};
+    CHECK(mp_tokenizer_encode(tok, r1, strlen(r1), MP_TOK_PARSE_SPECIAL, &think, &err) == MP_OK);
+    CHECK(mp_tokenizer_find(tok, "<think>", 7) == 1278 && mp_tokenizer_token_type(tok, 1278) == MP_TOKEN_CONTROL);
+    CHECK(mp_tokenizer_find(tok, "</think>", 8) == 1279 && mp_tokenizer_token_type(tok, 1279) == MP_TOKEN_CONTROL);
+    CHECK(mp_tokenizer_decode(tok, think.ids, think.n, MP_TOK_DECODE_SKIP_SPECIAL, &back, &blen, &err) == MP_OK);
+    CHECKF(blen == strlen("<think>\nhm</think>ok") && memcmp(back, "<think>\nhm</think>ok", blen) == 0,
+           "decoded with SKIP_SPECIAL: '%s'", back);
+    free(back);
+    mp_tokens_free(&think);
     mp_tokens_free(&on);
     mp_tokens_free(&off);
 
@@ -331,6 +344,10 @@ static void test_detok(const mp_tokenizer *tok)
     mp_detok_free(&d);
     mp_detok_init(&d, tok, MP_TOK_DECODE_SKIP_SPECIAL);
     CHECK(mp_detok_push(&d, 1276, &s, &l, &err) == MP_OK && l == 0);
+    /* the reasoning tags (CONTROL here) stay text: serve's reasoning split reads this stream */
+    CHECK(mp_detok_push(&d, 1278, &s, &l, &err) == MP_OK && l == 7 && memcmp(s, "<think>", 7) == 0);
+    CHECK(mp_detok_push(&d, 1279, &s, &l, &err) == MP_OK && l == 8 && memcmp(s, "</think>", 8) == 0);
+    CHECK(mp_detok_push(&d, 1, &s, &l, &err) == MP_OK && l == 0); /* EOS stays skipped */
     mp_detok_free(&d);
 }
 

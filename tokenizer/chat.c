@@ -26,6 +26,106 @@ static const struct {
     {MP_CHAT_DEEPSEEK_V3_1, "deepseek-v3.1"},
 };
 
+/* ---- the official templates ------------------------------------------------------------------
+ * The chat_template of tokenizer_config.json in deepseek-ai/DeepSeek-V3, DeepSeek-R1 and
+ * DeepSeek-V2(-Lite)/V2-Chat, word for word (\\n is a backslash-n inside a Jinja string). `moepack
+ * synth` writes them; convert compares a checkpoint's template with them. */
+
+#define BAR "\uff5c" /* the fullwidth vertical line of DeepSeek's special tokens */
+#define SP "\u2581"  /* and their word separator */
+
+#define TPL_HEAD                                                                                                  \
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = "  \
+    "namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}{%- "  \
+    "for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}{% set "              \
+    "ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}{%- else %}{% "   \
+    "set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- "     \
+    "endfor %}{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == "           \
+    "'user' %}{%- set ns.is_tool = false -%}{{'<" BAR "User" BAR ">' + message['content']}}{%- endif %}{%- if "     \
+    "message['role'] == 'assistant' and message['content'] is none %}{%- set ns.is_tool = false -%}{%- for tool "  \
+    "in message['tool_calls']%}{%- if not ns.is_first %}{{'<" BAR "Assistant" BAR "><" BAR "tool" SP "calls" SP  \
+    "begin" BAR "><" BAR "tool" SP "call" SP "begin" BAR ">' + tool['type'] + '<" BAR "tool" SP "sep" BAR         \
+    ">' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + " \
+    "'<" BAR "tool" SP "call" SP "end" BAR ">'}}{%- set ns.is_first = true -%}{%- else %}{{'\\n' + '<" BAR "tool"  \
+    SP "call" SP "begin" BAR ">' + tool['type'] + '<" BAR "tool" SP "sep" BAR ">' + tool['function']['name'] + "  \
+    "'\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<" BAR "tool" SP "call" SP      \
+    "end" BAR ">'}}{{'<" BAR "tool" SP "calls" SP "end" BAR "><" BAR "end" SP "of" SP "sentence" BAR ">'}}{%- "    \
+    "endif %}{%- endfor %}{%- endif %}{%- if message['role'] == 'assistant' and message['content'] is not none "   \
+    "%}{%- if ns.is_tool %}{{'<" BAR "tool" SP "outputs" SP "end" BAR ">' + message['content'] + '<" BAR "end" SP  \
+    "of" SP "sentence" BAR ">'}}{%- set ns.is_tool = false -%}{%- else %}"
+
+#define TPL_ASSISTANT_V3 "{{'<" BAR "Assistant" BAR ">' + message['content'] + '<" BAR "end" SP "of" SP "sentence" BAR ">'}}"
+
+#define TPL_ASSISTANT_R1                                                                                          \
+    "{% set content = message['content'] %}{% if '</think>' in content %}{% set content = "                      \
+    "content.split('</think>')[-1] %}{% endif %}{{'<" BAR "Assistant" BAR ">' + content + '<" BAR "end" SP "of"   \
+    SP "sentence" BAR ">'}}"
+
+#define TPL_TAIL                                                                                                  \
+    "{%- endif %}{%- endif %}{%- if message['role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if "             \
+    "ns.is_output_first %}{{'<" BAR "tool" SP "outputs" SP "begin" BAR "><" BAR "tool" SP "output" SP "begin" BAR \
+    ">' + message['content'] + '<" BAR "tool" SP "output" SP "end" BAR ">'}}{%- set ns.is_output_first = false "  \
+    "%}{%- else %}{{'\\n<" BAR "tool" SP "output" SP "begin" BAR ">' + message['content'] + '<" BAR "tool" SP       \
+    "output" SP "end" BAR ">'}}{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<" BAR "tool" SP       \
+    "outputs" SP "end" BAR ">'}}{% endif %}{% if add_generation_prompt and not ns.is_tool %}"
+
+static const char chat_template_v3[] = TPL_HEAD TPL_ASSISTANT_V3 TPL_TAIL "{{'<" BAR "Assistant" BAR ">'}}{% endif %}";
+static const char chat_template_r1[] =
+    TPL_HEAD TPL_ASSISTANT_R1 TPL_TAIL "{{'<" BAR "Assistant" BAR "><think>\\n'}}{% endif %}";
+static const char chat_template_v2[] =
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{{ bos_token "
+    "}}{% for message in messages %}{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\n\\n' "
+    "}}{% elif message['role'] == 'assistant' %}{{ 'Assistant: ' + message['content'] + eos_token }}{% elif "
+    "message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}{% if "
+    "add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
+const char *mp_chat_official_template(mp_chat_format fmt)
+{
+    return fmt == MP_CHAT_DEEPSEEK_V2 ? chat_template_v2
+           : fmt == MP_CHAT_DEEPSEEK_V3 ? chat_template_v3
+           : fmt == MP_CHAT_DEEPSEEK_R1 ? chat_template_r1
+                                        : NULL;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+mp_chat_template_match mp_chat_template_check(const char *tmpl, mp_chat_format fmt)
+{
+    if (!tmpl)
+        return MP_CHAT_TEMPLATE_ABSENT;
+    const char *official = mp_chat_official_template(fmt);
+    if (!official)
+        return MP_CHAT_TEMPLATE_UNCHECKED;
+    /* outer whitespace aside (a file's final newline), as the renders do not depend on it here */
+    size_t len = strlen(tmpl);
+    while (len && is_space(tmpl[len - 1]))
+        len--;
+    while (len && is_space(*tmpl)) {
+        tmpl++;
+        len--;
+    }
+    return len == strlen(official) && !memcmp(tmpl, official, len) ? MP_CHAT_TEMPLATE_OFFICIAL
+                                                                    : MP_CHAT_TEMPLATE_DIFFERS;
+}
+
+const char *mp_chat_template_match_name(mp_chat_template_match m)
+{
+    switch (m) {
+    case MP_CHAT_TEMPLATE_OFFICIAL:
+        return "official";
+    case MP_CHAT_TEMPLATE_DIFFERS:
+        return "differs";
+    case MP_CHAT_TEMPLATE_UNCHECKED:
+        return "unchecked";
+    case MP_CHAT_TEMPLATE_ABSENT:
+        return "absent";
+    }
+    return "unknown";
+}
+
 const char *mp_chat_format_name(mp_chat_format fmt)
 {
     for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++)
@@ -175,7 +275,7 @@ static int render_v3(parts_buf *p, mp_chat_format fmt, const mp_chat_msg *msgs, 
             if (!rc && user_opens)
                 rc = markup(p, DS_ASSISTANT, err);
             last_user = true;
-        } else if (m->role == MP_CHAT_ASSISTANT) {
+        } else if (m->role == MP_CHAT_ASSISTANT && m->content) { /* null content: nothing (see render_parts) */
             const char *c = m->content;
             size_t len = m->len;
             if (reasoning)
@@ -246,6 +346,12 @@ bool mp_chat_prompt_opens_think(const mp_tokenizer *tok, const int32_t *ids, siz
     return opens;
 }
 
+/* The formats whose template skips an assistant message with null content and no tool calls. */
+static bool null_assistant_skipped(mp_chat_format fmt)
+{
+    return fmt == MP_CHAT_DEEPSEEK_V3 || fmt == MP_CHAT_DEEPSEEK_R1;
+}
+
 int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt,
                          const char *bos, const char *eos, mp_tok_part **parts, size_t *n_parts, mp_error *err)
 {
@@ -255,10 +361,25 @@ int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, 
         bos = DS_BOS;
     if (!eos)
         eos = DS_EOS;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if ((msgs[i].role != MP_CHAT_SYSTEM && msgs[i].role != MP_CHAT_USER && msgs[i].role != MP_CHAT_ASSISTANT) ||
             (!msgs[i].content && msgs[i].len))
             return mp_fail(err, MP_ERR_INPUT, NULL, NULL, "chat message %zu is malformed", i);
+        /* Null content: the official templates of V3 and R1 render an assistant message whose
+         * content is none through its tool calls only, so one without them renders nothing; every
+         * other place, and every other official template, fails on it (str + None in Jinja), and
+         * so does this rather than render something the model was not trained on. */
+        if (!msgs[i].content && !(msgs[i].role == MP_CHAT_ASSISTANT && null_assistant_skipped(fmt)))
+            return mp_fail(err, MP_ERR_INPUT, NULL, NULL,
+                           "chat message %zu (%s) has null content, which the %s chat template cannot render%s", i,
+                           msgs[i].role == MP_CHAT_SYSTEM ? "system"
+                           : msgs[i].role == MP_CHAT_USER ? "user"
+                                                          : "assistant",
+                           mp_chat_format_name(fmt),
+                           msgs[i].role == MP_CHAT_ASSISTANT ? " (only deepseek-v3's and deepseek-r1's skip such an "
+                                                               "assistant message)"
+                                                             : "");
+    }
     parts_buf p = {0};
     int rc;
     switch (fmt) {

@@ -14,7 +14,9 @@
  *   DEEPSEEK_V3_1     V3.1 (non-thinking, the template's default): an assistant turn that follows a
  *                     user turn opens with "<｜Assistant｜></think>"; assistant history keeps the text
  *                     after its first "</think>"; gen: "<｜Assistant｜></think>" only after a user turn.
- * Tool calls are not rendered. */
+ * Tool calls are not rendered. A message with null content renders as the official template renders
+ * it (without tool calls): V3 and R1 skip such an assistant message; anything else is MP_ERR_INPUT,
+ * as the official templates fail on it (str + None). */
 #ifndef MP_CHAT_H
 #define MP_CHAT_H
 
@@ -42,7 +44,7 @@ typedef enum mp_chat_role {
 
 typedef struct mp_chat_msg {
     mp_chat_role role;
-    const char *content;
+    const char *content; /* NULL (with len 0): null content, JSON null / Python None, which is not "" */
     size_t len;
 } mp_chat_msg;
 
@@ -54,6 +56,25 @@ mp_chat_format mp_chat_format_for_tokenizer(const mp_tokenizer *tok);
 const char *mp_chat_format_name(mp_chat_format fmt);
 /* Parses a name as printed by mp_chat_format_name ("deepseek-v3"...); MP_CHAT_UNKNOWN if none. */
 mp_chat_format mp_chat_format_parse(const char *name);
+
+/* The official chat template of a format, word for word, or NULL when moepack does not carry it
+ * (it carries DeepSeek-V2's, V3's and R1's; V3-0324, R1-0528 and V3.1 are rendered from a reading
+ * of theirs). */
+const char *mp_chat_official_template(mp_chat_format fmt);
+
+/* How a checkpoint's chat template relates to the format moepack renders it as. */
+typedef enum mp_chat_template_match {
+    MP_CHAT_TEMPLATE_OFFICIAL,  /* the format's official template, word for word (outer whitespace aside) */
+    MP_CHAT_TEMPLATE_DIFFERS,   /* another text: prompts are rendered as the format's official template
+                                 * renders them, which may not be what this template renders */
+    MP_CHAT_TEMPLATE_UNCHECKED, /* a format whose official text moepack does not carry */
+    MP_CHAT_TEMPLATE_ABSENT,    /* no template: the format was picked from the vocabulary */
+} mp_chat_template_match;
+
+/* Compares a template (NULL: none) with fmt's official text. */
+mp_chat_template_match mp_chat_template_check(const char *chat_template, mp_chat_format fmt);
+/* "official", "differs", "unchecked", "absent". */
+const char *mp_chat_template_match_name(mp_chat_template_match m);
 
 /* The prompt as parts: template markup (parse_special on) and message contents (off). The part
  * texts point into msgs and into static strings; *parts is malloc'd. bos/eos: the BOS/EOS token

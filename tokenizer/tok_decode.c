@@ -4,17 +4,26 @@
 
 #include "tok_internal.h"
 
+/* The reasoning tags are markup of the answer that its reader (run, chat and serve split reasoning
+ * from the answer by them) must see: the official DeepSeek tokenizers have them non-special, and a
+ * tokenizer that marks them CONTROL (the fixture's, a hand-made GGUF) must decode to the same text. */
+static bool is_reasoning_tag(const char *s, size_t n)
+{
+    return (n == 7 && !memcmp(s, "<think>", 7)) || (n == 8 && !memcmp(s, "</think>", 8));
+}
+
 static const char *decode_one(const mp_tokenizer *t, int32_t id, unsigned flags, size_t *len, mp_error *err)
 {
     if (id < 0 || (uint32_t)id >= t->n_tokens) {
         mp_fail(err, MP_ERR_INPUT, NULL, NULL, "token id %d is out of range (%u tokens)", id, t->n_tokens);
         return NULL;
     }
-    if ((flags & MP_TOK_DECODE_SKIP_SPECIAL) && t->types[id] == MP_TOKEN_CONTROL) {
+    const char *raw = mp_tok_raw(t, id, len);
+    if ((flags & MP_TOK_DECODE_SKIP_SPECIAL) && t->types[id] == MP_TOKEN_CONTROL && !is_reasoning_tag(raw, *len)) {
         *len = 0;
         return "";
     }
-    return mp_tok_raw(t, id, len);
+    return raw;
 }
 
 int mp_tokenizer_decode(const mp_tokenizer *tok, const int32_t *ids, size_t n, unsigned flags, char **out,

@@ -115,7 +115,9 @@ int mp_tokenizer_encode_parts(const mp_tokenizer *tok, const mp_tok_part *parts,
 /* ---- decoding ------------------------------------------------------------------------------- */
 
 enum {
-    MP_TOK_DECODE_SKIP_SPECIAL = 1u << 0, /* CONTROL tokens decode to nothing */
+    /* CONTROL tokens decode to nothing, except the reasoning tags "<think>" and "</think>" (non-special
+     * in the official DeepSeek tokenizers), which a reply's reader needs whatever their type */
+    MP_TOK_DECODE_SKIP_SPECIAL = 1u << 0,
 };
 
 /* The bytes a token decodes to (raw bytes, not NUL-terminated); NULL when id is out of range. */

@@ -26,4 +26,12 @@ mid=$(python3 -c "print('word ' * 68)")
 expect_exit 0 bash -c "printf '%s\nshort\n' '$mid' | '$MP' chat '$X' -n 24 --ctx 160 --threads 2"
 expect_in "$err" '^turn 1: .*\(stopped: context full\)'
 expect_in "$err" '^turn 2: '
+# --ctx holds the prompt and the answer together in chat too: a first turn with a context 3 tokens
+# longer than its prompt gets 3 tokens at most (fewer only if the model ends the reply)
+expect_exit 0 "$MP" tokenize "$X" --chat "hello"
+plen=$(printf '%s' "$out" | wc -w)
+expect_exit 0 bash -c "printf 'hello\n' | '$MP' chat '$X' -n 8 --ctx $((plen + 3)) --temp 0"
+gen=$(printf '%s' "$err" | sed -n 's/^turn 1: prompt tokens: [0-9]* .*, generated \([0-9]*\),.*/\1/p')
+[ -n "$gen" ] && [ $((plen + gen)) -le $((plen + 3)) ] && ok ||
+    fail "chat: a $plen-token prompt and $gen generated tokens in a context of $((plen + 3)): $err"
 finish

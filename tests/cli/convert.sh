@@ -9,6 +9,10 @@ expect_in "$out" 'quantization error'
 expect_in "$out" 'exp_gate'
 [ -f "$D/a.moepack" ] && ok || fail "no output file"
 [ ! -e "$D/a.moepack.partial" ] && ok || fail "partial file left behind"
+# the fixture's chat template is not DeepSeek-V3's official one (it joins system messages without
+# "\n\n"): converted anyway, with a one-line warning naming the format its prompts get, and recorded
+expect_in "$err" 'warning: .*tiny-v3: the chat template is not the official one of its format; chat prompts will be rendered as the official deepseek-v3 template'
+[ "$(printf '%s\n' "$err" | grep -c 'chat template')" -eq 1 ] && ok || fail "the chat template warning is not one line: $err"
 
 # inspect: summary, roles, tensor table, JSON
 expect_exit 0 "$MP" inspect "$D/a.moepack"
@@ -16,12 +20,14 @@ expect_in "$out" 'moepack container 1\.0'
 expect_in "$out" 'exp_down +32 '
 expect_in "$out" 'amx_int8'
 expect_in "$out" 'gpu_int4'
+expect_in "$out" "chat format deepseek-v3 \\(checkpoint's template: differs\\)"
 expect_exit 0 "$MP" inspect "$D/a.moepack" --layer 1
 expect_in "$out" 'blk\.1\.ffn_down_exps\.15'
 if printf '%s\n' "$out" | grep -q '^blk\.2\.'; then fail "--layer 1 shows layer 2"; else ok; fi
 expect_exit 0 "$MP" inspect "$D/a.moepack" --json --tensors
 expect_in "$out" '"tensor_count": 142'
 expect_in "$out" '"placement": "cpu"'
+expect_in "$out" '"chat_template": "differs"'
 json=$out
 
 # verify: intact, then one flipped byte inside an expert names that tensor

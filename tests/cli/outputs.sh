@@ -95,7 +95,8 @@ if [ -n "$FIX" ] && [ -d "$FIX" ]; then
     expect_exit 0 "$MP" convert "$FIX/tiny-v3-bf16.gguf" -o "$T/g.moepack" --quiet
     expect_in "$err" 'warning: .*tiny-v3-bf16\.gguf: the expert groups \(n_group, topk_group\) are not recorded'
     expect_exit 0 "$MP" convert "$FIX/tiny-v3-bf16.gguf" -o "$T/g2.moepack" --quiet --config "$FIX/tiny-v3/config.json"
-    if printf '%s' "$err" | grep -q 'warning'; then fail "warned with --config: $err"; else ok; fi
+    # (the fixture's chat template is not the official one: that warning stays, convert.sh checks it)
+    if printf '%s' "$err" | grep -v 'the chat template' | grep -q 'warning'; then fail "warned with --config: $err"; else ok; fi
 fi
 expect_exit 0 "$MP" convert "$T/src" -o "$T/plain.moepack" --quiet
 if printf '%s' "$err" | grep -q 'warning'; then fail "warned on a safetensors checkpoint: $err"; else ok; fi
