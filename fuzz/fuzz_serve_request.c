@@ -8,8 +8,10 @@
  * A refused body must give a 4xx status (or 500 for out of memory) with a
  * message, and its error JSON must parse back with that shape. An accepted one
  * must hold what the scheduler relies on without checking again: sampler
- * options the sampler accepts, stop sequences of 1 to MP_SERVE_MAX_STOP_LEN
- * bytes without NUL, and terminated texts. Then its text (the prompt, or the
+ * options the sampler accepts (a logit_bias of distinct ids, refused by the
+ * sampler only for ids past its vocabulary, which the job checks), stop
+ * sequences of 1 to MP_SERVE_MAX_STOP_LEN bytes without NUL, terminated texts,
+ * and a completion prompt that is text or a non-empty list of ids >= 0. Then its text (the prompt, or the
  * messages one after another) goes through the stop filter and the <think>
  * splitter in pieces: what the stop filter releases must be the text up to the
  * earliest start of any stop sequence, and both filters must give the same
@@ -47,7 +49,14 @@ static void check_refused(const mp_api_error *e)
 static void request_text(const mp_serve_req *req, mp_sbuf *out)
 {
     bool ok = true;
-    if (req->kind == MP_REQ_COMPLETION) {
+    if (req->kind == MP_REQ_COMPLETION && req->prompt_ids) {
+        if (req->prompt || req->n_prompt_ids == 0)
+            mp_fuzz_fail("an accepted completion has %zu prompt ids%s", req->n_prompt_ids,
+                         req->prompt ? " and a text" : "");
+        for (size_t i = 0; i < req->n_prompt_ids; i++)
+            if (req->prompt_ids[i] < 0)
+                mp_fuzz_fail("prompt id %zu is %d", i, (int)req->prompt_ids[i]);
+    } else if (req->kind == MP_REQ_COMPLETION) {
         if (!req->prompt || req->prompt[req->prompt_len] != '\0')
             mp_fuzz_fail("an accepted completion has no terminated prompt");
         ok = mp_sbuf_add(out, req->prompt, req->prompt_len);
@@ -56,11 +65,13 @@ static void request_text(const mp_serve_req *req, mp_sbuf *out)
             mp_fuzz_fail("an accepted chat has %zu messages", req->n_msgs);
         for (size_t i = 0; i < req->n_msgs && ok; i++) {
             const mp_chat_msg *m = &req->msgs[i];
-            if (!m->content || m->content[m->len] != '\0')
+            if (!m->content && (m->role != MP_CHAT_ASSISTANT || m->len != 0))
+                mp_fuzz_fail("message %zu has null content but is not an assistant's, or has a length", i);
+            if (m->content && m->content[m->len] != '\0')
                 mp_fuzz_fail("message %zu has no terminated content", i);
             if (m->role != MP_CHAT_SYSTEM && m->role != MP_CHAT_USER && m->role != MP_CHAT_ASSISTANT)
                 mp_fuzz_fail("message %zu has role %d", i, (int)m->role);
-            ok = mp_sbuf_add(out, m->content, m->len);
+            ok = !m->content || mp_sbuf_add(out, m->content, m->len);
         }
     }
     if (!ok)
@@ -180,15 +191,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     mp_sampler *sampler = NULL;
     mp_error err = {0};
-    if (mp_sampler_new(&req.sampler, 16, &sampler, &err) != MP_OK)
+    bool bias_in_vocab = true;
+    for (uint32_t i = 0; i < req.sampler.n_logit_bias; i++) {
+        bias_in_vocab &= req.sampler.logit_bias[i].id < 16;
+        for (uint32_t k = 0; k < i; k++)
+            if (req.sampler.logit_bias[k].id == req.sampler.logit_bias[i].id)
+                mp_fuzz_fail("logit_bias names token %u twice", req.sampler.logit_bias[i].id);
+    }
+    int rc = mp_sampler_new(&req.sampler, 16, &sampler, &err);
+    if (!bias_in_vocab && rc != MP_ERR_USAGE)
+        mp_fuzz_fail("the sampler took a logit bias past its 16 tokens (rc %d)", rc);
+    if (bias_in_vocab && rc != MP_OK)
         mp_fuzz_fail("accepted sampler options the sampler refuses: %s", err.msg);
-    float logits[16];
-    for (int i = 0; i < 16; i++)
-        logits[i] = (float)((i * 7) % 5) - 2.0f;
-    int32_t id = mp_sampler_sample(sampler, logits);
-    if (id < 0 || id >= 16)
-        mp_fuzz_fail("the sampler picked id %d of 16", (int)id);
-    mp_sampler_free(sampler);
+    if (sampler) {
+        float logits[16];
+        for (int i = 0; i < 16; i++)
+            logits[i] = (float)((i * 7) % 5) - 2.0f;
+        /* a few tokens, so that the penalties see repeats */
+        for (int step = 0; step < 4; step++) {
+            int32_t id = mp_sampler_sample(sampler, logits);
+            if (id < 0 || id >= 16)
+                mp_fuzz_fail("the sampler picked id %d of 16", (int)id);
+        }
+        mp_sampler_free(sampler);
+    }
 
     if (req.n_stops > MP_SERVE_MAX_STOPS)
         mp_fuzz_fail("%zu stop sequences accepted", req.n_stops);

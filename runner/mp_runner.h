@@ -190,21 +190,38 @@ const mp_run_stats *mp_session_stats(const mp_session *s);
 
 /* ---- sampling ----------------------------------------------------------- */
 
+/* One entry of OpenAI's logit_bias: value is added to token id's logit. */
+typedef struct mp_logit_bias {
+    uint32_t id;
+    float value; /* [-100, 100] */
+} mp_logit_bias;
+
 typedef struct mp_sampler_opts {
     float temperature; /* 0: greedy */
     float top_p;       /* 1: off */
-    uint32_t top_k;    /* 0: off */
+    uint32_t top_k;    /* 0: off; otherwise the k best and every token tied with the k-th */
     uint64_t seed;
+    /* OpenAI's logit adjustments, applied to a copy of the logits before any
+     * other step (greedy included); all off by default. */
+    const mp_logit_bias *logit_bias; /* n_logit_bias entries (copied by mp_sampler_new), distinct ids */
+    uint32_t n_logit_bias;
+    float presence_penalty;  /* [-2, 2]: subtracted once from every token already sampled */
+    float frequency_penalty; /* [-2, 2]: subtracted per time a token was already sampled */
 } mp_sampler_opts;
 
-void mp_sampler_opts_default(mp_sampler_opts *o); /* greedy, top_p 1, top_k 0, seed 0 */
+/* greedy, top_p 1, top_k 0, seed 0, no bias or penalties */
+void mp_sampler_opts_default(mp_sampler_opts *o);
 
 typedef struct mp_sampler mp_sampler;
-/* Refuses temperature < 0 or not finite, top_p outside (0, 1] (usage errors). */
+/* Refuses temperature < 0 or not finite, top_p outside (0, 1], a bias id
+ * >= vocab or given twice, a bias outside [-100, 100], a penalty outside
+ * [-2, 2] (usage errors). */
 int mp_sampler_new(const mp_sampler_opts *o, uint32_t vocab, mp_sampler **out, mp_error *err);
 void mp_sampler_free(mp_sampler *s);
 /* Picks a token from logits (not modified). Same seed + same logits = same
- * tokens. Greedy picks the lowest id among equal maxima. */
+ * tokens. Greedy picks the lowest id among equal maxima. The sampler counts
+ * the tokens it returns: the penalties apply to them, so use one sampler
+ * per answer. */
 int32_t mp_sampler_sample(mp_sampler *s, const float *logits);
 /* The id of the largest of `vocab` logits, the lowest id among equal maxima:
  * the greedy choice. */

@@ -43,8 +43,11 @@ typedef struct mp_serve_req {
     size_t n_stops;
     mp_chat_msg *msgs; /* chat: contents owned (malloc'd) */
     size_t n_msgs;
-    char *prompt; /* completion: owned */
+    char *prompt; /* completion: owned; NULL when the prompt is token ids */
     size_t prompt_len;
+    int32_t *prompt_ids; /* completion: the prompt as token ids (owned), used as given; NULL: text */
+    size_t n_prompt_ids;
+    mp_logit_bias *logit_bias; /* owned; sampler.logit_bias points here */
     bool ints_as_reals; /* parsing only: the body was read again with integers as reals */
 } mp_serve_req;
 
@@ -64,7 +67,6 @@ struct mp_job {
     mp_req_kind kind;
     mp_tokens prompt;
     uint32_t max_tokens;
-    mp_sampler_opts sampler;
     char *stops[MP_SERVE_MAX_STOPS];
     size_t n_stops;
     bool think, think_inside; /* split <think> reasoning; the prompt opened the tag */

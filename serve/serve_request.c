@@ -1,7 +1,7 @@
 /* serve_request: OpenAI request parsing and the error shape. Requests are
  * checked strictly where a wrong value would silently change the answer
  * (types, ranges, n, roles) and leniently elsewhere: unknown fields that
- * clients commonly send (user, presence_penalty, ...) are ignored. */
+ * clients commonly send (user, response_format, ...) are ignored. */
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -152,6 +152,65 @@ static bool refuse_set(json_t *root, const char *key, const char *param, const c
     return bad(e, param ? param : key, "%s not supported", what);
 }
 
+/* A logit_bias key: a token id as a decimal string ("0", "1276"; no sign, no leading zero, so one
+ * id has one spelling and cannot be named twice), below 2^31. */
+static bool bias_key_id(const char *key, uint32_t *id)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > 10 || (key[0] == '0' && n > 1))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (key[i] < '0' || key[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(key[i] - '0');
+    }
+    if (v > INT32_MAX)
+        return false;
+    *id = (uint32_t)v;
+    return true;
+}
+
+/* OpenAI's logit_bias: {"token id": bias in [-100, 100], ...}. Whether the ids are in the
+ * vocabulary is checked when the job is made (the parser does not know the model). */
+static bool parse_logit_bias(json_t *root, mp_serve_req *req, mp_api_error *e)
+{
+    json_t *lb = field(root, "logit_bias");
+    if (!lb)
+        return true;
+    if (!json_is_object(lb))
+        return bad(e, "logit_bias", "'%s' must be an object mapping token ids to numbers", "logit_bias");
+    size_t n = json_object_size(lb);
+    if (n == 0)
+        return true;
+    req->logit_bias = calloc(n, sizeof *req->logit_bias);
+    if (!req->logit_bias) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    const char *key;
+    json_t *v;
+    uint32_t i = 0;
+    json_object_foreach(lb, key, v)
+    {
+        uint32_t id;
+        if (!bias_key_id(key, &id)) {
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, "logit_bias",
+                             "'logit_bias' keys must be token ids written in decimal, got '%.40s'", key);
+            return false;
+        }
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) || fabs(json_number_value(v)) > 100.0) {
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, "logit_bias",
+                             "'logit_bias' values must be numbers in [-100, 100] (token %u)", id);
+            return false;
+        }
+        req->logit_bias[i++] = (mp_logit_bias){.id = id, .value = (float)json_number_value(v)};
+    }
+    req->sampler.logit_bias = req->logit_bias;
+    req->sampler.n_logit_bias = i;
+    return true;
+}
+
 static bool add_stop(mp_serve_req *req, json_t *v, mp_api_error *e)
 {
     if (!json_is_string(v))
@@ -210,6 +269,12 @@ static bool parse_common(json_t *root, mp_serve_req *req, mp_api_error *e)
     if (!get_int(req, root, "top_k", 0, INT32_MAX, &top_k, NULL, e))
         return false;
     req->sampler.top_k = (uint32_t)top_k;
+    double presence = 0, frequency = 0;
+    if (!get_number(root, "presence_penalty", -2, 2, false, &presence, e) ||
+        !get_number(root, "frequency_penalty", -2, 2, false, &frequency, e) || !parse_logit_bias(root, req, e))
+        return false;
+    req->sampler.presence_penalty = (float)presence;
+    req->sampler.frequency_penalty = (float)frequency;
 
     json_int_t seed = 0;
     if (!get_int(req, root, "seed", INT64_MIN, INT64_MAX, &seed, &req->seed_set, e))
@@ -266,7 +331,11 @@ static bool message_text(json_t *c, size_t idx, bool null_ok, char **out, size_t
     bool ok = true;
     if (!c || json_is_null(c)) {
         if (!null_ok)
-            ok = bad(e, param, "'%s' is required", param);
+            return bad(e, param, "'%s' is required", param);
+        /* null, not "": the chat formats render it as the official templates do (chat.h) */
+        *out = NULL;
+        *out_len = 0;
+        return true;
     } else if (json_is_string(c)) {
         ok = mp_sbuf_add(&b, json_string_value(c), json_string_length(c));
     } else if (json_is_array(c)) {
@@ -374,15 +443,47 @@ static bool parse_messages(json_t *root, mp_serve_req *req, mp_api_error *e)
            refuse_set(root, "function_call", NULL, "function calls are", e);
 }
 
-static bool parse_prompt(json_t *root, mp_serve_req *req, mp_api_error *e)
+/* A prompt given as token ids: a non-empty list of integers in [0, 2^31). Whether they are in the
+ * vocabulary is checked when the job is made. */
+static bool parse_prompt_ids(json_t *list, mp_serve_req *req, mp_api_error *e)
 {
-    json_t *p = field(root, "prompt");
-    if (p && json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
-        p = json_array_get(p, 0);
-    if (!p)
-        return bad(e, "prompt", "'%s' is required", "prompt");
-    if (!json_is_string(p))
-        return bad(e, "prompt", "'%s' must be a string (or a list of one string)", "prompt");
+    size_t n = json_array_size(list);
+    if (n == 0)
+        return bad(e, "prompt", "'%s' must not be empty", "prompt");
+    req->prompt_ids = malloc(n * sizeof *req->prompt_ids);
+    if (!req->prompt_ids) {
+        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        /* an integer beyond 64 bits arrives here as a real (see name_overflowing_field) */
+        bool integral = json_is_integer(v) || (req->ints_as_reals && json_is_real(v) &&
+                                               json_real_value(v) == floor(json_real_value(v)));
+        if (!integral)
+            return bad(e, "prompt", "'%s' must be a string or a list of token ids (integers)", "prompt");
+        double value = json_number_value(v);
+        if (json_is_integer(v) ? json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX
+                               : value < 0 || value > INT32_MAX) {
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, "prompt",
+                             "'prompt' holds token id %.0f, not a token id (0 to %d)", value, INT32_MAX);
+            return false;
+        }
+        req->prompt_ids[i] = json_is_integer(v) ? (int32_t)json_integer_value(v) : (int32_t)value;
+    }
+    req->n_prompt_ids = n;
+    return true;
+}
+
+static bool is_token_list(json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) > 0 && json_is_number(json_array_get(v, 0));
+}
+
+static bool copy_prompt_text(json_t *p, mp_serve_req *req, mp_api_error *e)
+{
     req->prompt_len = json_string_length(p);
     req->prompt = malloc(req->prompt_len + 1);
     if (!req->prompt) {
@@ -390,6 +491,11 @@ static bool parse_prompt(json_t *root, mp_serve_req *req, mp_api_error *e)
         return false;
     }
     memcpy(req->prompt, json_string_value(p), req->prompt_len + 1);
+    return true;
+}
+
+static bool refuse_completion_extras(json_t *root, mp_api_error *e)
+{
     json_t *echo = field(root, "echo");
     if (echo && !json_is_false(echo))
         return bad(e, "echo", "'%s' is not supported", "echo");
@@ -397,6 +503,27 @@ static bool parse_prompt(json_t *root, mp_serve_req *req, mp_api_error *e)
     if (suffix && !(json_is_string(suffix) && json_string_length(suffix) == 0))
         return bad(e, "suffix", "'%s' is not supported", "suffix");
     return true;
+}
+
+static bool parse_prompt(json_t *root, mp_serve_req *req, mp_api_error *e)
+{
+    json_t *p = field(root, "prompt");
+    /* OpenAI's prompt: a string, a list of strings, a list of token ids or a list of such lists; one
+     * prompt per request here */
+    if (p && json_is_array(p) && json_array_size(p) == 1 &&
+        (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0))))
+        p = json_array_get(p, 0);
+    if (!p)
+        return bad(e, "prompt", "'%s' is required", "prompt");
+    if (json_is_array(p) && (json_array_size(p) == 0 || is_token_list(p))) {
+        if (!parse_prompt_ids(p, req, e))
+            return false;
+    } else if (!json_is_string(p)) {
+        return bad(e, "prompt", "'%s' must be a string or a list of token ids (or a list of one of them)", "prompt");
+    } else if (!copy_prompt_text(p, req, e)) {
+        return false;
+    }
+    return refuse_completion_extras(root, e);
 }
 
 static bool parse_root(mp_req_kind kind, json_t *root, mp_serve_req *req, mp_api_error *e)
@@ -464,5 +591,7 @@ void mp_api_req_free(mp_serve_req *req)
         free((char *)req->msgs[i].content);
     free(req->msgs);
     free(req->prompt);
+    free(req->prompt_ids);
+    free(req->logit_bias);
     *req = (mp_serve_req){0};
 }

@@ -37,6 +37,54 @@ static void job_free(mp_job *j)
     free(j);
 }
 
+/* A completion prompt: token ids as given, or text with its special tokens parsed (as HF's
+ * tokenizer(text), vLLM and llama.cpp's server do), BOS first as the tokenizer adds it unless the
+ * text already starts with it. */
+static int encode_completion(const mp_server *s, const mp_serve_req *req, mp_tokens *out, mp_api_error *e,
+                             mp_error *err)
+{
+    const uint32_t n_tokens = mp_tokenizer_n_tokens(s->tok);
+    if (req->prompt_ids) {
+        for (size_t i = 0; i < req->n_prompt_ids; i++) {
+            if ((uint32_t)req->prompt_ids[i] >= n_tokens) {
+                mp_api_error_set(e, 400, "invalid_request_error", NULL, "prompt",
+                                 "'prompt' holds token id %d (at %zu), outside the vocabulary (0 to %u)",
+                                 (int)req->prompt_ids[i], i, n_tokens - 1);
+                return MP_ERR_INPUT;
+            }
+            int rc = mp_tokens_push(out, req->prompt_ids[i], err);
+            if (rc != MP_OK)
+                return rc;
+        }
+        return MP_OK;
+    }
+    int rc = mp_tokenizer_encode(s->tok, req->prompt, req->prompt_len, MP_TOK_PARSE_SPECIAL, out, err);
+    const int32_t bos = mp_tokenizer_bos(s->tok);
+    if (rc != MP_OK || !mp_tokenizer_add_bos(s->tok) || bos < 0 || (out->n > 0 && out->ids[0] == bos))
+        return rc;
+    rc = mp_tokens_push(out, bos, err);
+    if (rc == MP_OK) {
+        memmove(out->ids + 1, out->ids, (out->n - 1) * sizeof *out->ids);
+        out->ids[0] = bos;
+    }
+    return rc;
+}
+
+/* The ids of logit_bias must be the tokenizer's (the ids a reply may hold). */
+static bool check_logit_bias(const mp_server *s, const mp_serve_req *req, mp_api_error *e)
+{
+    const uint32_t n = mp_model_reply_vocab(s->model);
+    for (uint32_t i = 0; i < req->sampler.n_logit_bias; i++) {
+        if (req->sampler.logit_bias[i].id >= n) {
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, "logit_bias",
+                             "'logit_bias' names token %u, outside the vocabulary (0 to %u)",
+                             req->sampler.logit_bias[i].id, n - 1);
+            return false;
+        }
+    }
+    return true;
+}
+
 mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
 {
     mp_job *j = calloc(1, sizeof *j);
@@ -55,12 +103,13 @@ mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
 
     mp_error err = {0};
     int rc;
-    if (req->kind == MP_REQ_CHAT) {
+    e->status = 0;
+    if (req->kind == MP_REQ_CHAT)
         rc = mp_chat_encode(s->tok, s->chat, req->msgs, req->n_msgs, true, &j->prompt, &err);
-    } else {
-        unsigned flags = mp_tokenizer_add_bos(s->tok) && mp_tokenizer_bos(s->tok) >= 0 ? MP_TOK_ADD_BOS : 0;
-        rc = mp_tokenizer_encode(s->tok, req->prompt, req->prompt_len, flags, &j->prompt, &err);
-    }
+    else
+        rc = encode_completion(s, req, &j->prompt, e, &err);
+    if (rc != MP_OK && e->status) /* the error is set already */
+        goto fail;
     if (rc != MP_OK) {
         mp_api_error_set(e, 400, "invalid_request_error", NULL, req->kind == MP_REQ_CHAT ? "messages" : "prompt",
                          "cannot encode the prompt: %s", err.msg);
@@ -70,19 +119,24 @@ mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
         mp_api_error_set(e, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty");
         goto fail;
     }
-    if (j->prompt.n > s->o.ctx) {
+    /* --ctx holds the prompt and the answer: a prompt must leave room for at least one token */
+    if (j->prompt.n >= s->o.ctx) {
         mp_api_error_set(e, 400, "invalid_request_error", "context_length_exceeded",
                          req->kind == MP_REQ_CHAT ? "messages" : "prompt",
-                         "the prompt has %zu tokens, more than the context of %u tokens", j->prompt.n, s->o.ctx);
+                         "the prompt has %zu tokens, which leaves no room for an answer in the context of %u "
+                         "tokens (prompt and answer together)",
+                         j->prompt.n, s->o.ctx);
         goto fail;
     }
+    if (!check_logit_bias(s, req, e))
+        goto fail;
     j->max_tokens = req->max_tokens && req->max_tokens < s->o.max_tokens ? req->max_tokens : s->o.max_tokens;
-    j->sampler = req->sampler;
     j->ignore_eos = req->ignore_eos;
     j->include_usage = req->stream && req->include_usage;
+    mp_sampler_opts so = req->sampler; /* its logit_bias list is the request's: the sampler copies it */
     if (!req->seed_set)
-        j->sampler.seed = random_u64();
-    if (mp_sampler_new(&j->sampler, mp_model_reply_vocab(s->model), &j->smp, &err) != MP_OK) {
+        so.seed = random_u64();
+    if (mp_sampler_new(&so, mp_model_reply_vocab(s->model), &j->smp, &err) != MP_OK) {
         mp_api_error_set(e, 400, "invalid_request_error", NULL, NULL, "%s", err.msg);
         goto fail;
     }
@@ -271,7 +325,9 @@ static void take_token(mp_server *s, mp_slot *sl, int32_t t)
         if (j->stop.stopped) {
             end = true;
             reason = "stop";
-        } else if (j->completion_tokens + 1 >= j->max_tokens || mp_session_len(sl->sess) >= mp_session_ctx(sl->sess)) {
+        } else if (j->completion_tokens + 1 >= j->max_tokens ||
+                   mp_session_len(sl->sess) + 1 >= mp_session_ctx(sl->sess)) {
+            /* t is not evaluated yet: with it the prompt and answer fill the context (--ctx holds both) */
             end = flush = true;
             reason = "length";
         }

@@ -256,6 +256,175 @@ static void test_sampler(void)
     free(logits);
 }
 
+/* The greedy pick over logits + bias - penalties, written out plainly as OpenAI states it. */
+static int32_t ref_adjusted_greedy(const float *logits, uint32_t V, const mp_logit_bias *bias, uint32_t n_bias,
+                                   const uint32_t *count, float presence, float frequency)
+{
+    int32_t best = -1;
+    float best_v = 0;
+    for (uint32_t j = 0; j < V; j++) {
+        float v = logits[j];
+        for (uint32_t b = 0; b < n_bias; b++)
+            if (bias[b].id == j)
+                v += bias[b].value;
+        v -= (float)count[j] * frequency + (count[j] > 0 ? presence : 0.0f);
+        if (best < 0 || v > best_v) {
+            best = (int32_t)j;
+            best_v = v;
+        }
+    }
+    return best;
+}
+
+/* logit_bias, presence and frequency penalties (OpenAI's semantics), and top-k keeping the tokens
+ * tied with the k-th logit (as HF's TopKLogitsWarper). */
+static void test_sampler_adjustments(void)
+{
+    mp_error err = {0};
+    enum { V = 1000, N = 300 };
+    float *logits = malloc(V * sizeof *logits);
+    uint64_t x = 777;
+    for (int i = 0; i < V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        logits[i] = (float)((x >> 40) % 1000) / 100.0f;
+    }
+    int32_t best = mp_greedy_token(logits, V);
+
+    /* greedy: -100 on the best token bans it; +100 on another makes it the pick */
+    mp_sampler_opts o;
+    mp_sampler_opts_default(&o);
+    mp_logit_bias ban = {.id = (uint32_t)best, .value = -100.0f};
+    o.logit_bias = &ban;
+    o.n_logit_bias = 1;
+    mp_sampler *a = NULL, *b = NULL;
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    uint32_t none[V];
+    memset(none, 0, sizeof none);
+    int32_t second = ref_adjusted_greedy(logits, V, &ban, 1, none, 0, 0);
+    CHECK(second != best);
+    for (int i = 0; i < 3; i++)
+        CHECKF(mp_sampler_sample(a, logits) == second, "greedy with -100 on token %d", (int)best);
+    mp_sampler_free(a);
+    mp_logit_bias lift = {.id = 3, .value = 100.0f};
+    o.logit_bias = &lift;
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    CHECK(mp_sampler_sample(a, logits) == 3);
+    mp_sampler_free(a);
+
+    /* greedy with penalties (and a bias) follows the plain formula step by step; the counts are of
+     * the tokens this sampler returned */
+    static const float penalties[][2] = {{0.0f, 0.7f}, {1.3f, 0.0f}, {0.4f, 0.25f}, {-0.5f, 1.9f}};
+    mp_logit_bias two[2] = {{.id = 11, .value = 4.5f}, {.id = (uint32_t)best, .value = -0.75f}};
+    for (size_t p = 0; p < sizeof penalties / sizeof penalties[0]; p++) {
+        mp_sampler_opts_default(&o);
+        o.presence_penalty = penalties[p][0];
+        o.frequency_penalty = penalties[p][1];
+        o.logit_bias = two;
+        o.n_logit_bias = 2;
+        REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+        uint32_t count[V];
+        memset(count, 0, sizeof count);
+        int distinct = 0, agree = 0;
+        for (int i = 0; i < 40; i++) {
+            int32_t want = ref_adjusted_greedy(logits, V, two, 2, count, o.presence_penalty, o.frequency_penalty);
+            int32_t got = mp_sampler_sample(a, logits);
+            agree += got == want;
+            distinct += count[want]++ == 0;
+        }
+        CHECKF(agree == 40, "presence %g, frequency %g: %d of 40 steps agree with the formula",
+               (double)o.presence_penalty, (double)o.frequency_penalty, agree);
+        /* a frequency penalty grows with each repeat until another token wins (logits span 0..10) */
+        if (o.frequency_penalty > 0)
+            CHECKF(distinct > 1, "frequency penalty %g never moved greedy off one token", (double)o.frequency_penalty);
+        mp_sampler_free(a);
+    }
+
+    /* a zero bias goes through the adjustment stage and must not change a seeded draw; the same seed
+     * and penalties give the same tokens */
+    mp_sampler_opts_default(&o);
+    o.temperature = 0.8f;
+    o.top_p = 0.95f;
+    o.seed = 99;
+    mp_logit_bias zero = {.id = 5, .value = 0.0f};
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    o.logit_bias = &zero;
+    o.n_logit_bias = 1;
+    REQUIRE(mp_sampler_new(&o, V, &b, &err) == MP_OK);
+    int same = 0;
+    for (int i = 0; i < N; i++)
+        same += mp_sampler_sample(a, logits) == mp_sampler_sample(b, logits);
+    CHECKF(same == N, "a zero bias changed %d of %d seeded draws", N - same, N);
+    mp_sampler_free(a);
+    mp_sampler_free(b);
+    o.presence_penalty = 0.6f;
+    o.frequency_penalty = 0.3f;
+    REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+    REQUIRE(mp_sampler_new(&o, V, &b, &err) == MP_OK);
+    same = 0;
+    for (int i = 0; i < N; i++)
+        same += mp_sampler_sample(a, logits) == mp_sampler_sample(b, logits);
+    CHECK(same == N);
+    mp_sampler_free(a);
+    mp_sampler_free(b);
+
+    /* top-k keeps every token tied with the k-th logit: 1 best, then four tied at the 2nd place;
+     * with k = 2 all four tied ones are drawn and nothing below them. k = 300 of 1000 takes the
+     * full-sort path, k = 2 the partial one. */
+    const uint32_t ks[] = {2, 300};
+    for (size_t t = 0; t < 2; t++) {
+        uint32_t k = ks[t];
+        for (int i = 0; i < V; i++)
+            logits[i] = -5.0f - (float)i * 0.001f;
+        /* k - 1 tokens above the tie, then the tie at ids spread over the vocabulary */
+        for (uint32_t i = 0; i + 1 < k; i++)
+            logits[500 + i] = 3.0f - (float)i * 0.0001f;
+        const int tied[] = {7, 120, 480, 999};
+        for (int i = 0; i < 4; i++)
+            logits[tied[i]] = 1.0f;
+        mp_sampler_opts_default(&o);
+        o.temperature = 50.0f; /* near-uniform over the kept tokens */
+        o.top_k = k;
+        o.seed = 5;
+        REQUIRE(mp_sampler_new(&o, V, &a, &err) == MP_OK);
+        int hits[4] = {0}, outside = 0;
+        for (int i = 0; i < 4000; i++) {
+            int32_t id = mp_sampler_sample(a, logits);
+            bool kept = id >= 500 && id < 500 + (int32_t)k - 1;
+            for (int j = 0; j < 4; j++)
+                if (id == tied[j]) {
+                    hits[j]++;
+                    kept = true;
+                }
+            outside += !kept;
+        }
+        CHECKF(outside == 0, "top_k %u: %d draws below the k-th logit", k, outside);
+        for (int j = 0; j < 4; j++)
+            CHECKF(hits[j] > 0, "top_k %u: token %d, tied with the k-th logit, never drawn", k, tied[j]);
+        mp_sampler_free(a);
+    }
+
+    /* bad adjustments are usage errors */
+    mp_sampler_opts bad;
+    mp_logit_bias bads[][2] = {{{.id = V, .value = 1.0f}, {0}},
+                               {{.id = 1, .value = 100.5f}, {0}},
+                               {{.id = 1, .value = NAN}, {0}},
+                               {{.id = 4, .value = 1.0f}, {.id = 4, .value = 2.0f}}};
+    for (size_t i = 0; i < 4; i++) {
+        mp_sampler_opts_default(&bad);
+        bad.logit_bias = bads[i];
+        bad.n_logit_bias = i == 3 ? 2 : 1;
+        a = NULL;
+        CHECKF(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE && !a, "bad logit bias %zu accepted", i);
+    }
+    mp_sampler_opts_default(&bad);
+    bad.presence_penalty = 2.5f;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE);
+    mp_sampler_opts_default(&bad);
+    bad.frequency_penalty = -INFINITY;
+    CHECK(mp_sampler_new(&bad, V, &a, &err) == MP_ERR_USAGE);
+    free(logits);
+}
+
 typedef struct collect {
     int32_t ids[64];
     int n;
@@ -384,6 +553,7 @@ int main(void)
     test_rss_after_load(path);
     test_batching_and_threads(path, ref);
     test_sampler();
+    test_sampler_adjustments();
     test_generate_determinism(path);
     test_bad_containers(dir, path);
     return mp_test_finish();

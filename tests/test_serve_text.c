@@ -376,6 +376,71 @@ static void test_parse(void)
     free(json);
 }
 
+/* A completion prompt as token ids (a list of integers, or a list of one such list), used as given;
+ * logit_bias and the presence/frequency penalties reach the sampler's options. Whether ids are in
+ * the vocabulary is the job's check (cli_serve_prompt). */
+static void test_parse_ids_bias_penalties(void)
+{
+    mp_serve_req req;
+    static const char *const id_prompts[] = {"{\"prompt\":[0,1276,90]}", "{\"prompt\":[[0,1276,90]]}"};
+    for (size_t i = 0; i < 2; i++) {
+        if (expect_ok(MP_REQ_COMPLETION, id_prompts[i], &req)) {
+            CHECKF(!req.prompt && req.n_prompt_ids == 3 && req.prompt_ids[0] == 0 && req.prompt_ids[1] == 1276 &&
+                       req.prompt_ids[2] == 90,
+                   "%s: %zu ids", id_prompts[i], req.n_prompt_ids);
+            mp_api_req_free(&req);
+        }
+    }
+    static const char *const bad_prompts[] = {
+        "{\"prompt\":[]}",         "{\"prompt\":[[]]}",          "{\"prompt\":[[1],[2]]}", "{\"prompt\":[-1]}",
+        "{\"prompt\":[2147483648]}", "{\"prompt\":[1.5]}",       "{\"prompt\":[1,\"a\"]}", "{\"prompt\":[[1,[2]]]}",
+        "{\"prompt\":[true]}",     "{\"prompt\":[100000000000000000000]}",
+    };
+    for (size_t i = 0; i < sizeof bad_prompts / sizeof bad_prompts[0]; i++)
+        expect_400(MP_REQ_COMPLETION, bad_prompts[i], "prompt");
+
+    const char *body = "{\"prompt\":\"x\",\"logit_bias\":{\"0\":-100,\"1276\":2.5,\"7\":100},"
+                       "\"presence_penalty\":1.5,\"frequency_penalty\":-0.5}";
+    if (expect_ok(MP_REQ_COMPLETION, body, &req)) {
+        const mp_sampler_opts *o = &req.sampler;
+        CHECK(o->presence_penalty == 1.5f && o->frequency_penalty == -0.5f && o->n_logit_bias == 3);
+        float want[3] = {-100.0f, 2.5f, 100.0f};
+        uint32_t want_id[3] = {0, 1276, 7};
+        for (uint32_t i = 0; i < o->n_logit_bias && i < 3; i++) {
+            bool found = false;
+            for (uint32_t k = 0; k < 3; k++)
+                found |= o->logit_bias[i].id == want_id[k] && o->logit_bias[i].value == want[k];
+            CHECKF(found, "logit_bias entry %u: token %u, %g", i, o->logit_bias[i].id, (double)o->logit_bias[i].value);
+        }
+        mp_api_req_free(&req);
+    }
+    if (expect_ok(MP_REQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{},\"presence_penalty\":null}", &req)) {
+        CHECK(req.sampler.n_logit_bias == 0 && req.sampler.presence_penalty == 0.0f);
+        mp_api_req_free(&req);
+    }
+    static const struct {
+        const char *field, *param;
+    } bad_fields[] = {
+        {"\"logit_bias\":[1]", "logit_bias"},
+        {"\"logit_bias\":{\"x\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"-1\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"01\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"2147483648\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"5\":100.5}", "logit_bias"},
+        {"\"logit_bias\":{\"5\":-101}", "logit_bias"},
+        {"\"logit_bias\":{\"5\":\"1\"}", "logit_bias"},
+        {"\"presence_penalty\":2.5", "presence_penalty"},
+        {"\"presence_penalty\":\"1\"", "presence_penalty"},
+        {"\"frequency_penalty\":-2.01", "frequency_penalty"},
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof bad_fields / sizeof bad_fields[0]; i++) {
+        snprintf(buf, sizeof buf, "{\"prompt\":\"x\",%s}", bad_fields[i].field);
+        expect_400(MP_REQ_COMPLETION, buf, bad_fields[i].param);
+    }
+}
+
 int main(void)
 {
     test_stop_filter();
@@ -383,5 +448,6 @@ int main(void)
     test_parse();
     test_parse_nul();
     test_parse_refusals();
+    test_parse_ids_bias_penalties();
     return mp_test_finish();
 }

@@ -9,7 +9,6 @@ exit 1 if any did.
 usage: edges.py MOEPACK MODEL.moepack SCRATCH_DIR"""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+
+from serve_process import ServeProcess
 
 MP, MODEL, SCRATCH = sys.argv[1:4]
 KEY = "edge-key"
@@ -32,24 +33,11 @@ def check(cond, what):
     return cond
 
 
-class Server:
+class Server(ServeProcess):
     """moepack serve --cpu-only on a port the kernel picks, until stop()."""
 
     def __init__(self, name, *args):
-        self.log = os.path.join(SCRATCH, name + ".log")
-        self.proc = subprocess.Popen([MP, "serve", MODEL, "--port", "0", "--threads", "1", "--cpu-only", *args],
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
-        self.port = None
-        for _ in range(600):
-            text = open(self.log).read()
-            if " on http://" in text:
-                self.port = int(text.split(" on http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-                break
-            if self.proc.poll() is not None:
-                sys.exit("server exited: " + text)
-            time.sleep(0.05)
-        if not self.port:
-            sys.exit("server did not start")
+        super().__init__(MP, MODEL, SCRATCH, name, *args)
 
     def request(self, method, path, body=None, headers=None, timeout=60):
         """(status, headers dict with lower-case names, body bytes)"""
@@ -70,13 +58,6 @@ class Server:
     def health(self):
         return json.loads(self.request("GET", "/health")[2])
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
 
 
 def error_of(body):
@@ -108,14 +89,21 @@ def events(raw):
 def test_nul(s):
     # The model can generate U+0000 and the server sends it as \u0000; sent back as history it must
     # reach the tokenizer whole: a turn's prompt grows by exactly the tokens of the text, NUL included.
-    def prompt_tokens(assistant):
+    def prompt_tokens(assistant, skip=False):
         msgs = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": assistant},
                 {"role": "user", "content": "and?"}]
+        if skip:
+            del msgs[1]
         st, _, body = s.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 1, "temperature": 0})
         check(st == 200, "history with %r: status %d %s" % (assistant, st, body[:200]))
         return json.loads(body)["usage"]["prompt_tokens"] if st == 200 else None
 
     base = prompt_tokens("")
+    # content null is not "": the official V3 template renders such an assistant message (without
+    # tool calls) as nothing, where "" is an empty turn
+    without = prompt_tokens("", skip=True)
+    check(prompt_tokens(None) == without and base is not None and without is not None and base > without,
+          "assistant content null: the prompt should equal the one without that message (%s tokens)" % without)
     for text in ("x\x00y", "\x00", "a\x00\x00b c"):
         n = prompt_tokens(text)
         if base is not None and n is not None:
