@@ -551,6 +551,9 @@ def serve_request_seeds():
         {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "stop": ["\n\n", "time"]},
         {"prompt": ["abcabc"], "stop": ["bc", "ca", "abcab"], "echo": False, "suffix": "", "best_of": 1,
          "temperature": 0, "ignore_eos": True},
+        {"prompt": [[0, 5, 9, 3]], "logit_bias": {"3": -100, "7": 2.5}, "presence_penalty": 0.5,
+         "frequency_penalty": -1.25, "seed": 7, "temperature": 1.2, "top_k": 3},
+        {"prompt": [1, 2, 3], "logit_bias": {"15": 100}, "max_tokens": 4},
     ]
     for i, body in enumerate(chat):
         save("serve_request", "chat_%d.json" % i, bytes([2 * i]) + json.dumps(body).encode())
