@@ -326,6 +326,8 @@ static int apply_config_override(mp_source *s, const char *cfg_path, mp_error *e
     if (!mp_model_desc_equal(&s->desc, &o, field, sizeof field))
         return mp_fail(err, MP_ERR_INPUT, cfg_path, NULL, "does not describe the model in %s: '%s' differs", s->path,
                        field);
+    /* what the checkpoint states and the config only defaulted stays the checkpoint's */
+    mp_model_desc_take_stated(&o, &s->desc);
     /* keep the checkpoint's FP8 encoding, which config overrides cannot change */
     o.fp8_block_rows = s->desc.fp8_block_rows;
     o.fp8_block_cols = s->desc.fp8_block_cols;

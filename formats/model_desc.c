@@ -738,6 +738,28 @@ bool mp_model_desc_equal(const mp_model_desc *a, const mp_model_desc *b, char *w
     return diff == NULL;
 }
 
+void mp_model_desc_take_stated(mp_model_desc *dst, const mp_model_desc *src)
+{
+    const uint32_t take = dst->defaulted & ~src->defaulted;
+    if (take & MP_DEFAULTED_GROUPS) {
+        dst->n_group = src->n_group;
+        dst->topk_group = src->topk_group;
+    }
+    if (take & MP_DEFAULTED_TOPK_METHOD)
+        dst->topk_method = src->topk_method;
+    if (take & MP_DEFAULTED_MOE_LAYER_FREQ)
+        dst->moe_layer_freq = src->moe_layer_freq;
+    if (take & MP_DEFAULTED_YARN_ORIGINAL_MAX_POS)
+        dst->yarn.original_max_position_embeddings = src->yarn.original_max_position_embeddings;
+    if (take & MP_DEFAULTED_YARN_BETAS) {
+        dst->yarn.beta_fast = src->yarn.beta_fast;
+        dst->yarn.beta_slow = src->yarn.beta_slow;
+    }
+    if (take & MP_DEFAULTED_MSCALE)
+        dst->yarn.mscale = src->yarn.mscale;
+    dst->defaulted &= ~take;
+}
+
 /* ======================================================================
  * tensor names
  * ====================================================================== */

@@ -70,7 +70,8 @@ enum {
     MP_DEFAULTED_YARN_BETAS = 1u << 2,  /* beta_fast / beta_slow */
     MP_DEFAULTED_MSCALE = 1u << 3,      /* mscale taken equal to mscale_all_dim */
     MP_DEFAULTED_MOE_LAYER_FREQ = 1u << 4, /* moe_layer_freq inferred from the tensors (GGUF) */
-    MP_DEFAULTED_YARN_ORIGINAL_MAX_POS = 1u << 5, /* yarn original_max_position_embeddings: 4096 */
+    MP_DEFAULTED_YARN_ORIGINAL_MAX_POS = 1u << 5, /* yarn original_max_position_embeddings: 4096 from a
+                                                    * config.json, context_length from a GGUF */
 };
 
 /* Hard caps mp_model_desc_validate enforces: far above any real model, low
@@ -231,5 +232,10 @@ void mp_model_desc_print(const mp_model_desc *d, void *file /* FILE* */);
  * marks as defaulted. Returns true when equal; otherwise writes the first
  * differing field's name to `what` (if non-NULL). */
 bool mp_model_desc_equal(const mp_model_desc *a, const mp_model_desc *b, char *what, size_t what_len);
+
+/* For each value dst defaulted and src states (its MP_DEFAULTED_* bit set in
+ * dst, clear in src), takes src's value and clears the bit: what a source
+ * records wins over another's default. */
+void mp_model_desc_take_stated(mp_model_desc *dst, const mp_model_desc *src);
 
 #endif

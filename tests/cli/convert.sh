@@ -205,6 +205,13 @@ expect_exit 0 "$MP" convert "$m" --config "$D/orig-ctx-8192.json" -o "$D/orig-ct
 if printf '%s' "$err" | grep -q original_max_position_embeddings; then fail "warned with --config stating it: $err"; else ok; fi
 expect_exit 0 "$MP" inspect "$D/orig-ctx-8192.moepack"
 expect_in "$out" 'original_max_position_embeddings 8192,'
+# ... and the other way round: a checkpoint stating 8192, a --config without it: the checkpoint's value
+# stays, not defaulted and without the warning (it became 4096, and the warning blamed the checkpoint)
+m8=$(config_copy orig-ctx-8192 's/"original_max_position_embeddings": 4096/"original_max_position_embeddings": 8192/')
+expect_exit 0 "$MP" convert "$m8" --config "$m/config.json" -o "$D/orig-ctx-kept.moepack" --quiet
+if printf '%s' "$err" | grep -q original_max_position_embeddings; then fail "warned although the checkpoint states it: $err"; else ok; fi
+expect_exit 0 "$MP" inspect "$D/orig-ctx-kept.moepack"
+expect_in "$out" 'original_max_position_embeddings 8192,'
 # tensors the configuration does not call for, beside those it does (an expert in dense layer 0, q_proj
 # next to q_a_proj): refused, not left out
 for spec in \
