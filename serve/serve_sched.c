@@ -104,6 +104,18 @@ mp_job *mp_job_new(mp_server *s, const mp_serve_req *req, mp_api_error *e)
     mp_error err = {0};
     int rc;
     e->status = 0;
+    /* null content, which the request may hold for an assistant: named here as the field it is */
+    for (size_t i = 0; req->kind == MP_REQ_CHAT && i < req->n_msgs; i++) {
+        if (!req->msgs[i].content && !mp_chat_null_content_ok(s->chat, req->msgs[i].role)) {
+            char param[64];
+            snprintf(param, sizeof param, "messages[%zu].content", i);
+            mp_api_error_set(e, 400, "invalid_request_error", NULL, param,
+                             "'%s' is null, which this model's chat format (%s) cannot render; only deepseek-v3 "
+                             "and deepseek-r1 skip an assistant message with null content",
+                             param, mp_chat_format_name(s->chat));
+            goto fail;
+        }
+    }
     if (req->kind == MP_REQ_CHAT)
         rc = mp_chat_encode(s->tok, s->chat, req->msgs, req->n_msgs, true, &j->prompt, &err);
     else

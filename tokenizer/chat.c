@@ -346,10 +346,9 @@ bool mp_chat_prompt_opens_think(const mp_tokenizer *tok, const int32_t *ids, siz
     return opens;
 }
 
-/* The formats whose template skips an assistant message with null content and no tool calls. */
-static bool null_assistant_skipped(mp_chat_format fmt)
+bool mp_chat_null_content_ok(mp_chat_format fmt, mp_chat_role role)
 {
-    return fmt == MP_CHAT_DEEPSEEK_V3 || fmt == MP_CHAT_DEEPSEEK_R1;
+    return role == MP_CHAT_ASSISTANT && (fmt == MP_CHAT_DEEPSEEK_V3 || fmt == MP_CHAT_DEEPSEEK_R1);
 }
 
 int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, bool add_generation_prompt,
@@ -369,7 +368,7 @@ int mp_chat_render_parts(mp_chat_format fmt, const mp_chat_msg *msgs, size_t n, 
          * content is none through its tool calls only, so one without them renders nothing; every
          * other place, and every other official template, fails on it (str + None in Jinja), and
          * so does this rather than render something the model was not trained on. */
-        if (!msgs[i].content && !(msgs[i].role == MP_CHAT_ASSISTANT && null_assistant_skipped(fmt)))
+        if (!msgs[i].content && !mp_chat_null_content_ok(fmt, msgs[i].role))
             return mp_fail(err, MP_ERR_INPUT, NULL, NULL,
                            "chat message %zu (%s) has null content, which the %s chat template cannot render%s", i,
                            msgs[i].role == MP_CHAT_SYSTEM ? "system"

@@ -71,6 +71,10 @@ typedef enum mp_chat_template_match {
     MP_CHAT_TEMPLATE_ABSENT,    /* no template: the format was picked from the vocabulary */
 } mp_chat_template_match;
 
+/* Whether fmt renders a message of this role with null content (V3 and R1 skip such an assistant
+ * message, as their templates do; everything else is refused by mp_chat_render_parts). */
+bool mp_chat_null_content_ok(mp_chat_format fmt, mp_chat_role role);
+
 /* Compares a template (NULL: none) with fmt's official text. */
 mp_chat_template_match mp_chat_template_check(const char *chat_template, mp_chat_format fmt);
 /* "official", "differs", "unchecked", "absent". */

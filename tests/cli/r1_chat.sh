@@ -106,6 +106,17 @@ expect_exit 0 "$MP" tokenize "$D/v31.moepack" '<｜begin▁of▁sentence｜><｜
 [ "$chat_ids" = "$out" ] && ok || fail "V3.1 chat prompt '$chat_ids' is not '$out'"
 expect_exit 0 "$MP" run "$D/v31.moepack" --chat -p "hi" -n 4 --temp 0 --cpu-only
 if printf '%s' "$out" | grep -q '\[thinking\]'; then fail "V3.1 chat reply shown as reasoning"; else ok; fi
+# serve: an assistant message with null content, which V3.1's template cannot render (V3's and R1's
+# skip it): a 400 naming messages[1].content (lib_serve.sh needs curl: only then)
+if command -v curl >/dev/null; then
+. "$(dirname "$0")/../serve/lib_serve.sh"
+start_server "$D/v31-serve.log" "$D/v31.moepack" --threads 1
+code=$(curl -s -o "$D/null.json" -w '%{http_code}' "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":null},{"role":"user","content":"b"}],"max_tokens":1}')
+[ "$code" = 400 ] && grep -q '"param":"messages\[1\].content"' "$D/null.json" && ok ||
+    fail "null assistant content on V3.1: $code $(cat "$D/null.json")"
+stop_server "$SRV_PID"
+fi
 
 # the same checkpoint with V3's template: no reasoning block
 expect_exit 0 "$MP" synth --like tiny -q -o "$D/v3" --force
