@@ -38,7 +38,7 @@ static void usage(FILE *out, bool chat)
                  "  -n N                     most tokens to generate (default %u)\n"
                  "  --temp T                 sampling temperature, 0 = greedy (default 0)\n"
                  "  --top-p P                nucleus sampling, in (0, 1] (default 1: off)\n"
-                 "  --top-k K                sample among the K best (default 0: off)\n"
+                 "  --top-k K                sample among the K best and those tied with the K-th (default 0: off)\n"
                  "  --seed S                 random seed (default 0); the same seed gives the same text\n"
                  "  --ctx N                  context length in tokens (default %u, at most the model's)\n"
                  "  --threads N              compute threads (default: all cores)\n"
@@ -336,8 +336,8 @@ static int encode_history(const mp_model *m, const run_opts *o, history *h, uint
     if ((rc = encode_prompt(m, o, first ? alone : alone + 1, first + 1, ids, err)))
         return rc;
     if (ids->n >= ctx) {
-        fprintf(stderr, "moepack: chat: this message needs %zu tokens, more than the context of %u (raise --ctx); "
-                        "not sent\n", ids->n, ctx);
+        fprintf(stderr, "moepack: chat: this message needs %zu tokens, which leaves no room for an answer in the "
+                        "context of %u (raise --ctx); not sent\n", ids->n, ctx);
         mp_tokens_free(ids);
         history_drop(h, h->n - 1, 1);
         *sent = false;

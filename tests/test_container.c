@@ -15,7 +15,8 @@
 static char *META;
 
 /* A valid metadata object around a small but complete model description. */
-static char *make_meta(void)
+/* The metadata JSON; format / format_version as given (NULL: left out). */
+static char *make_meta_as(const char *format, const char *format_version)
 {
     mp_model_desc d;
     mp_model_desc_init(&d);
@@ -28,12 +29,19 @@ static char *make_meta(void)
     d.routed_scaling_factor = 2.5f; d.rms_norm_eps = 1e-6f; d.rope_theta = 10000; d.max_position_embeddings = 4096;
     d.defaulted = MP_DEFAULTED_GROUPS;
     json_t *m = json_object();
-    json_object_set_new(m, "format", json_string("moepack"));
-    json_object_set_new(m, "format_version", json_string("1.0"));
+    if (format)
+        json_object_set_new(m, "format", json_string(format));
+    if (format_version)
+        json_object_set_new(m, "format_version", json_string(format_version));
     json_object_set_new(m, "model", mp_model_desc_to_json(&d));
     char *s = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return s;
+}
+
+static char *make_meta(void)
+{
+    return make_meta_as("moepack", "1.0");
 }
 static const uint8_t TOK[] = "tokenizer-blob-for-tests";
 
@@ -333,6 +341,33 @@ int main(void)
         spit(bad, grown, tok_off + 8);
         expect_open_fails(bad, "not exactly one zstd frame");
         free(grown);
+    }
+
+    /* metadata of another format or major version, or without them; a later minor version opens */
+    {
+        static const struct {
+            const char *format, *version, *want;
+        } metas[] = {
+            {"gguf", "1.0", "metadata \"format\" is \"gguf\", not \"moepack\""},
+            {NULL, "1.0", "metadata \"format\" is missing or not a string, not \"moepack\""},
+            {"moepack", "2.0", "metadata \"format_version\" is \"2.0\": this reader reads format 1.x"},
+            {"moepack", NULL, "metadata \"format_version\" is missing or not a string"},
+            {"moepack", "1.7", NULL},
+        };
+        char *good_meta = META;
+        for (size_t i = 0; i < sizeof metas / sizeof metas[0]; i++) {
+            META = make_meta_as(metas[i].format, metas[i].version);
+            make_container(bad);
+            if (metas[i].want) {
+                expect_open_fails(bad, metas[i].want);
+            } else {
+                mp_container *cc = NULL;
+                CHECKF(mp_container_open(bad, &cc, &e) == MP_OK, "format_version %s: %s", metas[i].version, e.msg);
+                mp_container_close(cc);
+            }
+            free(META);
+        }
+        META = good_meta;
     }
 
     /* not a file */
