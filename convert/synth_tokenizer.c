@@ -29,8 +29,8 @@
 #include "mp_rand.h"
 #include "synth_internal.h"
 
-#define BAR "\uff5c" /* the fullwidth vertical line of DeepSeek's special tokens */
-#define SP "\u2581"  /* and their word separator */
+#define BAR MP_DS_BAR
+#define SP MP_DS_SP
 
 /* ---- pre-tokenizer regexes (facts of the format, as in the official files) ---- */
 

@@ -6,12 +6,12 @@
 
 #include "mp_array.h"
 
-/* UTF-8 in octal escapes (they end after 3 digits, so letters can follow): U+FF5C is \357\275\234,
- * U+2581 is \342\226\201 */
-#define DS_BOS "<\357\275\234begin\342\226\201of\342\226\201sentence\357\275\234>"
-#define DS_EOS "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
-#define DS_USER "<\357\275\234User\357\275\234>"
-#define DS_ASSISTANT "<\357\275\234Assistant\357\275\234>"
+#define BAR MP_DS_BAR
+#define SP MP_DS_SP
+#define DS_BOS "<" BAR "begin" SP "of" SP "sentence" BAR ">"
+#define DS_EOS "<" BAR "end" SP "of" SP "sentence" BAR ">"
+#define DS_USER "<" BAR "User" BAR ">"
+#define DS_ASSISTANT "<" BAR "Assistant" BAR ">"
 
 static const struct {
     mp_chat_format fmt;
@@ -31,8 +31,6 @@ static const struct {
  * DeepSeek-V2(-Lite)/V2-Chat, word for word (\\n is a backslash-n inside a Jinja string). `moepack
  * synth` writes them; convert compares a checkpoint's template with them. */
 
-#define BAR "\uff5c" /* the fullwidth vertical line of DeepSeek's special tokens */
-#define SP "\u2581"  /* and their word separator */
 
 #define TPL_HEAD                                                                                                  \
     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = "  \

@@ -26,6 +26,12 @@
 #include "mp_error.h"
 #include "tokenizer.h"
 
+/* The two characters of DeepSeek's special token names, as UTF-8 string literals: the fullwidth
+ * vertical line (U+FF5C) around them and the word separator (U+2581) inside, e.g.
+ * "<" MP_DS_BAR "end" MP_DS_SP "of" MP_DS_SP "sentence" MP_DS_BAR ">". */
+#define MP_DS_BAR "\uff5c"
+#define MP_DS_SP "\u2581"
+
 typedef enum mp_chat_format {
     MP_CHAT_UNKNOWN = 0,
     MP_CHAT_DEEPSEEK_V2,
