@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +74,12 @@ static int make_dirs(const char *dir, mp_error *err)
 }
 
 /* Refuses a non-empty directory without --force; with it, removes shards
- * that a previous run may have left under other counts. */
-static int prepare_output(const char *dir, bool force, mp_error *err)
+ * that a previous run may have left under other counts. *created: the
+ * directory did not exist before. */
+static int prepare_output(const char *dir, bool force, bool *created, mp_error *err)
 {
-    if (!mp_file_exists(dir))
+    *created = !mp_file_exists(dir);
+    if (*created)
         return make_dirs(dir, err);
     if (!mp_is_directory(dir))
         return mp_fail(err, MP_ERR_INPUT, dir, NULL, "exists and is not a directory");
@@ -127,6 +130,54 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
     fprintf(stderr, "\rsynth: %.2f / %.2f GB (%.0f%%), %.2f GB/s   ", done / 1e9, total / 1e9,
             total ? 100.0 * (double)done / (double)total : 100.0, el > 0 ? done / 1e9 / el : 0.0);
     fflush(stderr);
+}
+
+/* ---- interrupts ----------------------------------------------------------
+ * SIGINT, SIGTERM or SIGHUP asks the run to stop: the handler only sets a
+ * flag that the writers poll, so that the files this run wrote are removed by
+ * ordinary code (as convert, the process then ends by the signal: exit status
+ * 128 + signal). A second signal ends it at once, saying in one line, written
+ * beforehand into a static buffer (write is async-signal-safe, formatting is
+ * not), what it leaves. */
+static volatile sig_atomic_t stop_signal;
+static char killed_line[4096];
+
+static void stop_on_signal(int sig)
+{
+    if (stop_signal) {
+        size_t len = strlen(killed_line);
+        const char *p = killed_line;
+        while (len > 0) {
+            ssize_t w = write(STDERR_FILENO, p, len);
+            if (w <= 0)
+                break;
+            p += w;
+            len -= (size_t)w;
+        }
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+}
+
+static void stop_on_interrupt(const char *out_dir)
+{
+    snprintf(killed_line, sizeof killed_line,
+             "\nmoepack: synth killed before it could clean up: %s holds an incomplete checkpoint\n", out_dir);
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction old;
+        /* a signal ignored by whoever started us (nohup, a script's background job) stays ignored */
+        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = stop_on_signal;
+        sigfillset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART; /* the run goes on to its next poll: no EINTR from its file calls */
+        sigaction(signals[i], &sa, NULL);
+    }
 }
 
 /* The options that take a value, for telling a missing value from an unknown option. */
@@ -227,8 +278,14 @@ int mp_cmd_synth(int argc, char **argv)
     if (!out_dir || !*out_dir)
         return mp_cli_usage_error(cmd, "-o DIR is required");
 
+    /* Over RLIMIT_FSIZE a write must fail with EFBIG (a clear error, clean-up)
+     * instead of the default SIGXFSZ killing the process mid-file. */
+    signal(SIGXFSZ, SIG_IGN);
+    stop_on_interrupt(out_dir);
+    o.stop = &stop_signal;
     mp_error err = {0};
-    int rc = prepare_output(out_dir, force, &err);
+    bool created_dir = false;
+    int rc = prepare_output(out_dir, force, &created_dir, &err);
     if (rc)
         return mp_cli_report(&err);
     progress prog = {now_s(), 0};
@@ -240,10 +297,29 @@ int mp_cmd_synth(int argc, char **argv)
     rc = mp_synth_run(&o, out_dir, &r, &err);
     if (o.progress)
         fputc('\n', stderr);
+    if (rc && created_dir)
+        rmdir(out_dir); /* only when empty: the folder this run made, and nothing of it is kept */
+    int sig = stop_signal;
+    if (sig) {
+        if (rc == MP_OK)
+            fprintf(stderr, "moepack: synth interrupted after %s was complete\n", out_dir);
+        else if (r.removed_files)
+            fprintf(stderr, "moepack: synth interrupted; removed the %u file%s it had written in %s\n",
+                    r.removed_files, r.removed_files == 1 ? "" : "s", out_dir);
+        else
+            fprintf(stderr, "moepack: synth interrupted before it wrote anything in %s\n", out_dir);
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return 128 + sig; /* when the signal is blocked */
+    }
     if (rc) {
         if (rc == MP_ERR_USAGE)
             return mp_cli_usage_error(cmd, "%s", err.msg);
-        return mp_cli_report(&err);
+        rc = mp_cli_report(&err);
+        if (r.removed_files)
+            fprintf(stderr, "moepack: synth: removed the %u file%s it had written in %s (no half checkpoint is left)\n",
+                    r.removed_files, r.removed_files == 1 ? "" : "s", out_dir);
+        return rc;
     }
     double el = now_s() - prog.start;
     if (!quiet) {
@@ -252,8 +328,12 @@ int mp_cmd_synth(int argc, char **argv)
                r.vocab,
                r.fp8 ? "fp8" : "bf16", (unsigned long long)r.tensors, r.shards, r.shards == 1 ? "" : "s",
                r.data_bytes / 1e9);
+        char disk[32];
+        mp_format_bytes(disk, sizeof disk, (double)r.disk_bytes);
         if (o.dry_run)
-            printf(" (dry run: config, tokenizer and index only) -> %s\n", out_dir);
+            printf(" (dry run: config, tokenizer and index only; the whole checkpoint needs at most %s of disk) "
+                   "-> %s\n",
+                   disk, out_dir);
         else
             printf(", written in %.2f s (%.2f GB/s) -> %s\n", el, el > 0 ? r.file_bytes / 1e9 / el : 0.0, out_dir);
     }

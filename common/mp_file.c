@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* O_NONBLOCK makes the open of a FIFO (or a device) that has no writer
@@ -360,6 +361,21 @@ void mp_format_bytes(char *buf, size_t n, double bytes)
         snprintf(buf, n, "%.2f MB", bytes / 1e6);
     else
         snprintf(buf, n, "%.2f GB", bytes / 1e9);
+}
+
+int mp_check_disk_space(const char *dir, uint64_t need, const char *file, const char *what, mp_error *err)
+{
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0)
+        return MP_OK;
+    uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    if (need <= avail)
+        return MP_OK;
+    char need_s[32], avail_s[32];
+    mp_format_bytes(need_s, sizeof need_s, (double)need);
+    mp_format_bytes(avail_s, sizeof avail_s, (double)avail);
+    return mp_fail(err, MP_ERR_INPUT, file, NULL, "not enough disk space in %s: %s needs %s, %s are free", dir, what,
+                   need_s, avail_s);
 }
 
 /* Steps back over the digits that end at `end`; the start, or SIZE_MAX when

@@ -96,6 +96,14 @@ int mp_read_small_file(const char *path, uint64_t max_size, char **out, size_t *
  * output's figures would read 0.00 GB), into buf of n bytes. */
 void mp_format_bytes(char *buf, size_t n, double bytes);
 
+/* Refuses, before anything is written, an output of `need` more bytes into
+ * the folder dir when its file system has less free space than that for an
+ * unprivileged user (statvfs: f_bavail * f_frsize): "[FILE: ]not enough disk
+ * space in DIR: WHAT needs N, F are free" (file may be NULL). A file system
+ * that statvfs cannot ask is let through: the writes then report a full disk
+ * themselves. */
+int mp_check_disk_space(const char *dir, uint64_t need, const char *file, const char *what, mp_error *err);
+
 /* A file of a set split in numbered parts, "PREFIX-0000K-of-0000N" + ext
  * (safetensors shards, GGUF split parts). */
 typedef struct mp_split_name {

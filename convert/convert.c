@@ -24,7 +24,6 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,20 +124,12 @@ static void print_progress(ctx *c, uint32_t unit, bool unit_done)
 static int disk_check(ctx *c, mp_error *err)
 {
     char *dir = mp_path_dirname(c->out.final_path);
-    struct statvfs vs;
-    int rc = MP_OK;
-    if (dir && statvfs(dir, &vs) == 0) {
-        uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
-        uint64_t have = c->out.size; /* a resumed partial already holds its bytes */
-        uint64_t need = c->plan.data_end > have ? c->plan.data_end - have : 0;
-        if (need > avail) {
-            char need_s[32], avail_s[32];
-            mp_format_bytes(need_s, sizeof need_s, (double)need);
-            mp_format_bytes(avail_s, sizeof avail_s, (double)avail);
-            rc = mp_fail(err, MP_ERR_INPUT, c->out.partial_path, NULL,
-                         "not enough disk space: the container needs %s more, %s are free", need_s, avail_s);
-        }
-    }
+    if (!dir)
+        return mp_fail(err, MP_ERR_INPUT, c->out.partial_path, NULL, "out of memory");
+    uint64_t have = c->out.size; /* a resumed partial already holds its bytes */
+    uint64_t need = c->plan.data_end > have ? c->plan.data_end - have : 0;
+    int rc = mp_check_disk_space(dir, need, c->out.partial_path, have ? "the rest of the container" : "the container",
+                                 err);
     free(dir);
     return rc;
 }

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_array.h"
 #include "mp_file.h"
@@ -345,7 +347,8 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
             if (stop)
                 continue;
             mp_error e = {0};
-            int jrc = run_job(&run, &jobs[k], &bufs[omp_get_thread_num()], &e);
+            int jrc = o->stop && *o->stop ? mp_fail(&e, MP_ERR_INPUT, path, NULL, "interrupted")
+                                          : run_job(&run, &jobs[k], &bufs[omp_get_thread_num()], &e);
             if (jrc) {
 #pragma omp critical(synth_error)
                 {
@@ -386,6 +389,169 @@ static int write_text(const char *dir, const char *name, const char *text, mp_er
     return rc;
 }
 
+/* ---- what a run leaves ---- */
+
+/* A file the run writes, as its name stood before the run. Every file is
+ * written through FILE.partial and renamed over the name, so the one this run
+ * wrote is a new inode: a failed run removes a name that now stands for
+ * another file than before, and leaves the rest of the folder alone. */
+typedef struct output_file {
+    char *path;
+    bool existed;
+    dev_t dev;
+    ino_t ino;
+} output_file;
+
+static const char *const TEXT_FILES[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
+                                         "model.safetensors.index.json"};
+enum { N_TEXT_FILES = sizeof TEXT_FILES / sizeof TEXT_FILES[0] };
+
+/* The paths of every file the run may write (the text files, then the
+ * shards), each with what stands at it now; NULL when out of memory. */
+static output_file *note_outputs(const plan *p, const char *out_dir, size_t *n_out)
+{
+    size_t n = N_TEXT_FILES + p->nshards;
+    output_file *f = calloc(n, sizeof *f);
+    for (size_t i = 0; f && i < n; i++) {
+        char name[64];
+        if (i < N_TEXT_FILES)
+            snprintf(name, sizeof name, "%s", TEXT_FILES[i]);
+        else
+            shard_name(name, sizeof name, (uint32_t)(i - N_TEXT_FILES), p->nshards);
+        struct stat st;
+        if (!(f[i].path = mp_path_join(out_dir, name))) {
+            for (size_t k = 0; k < i; k++)
+                free(f[k].path);
+            free(f);
+            return NULL;
+        }
+        f[i].existed = stat(f[i].path, &st) == 0;
+        f[i].dev = f[i].existed ? st.st_dev : 0;
+        f[i].ino = f[i].existed ? st.st_ino : 0;
+    }
+    *n_out = n;
+    return f;
+}
+
+/* Removes the files of outputs that this run wrote; returns how many. */
+static uint32_t remove_written(const output_file *f, size_t n)
+{
+    uint32_t removed = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(f[i].path, &st) == 0 && (!f[i].existed || st.st_dev != f[i].dev || st.st_ino != f[i].ino) &&
+            unlink(f[i].path) == 0)
+            removed++;
+    }
+    return removed;
+}
+
+/* At most the bytes the run writes. The shard data is exact; what is only
+ * known once written is bounded from above: a header entry of a tensor (its
+ * name plus dtype, shape and offsets), an index line (its name plus a shard
+ * name), a tokenizer entry (the official V3 tokenizer.json takes 64 bytes a
+ * token), and a block of 4 KB per file for rounding up. The bound errs high
+ * by a few MB at most, which matters only on a disk full to the last MB. */
+static uint64_t disk_bytes_needed(const plan *p, uint64_t data_bytes, bool dry_run)
+{
+    uint64_t names = 0;
+    for (size_t i = 0; i < p->n; i++)
+        names += strlen(p->t[i].name);
+    uint64_t index = names + 64ull * p->n + 4096;
+    uint64_t text = (uint64_t)p->m.vocab * 128 + (256u << 10); /* tokenizer, its config, config.json */
+    uint64_t headers = names + 128ull * p->n + 4352ull * p->nshards;
+    return index + text + (dry_run ? 0 : data_bytes + headers);
+}
+
+static int interrupted(const mp_synth_options *o, const char *out_dir, mp_error *err)
+{
+    return o->stop && *o->stop ? mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "interrupted") : MP_OK;
+}
+
+/* Writes the shards (the tensors in `order`, shard s being order[first[s] ..
+ * first[s + 1])). */
+static int write_shards(plan *p, const size_t *order, const size_t *first, uint64_t data_bytes,
+                        const mp_synth_options *o, const char *out_dir, uint64_t *file_bytes, mp_error *err)
+{
+    int rc = MP_OK;
+    int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    uint32_t max_cols = 1, max_fp8_cols = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        uint32_t c = p->t[i].values.cols;
+        max_cols = c > max_cols ? c : max_cols;
+        if (p->t[i].dtype == MP_STW_F8_E4M3 && c > max_fp8_cols)
+            max_fp8_cols = c;
+    }
+    size_t fsize = (size_t)FP8_BLOCK * max_fp8_cols > max_cols ? (size_t)FP8_BLOCK * max_fp8_cols : max_cols;
+    size_t osize = (size_t)FP8_BLOCK * max_fp8_cols;
+    /* a non-FP8 job is JOB_ELEMS elements, or one row when a row is longer */
+    size_t row_job = (size_t)(max_cols > JOB_ELEMS ? max_cols : JOB_ELEMS) * 4;
+    osize = osize > row_job ? osize : row_job;
+    float *normal = malloc(MP_SYNTH_NORMAL_TABLE * sizeof *normal);
+    thread_buffers *bufs = calloc((size_t)threads, sizeof *bufs);
+    bool ok = normal && bufs;
+    for (int t = 0; ok && t < threads; t++) {
+        bufs[t].f = malloc(fsize * sizeof(float));
+        bufs[t].o = malloc(osize);
+        bufs[t].s = malloc(((size_t)max_cols / FP8_BLOCK + 1) * sizeof(float));
+        bufs[t].colf = malloc((size_t)max_cols * sizeof(float));
+        ok = bufs[t].f && bufs[t].o && bufs[t].s && bufs[t].colf;
+    }
+    if (!ok)
+        rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory for the generation buffers");
+    else
+        mp_synth_normal_table(normal);
+    _Atomic uint64_t done = 0;
+    for (uint32_t s = 0; rc == MP_OK && s < p->nshards; s++) {
+        char name[64];
+        shard_name(name, sizeof name, s, p->nshards);
+        char *path = mp_path_join(out_dir, name);
+        if (!path) {
+            rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
+            break;
+        }
+        rc = write_shard(p, path, order + first[s], first[s + 1] - first[s], normal, bufs, threads, &done,
+                         data_bytes, o, file_bytes, err);
+        free(path);
+    }
+    if (rc == MP_OK && o->progress)
+        o->progress(o->progress_ctx, data_bytes, data_bytes);
+    for (int t = 0; bufs && t < threads; t++) {
+        free(bufs[t].f);
+        free(bufs[t].o);
+        free(bufs[t].s);
+        free(bufs[t].colf);
+    }
+    free(bufs);
+    free(normal);
+    return rc;
+}
+
+/* The index, sorted by tensor name as save_pretrained writes it. */
+static int write_index(const plan *p, size_t *order, uint64_t data_bytes, const char *out_dir, mp_error *err)
+{
+    char(*files)[64] = malloc((size_t)p->nshards * sizeof *files);
+    mp_st_index_entry *entries = malloc(p->n * sizeof *entries);
+    char *path = mp_path_join(out_dir, "model.safetensors.index.json");
+    int rc;
+    if (!files || !entries || !path) {
+        rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
+    } else {
+        for (uint32_t s = 0; s < p->nshards; s++)
+            shard_name(files[s], sizeof files[s], s, p->nshards);
+        for (size_t i = 0; i < p->n; i++)
+            order[i] = i;
+        qsort_r(order, p->n, sizeof *order, cmp_name, p->t);
+        for (size_t i = 0; i < p->n; i++)
+            entries[i] = (mp_st_index_entry){p->t[order[i]].name, files[p->t[order[i]].shard]};
+        rc = mp_st_write_index(path, data_bytes, entries, p->n, err);
+    }
+    free(files);
+    free(entries);
+    free(path);
+    return rc;
+}
+
 int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result *result, mp_error *err)
 {
     plan p = {0};
@@ -403,17 +569,13 @@ int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result
     }
     assign_shards(&p);
 
-    char *config = mp_synth_config_json(&p.m);
-    rc = config ? write_text(out_dir, "config.json", config, err)
-                : mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
-    free(config);
-    if (rc == MP_OK)
-        rc = mp_synth_write_tokenizer(&p.m, out_dir, err);
-
     /* Shard membership (tensor order within each shard is the reference's). */
-    size_t *order = rc == MP_OK ? malloc(p.n * sizeof *order) : NULL;
-    size_t *first = rc == MP_OK ? calloc((size_t)p.nshards + 1, sizeof *first) : NULL;
-    if (rc == MP_OK && (!order || !first))
+    size_t *order = malloc(p.n * sizeof *order);
+    size_t *first = calloc((size_t)p.nshards + 1, sizeof *first);
+    size_t *fill = calloc(p.nshards, sizeof *fill);
+    size_t n_outputs = 0;
+    output_file *outputs = note_outputs(&p, out_dir, &n_outputs);
+    if (!order || !first || !fill || !outputs)
         rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
     uint64_t data_bytes = 0;
     if (rc == MP_OK) {
@@ -423,94 +585,41 @@ int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result
         }
         for (uint32_t s = 0; s < p.nshards; s++)
             first[s + 1] += first[s];
-        size_t *fill = calloc(p.nshards, sizeof *fill);
-        if (!fill) {
-            rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
-        } else {
-            for (size_t i = 0; i < p.n; i++)
-                order[first[p.t[i].shard] + fill[p.t[i].shard]++] = i;
-            free(fill);
-            for (uint32_t s = 0; s < p.nshards; s++)
-                qsort_r(order + first[s], first[s + 1] - first[s], sizeof *order, cmp_reference, p.t);
-        }
+        for (size_t i = 0; i < p.n; i++)
+            order[first[p.t[i].shard] + fill[p.t[i].shard]++] = i;
+        for (uint32_t s = 0; s < p.nshards; s++)
+            qsort_r(order + first[s], first[s + 1] - first[s], sizeof *order, cmp_reference, p.t);
     }
+    free(fill);
 
-    /* The shards. */
-    uint64_t file_bytes = 0;
-    if (rc == MP_OK && !o->dry_run) {
-        int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
-        uint32_t max_cols = 1, max_fp8_cols = 0;
-        for (size_t i = 0; i < p.n; i++) {
-            uint32_t c = p.t[i].values.cols;
-            max_cols = c > max_cols ? c : max_cols;
-            if (p.t[i].dtype == MP_STW_F8_E4M3 && c > max_fp8_cols)
-                max_fp8_cols = c;
-        }
-        size_t fsize = (size_t)FP8_BLOCK * max_fp8_cols > max_cols ? (size_t)FP8_BLOCK * max_fp8_cols : max_cols;
-        size_t osize = (size_t)FP8_BLOCK * max_fp8_cols;
-        /* a non-FP8 job is JOB_ELEMS elements, or one row when a row is longer */
-        size_t row_job = (size_t)(max_cols > JOB_ELEMS ? max_cols : JOB_ELEMS) * 4;
-        osize = osize > row_job ? osize : row_job;
-        float *normal = malloc(MP_SYNTH_NORMAL_TABLE * sizeof *normal);
-        thread_buffers *bufs = calloc((size_t)threads, sizeof *bufs);
-        bool ok = normal && bufs;
-        for (int t = 0; ok && t < threads; t++) {
-            bufs[t].f = malloc(fsize * sizeof(float));
-            bufs[t].o = malloc(osize);
-            bufs[t].s = malloc(((size_t)max_cols / FP8_BLOCK + 1) * sizeof(float));
-            bufs[t].colf = malloc((size_t)max_cols * sizeof(float));
-            ok = bufs[t].f && bufs[t].o && bufs[t].s && bufs[t].colf;
-        }
-        if (!ok)
-            rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory for the generation buffers");
-        else
-            mp_synth_normal_table(normal);
-        _Atomic uint64_t done = 0;
-        for (uint32_t s = 0; rc == MP_OK && s < p.nshards; s++) {
-            char name[64];
-            shard_name(name, sizeof name, s, p.nshards);
-            char *path = mp_path_join(out_dir, name);
-            if (!path) {
-                rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
-                break;
-            }
-            rc = write_shard(&p, path, order + first[s], first[s + 1] - first[s], normal, bufs, threads, &done,
-                             data_bytes, o, &file_bytes, err);
-            free(path);
-        }
-        if (rc == MP_OK && o->progress)
-            o->progress(o->progress_ctx, data_bytes, data_bytes);
-        for (int t = 0; bufs && t < threads; t++) {
-            free(bufs[t].f);
-            free(bufs[t].o);
-            free(bufs[t].s);
-            free(bufs[t].colf);
-        }
-        free(bufs);
-        free(normal);
-    }
+    /* Before anything is written: a disk too small would otherwise be found
+     * full after hours, with most of the shards written. */
+    if (rc == MP_OK)
+        rc = mp_check_disk_space(out_dir, disk_bytes_needed(&p, data_bytes, o->dry_run), NULL,
+                                 o->dry_run ? "the config, tokenizer and index" : "the checkpoint", err);
 
-    /* The index, sorted by tensor name as save_pretrained writes it. */
+    if (rc == MP_OK)
+        rc = interrupted(o, out_dir, err);
     if (rc == MP_OK) {
-        char(*files)[64] = malloc((size_t)p.nshards * sizeof *files);
-        mp_st_index_entry *entries = malloc(p.n * sizeof *entries);
-        char *path = mp_path_join(out_dir, "model.safetensors.index.json");
-        if (!files || !entries || !path) {
-            rc = mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
-        } else {
-            for (uint32_t s = 0; s < p.nshards; s++)
-                shard_name(files[s], sizeof files[s], s, p.nshards);
-            for (size_t i = 0; i < p.n; i++)
-                order[i] = i;
-            qsort_r(order, p.n, sizeof *order, cmp_name, p.t);
-            for (size_t i = 0; i < p.n; i++)
-                entries[i] = (mp_st_index_entry){p.t[order[i]].name, files[p.t[order[i]].shard]};
-            rc = mp_st_write_index(path, data_bytes, entries, p.n, err);
-        }
-        free(files);
-        free(entries);
-        free(path);
+        char *config = mp_synth_config_json(&p.m);
+        rc = config ? write_text(out_dir, "config.json", config, err)
+                    : mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "out of memory");
+        free(config);
     }
+    if (rc == MP_OK)
+        rc = interrupted(o, out_dir, err);
+    if (rc == MP_OK)
+        rc = mp_synth_write_tokenizer(&p.m, out_dir, err);
+    if (rc == MP_OK)
+        rc = interrupted(o, out_dir, err);
+
+    uint64_t file_bytes = 0;
+    if (rc == MP_OK && !o->dry_run)
+        rc = write_shards(&p, order, first, data_bytes, o, out_dir, &file_bytes, err);
+    if (rc == MP_OK)
+        rc = interrupted(o, out_dir, err);
+    if (rc == MP_OK)
+        rc = write_index(&p, order, data_bytes, out_dir, err);
 
     if (rc == MP_OK) {
         result->layers = p.m.layers;
@@ -522,7 +631,13 @@ int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result
         result->shards = p.nshards;
         result->data_bytes = data_bytes;
         result->file_bytes = file_bytes;
+        result->disk_bytes = disk_bytes_needed(&p, data_bytes, false);
+    } else if (outputs) {
+        result->removed_files = remove_written(outputs, n_outputs);
     }
+    for (size_t i = 0; outputs && i < n_outputs; i++)
+        free(outputs[i].path);
+    free(outputs);
     free(order);
     free(first);
     free(p.t);

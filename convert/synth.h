@@ -13,6 +13,7 @@
 #ifndef MP_SYNTH_H
 #define MP_SYNTH_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -51,6 +52,11 @@ typedef struct mp_synth_options {
     /* Called now and then from one thread while shards are written; may be NULL. */
     void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ctx;
+    /* May be NULL. Polled between pieces of work (a row band, a file): once
+     * it is non-zero the run stops, removes what it wrote and fails with
+     * "interrupted". A signal handler sets it; cleaning up there instead
+     * would need more than async-signal-safe calls. */
+    const volatile sig_atomic_t *stop;
 } mp_synth_options;
 
 void mp_synth_options_init(mp_synth_options *o);
@@ -62,10 +68,16 @@ typedef struct mp_synth_result {
     uint32_t shards;
     uint64_t data_bytes; /* the index's total_size: tensor bytes, headers excluded */
     uint64_t file_bytes; /* shard files as written (0 for a dry run) */
+    uint64_t disk_bytes; /* at most what all the files take, shards included even for a dry run */
+    uint32_t removed_files; /* on failure: the files this run had written and removed again */
 } mp_synth_result;
 
 /* Writes the checkpoint into out_dir, which must exist. Files already there
- * under the same names are replaced (each through FILE.partial). */
+ * under the same names are replaced (each through FILE.partial). Refuses,
+ * before writing anything, when out_dir's file system has less free space
+ * than disk_bytes (a dry run: than its own files need). On failure, interrupted or not, the files this run wrote
+ * are removed again (others in out_dir are left alone), so that no half
+ * checkpoint remains; result->removed_files counts them. */
 int mp_synth_run(const mp_synth_options *o, const char *out_dir, mp_synth_result *result, mp_error *err);
 
 #endif

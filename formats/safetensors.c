@@ -575,6 +575,70 @@ static bool ends_with(const char *s, const char *suffix)
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool same_shard_set(const char *a, const mp_split_name *sa, const char *b, const mp_split_name *sb)
+{
+    return sa->count == sb->count && sa->prefix_len == sb->prefix_len && !memcmp(a, b, sa->prefix_len);
+}
+
+/* A folder without an index whose files are named as a numbered set
+ * ("model-0000K-of-0000N.safetensors") must hold all N of them: a set cut
+ * short (an unfinished download or copy) is refused here, naming the first
+ * missing file, instead of later for a tensor that a missing shard holds
+ * ("the checkpoint has no model.norm.weight"). */
+static int check_shard_sets(const char *dir, char *const *paths, size_t n, mp_error *err)
+{
+    uint64_t *nos = malloc((n ? n : 1) * sizeof *nos);
+    if (!nos)
+        return mp_fail(err, MP_ERR_INPUT, dir, NULL, "out of memory");
+    int rc = MP_OK;
+    for (size_t i = 0; i < n && rc == MP_OK; i++) {
+        mp_split_name a, b;
+        if (!mp_split_name_parse(paths[i], ".safetensors", &a) || a.count < 2)
+            continue;
+        bool seen = false; /* the set was checked at its first file */
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = mp_split_name_parse(paths[j], ".safetensors", &b) && same_shard_set(paths[i], &a, paths[j], &b);
+        if (seen)
+            continue;
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (mp_split_name_parse(paths[j], ".safetensors", &b) && same_shard_set(paths[i], &a, paths[j], &b) &&
+                b.no >= 1 && b.no <= b.count)
+                nos[k++] = b.no;
+        qsort(nos, k, sizeof *nos, cmp_u64);
+        uint64_t held = 0, first_missing = 0;
+        for (size_t j = 0; j < k; j++) {
+            if (j > 0 && nos[j] == nos[j - 1])
+                continue; /* the same number in two spellings (00003, 3) */
+            if (!first_missing && nos[j] != held + 1)
+                first_missing = held + 1;
+            held++;
+        }
+        if (held == a.count)
+            continue;
+        if (!first_missing)
+            first_missing = held + 1;
+        /* the missing file's name: the set's prefix, the number spelt as in its
+         * first file, and that file's "-of-N.safetensors" */
+        const char *name = mp_path_basename(paths[i]);
+        size_t name_prefix = a.prefix_len - (size_t)(name - paths[i]);
+        const char *tail = paths[i] + a.prefix_len + 1 + a.no_digits;
+        rc = mp_fail(err, MP_ERR_INPUT, dir, NULL,
+                     "%llu of the %llu shards of a checkpoint are missing (the first: %.*s-%0*llu%s), and there is no "
+                     "model.safetensors.index.json; is a download or copy unfinished?",
+                     (unsigned long long)(a.count - held), (unsigned long long)a.count, (int)name_prefix, name,
+                     a.no_digits, (unsigned long long)first_missing, tail);
+    }
+    free(nos);
+    return rc;
+}
+
 static int open_directory(mp_safetensors *st, const char *dir, mp_error *err)
 {
     char *index = mp_path_join(dir, "model.safetensors.index.json");
@@ -617,6 +681,9 @@ static int open_directory(mp_safetensors *st, const char *dir, mp_error *err)
         rc = mp_fail(err, MP_ERR_INPUT, dir, NULL, "holds no model.safetensors.index.json and no .safetensors file");
     if (rc == MP_OK) {
         qsort(paths, n, sizeof *paths, cmp_str); /* a deterministic shard order */
+        rc = check_shard_sets(dir, paths, n, err);
+    }
+    if (rc == MP_OK) {
         rc = open_files(st, paths, n, err);
     }
     for (size_t i = 0; i < n; i++)

@@ -526,6 +526,37 @@ static void test_index_and_dirs(void)
     write_st("bad_dir/broken.safetensors", "{\"a\": 1}", NULL, 0);
     expect_open_fail_in(__LINE__, bad, "broken.safetensors", "a: ", NULL);
 
+    /* a numbered shard set without an index must be whole: the first missing
+     * file and the count are named, not a tensor that a missing shard holds */
+    char cut[4096], full[4096]; /* mp_test_path's buffers are reused by write_st */
+    snprintf(cut, sizeof cut, "%s", make_dir("cut_set"));
+    snprintf(full, sizeof full, "%s", make_dir("full_set"));
+    char header[128];
+    for (int k = 1; k <= 5; k++) {
+        snprintf(header, sizeof header, "{\"t%d\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [0, 2]}}", k);
+        if (k != 3 && k != 5) {
+            snprintf(path, sizeof path, "cut_set/model-%05d-of-00005.safetensors", k);
+            write_st(path, header, data, 2);
+        }
+        if (k <= 3) {
+            snprintf(path, sizeof path, "full_set/model-%05d-of-000003.safetensors", k);
+            write_st(path, header, data, 2);
+        }
+    }
+    write_st("cut_set/extra.safetensors", B, data, 2);
+    write_st("full_set/extra.safetensors", B, data, 2); /* a file outside the set is no part of it */
+    expect_open_fail_in(__LINE__, cut, "cut_set", "2 of the 5 shards", "first: model-00003-of-00005.safetensors");
+    st = open_ok(full);
+    if (st) {
+        CHECK(mp_st_count(st) == 4 && mp_st_shard_count(st) == 4);
+        mp_st_close(st);
+    }
+    char headless[4096];
+    snprintf(headless, sizeof headless, "%s", make_dir("headless_set"));
+    write_st("headless_set/model-00002-of-00002.safetensors", A, data, 2);
+    expect_open_fail_in(__LINE__, headless, "headless_set", "1 of the 2 shards",
+                        "first: model-00001-of-00002.safetensors");
+
     /* index files */
     const char *idx = make_dir("idx");
     write_st("idx/s1.safetensors", A, data, 2);

@@ -1,9 +1,13 @@
 /* The synth weight generator: the normal table, element values that do not
  * depend on how rows are cut into jobs, DeepSeek's FP8 block quantization
- * (checked by dequantizing), and the statistics the kinds promise. */
+ * (checked by dequantizing), and the statistics the kinds promise; a stopped
+ * run removes what it wrote, and a run's files fit in its disk_bytes. */
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_num.h"
 #include "mp_test.h"
@@ -197,6 +201,87 @@ static void test_fp8_rounding(void)
     CHECKF(bad == 0, "%llu of %llu conversions differ", (unsigned long long)bad, (unsigned long long)n);
 }
 
+/* ---- what a run leaves ---- */
+
+static volatile sig_atomic_t stop_flag;
+
+/* Asks the run to stop once part of the first shard is written. */
+static void stop_midway(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    (void)total;
+    if (done > 0)
+        stop_flag = 1;
+}
+
+/* The names in dir, sorted and joined by spaces, into buf. */
+static void list_dir(const char *dir, char *buf, size_t len)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (names[i]->d_name[0] != '.' && at < len)
+            at += (size_t)snprintf(buf + at, len - at, "%s%s", at ? " " : "", names[i]->d_name);
+        free(names[i]);
+    }
+    if (n >= 0)
+        free(names);
+}
+
+/* A run stopped in its first shard removes what it wrote (config.json and the
+ * tokenizer files, the shard's .partial) and nothing else; a full run's files
+ * fit in the disk_bytes it checks against the free space. */
+static void test_stop_and_disk_bytes(void)
+{
+    const char *dir = mp_test_tmpdir("synth_stop");
+    FILE *f = fopen(mp_test_path(dir, "notes.txt"), "w");
+    REQUIRE(f);
+    fputs("not synth's\n", f);
+    fclose(f);
+    mp_synth_options o;
+    mp_synth_options_init(&o);
+    o.threads = 1;
+    o.progress = stop_midway;
+    o.stop = &stop_flag;
+    mp_synth_result r;
+    mp_error err = {0};
+    int rc = mp_synth_run(&o, dir, &r, &err);
+    CHECK(rc == MP_ERR_INPUT);
+    CHECKF(strstr(err.msg, "interrupted") != NULL, "%s", err.msg);
+    CHECKF(r.removed_files == 3, "removed %u files, want config.json and the 2 tokenizer files", r.removed_files);
+    char names[512];
+    list_dir(dir, names, sizeof names);
+    CHECKF(!strcmp(names, "notes.txt"), "left: %s", names);
+
+    stop_flag = 0;
+    o.progress = NULL;
+    o.dtype = MP_SYNTH_DTYPE_FP8;
+    o.mtp = true;
+    rc = mp_synth_run(&o, dir, &r, &err);
+    REQUIRE(rc == MP_OK);
+    CHECK(r.removed_files == 0);
+    uint64_t used = 0;
+    struct dirent **ents;
+    int n = scandir(dir, &ents, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (strcmp(ents[i]->d_name, "notes.txt") && stat(mp_test_path(dir, ents[i]->d_name), &st) == 0 &&
+            S_ISREG(st.st_mode))
+            used += (uint64_t)st.st_size > (uint64_t)st.st_blocks * 512 ? (uint64_t)st.st_size
+                                                                         : (uint64_t)st.st_blocks * 512;
+        free(ents[i]);
+    }
+    if (n >= 0)
+        free(ents);
+    CHECKF(used > r.data_bytes && used <= r.disk_bytes, "files take %llu bytes, disk_bytes %llu, tensors %llu",
+           (unsigned long long)used, (unsigned long long)r.disk_bytes, (unsigned long long)r.data_bytes);
+    /* an upper bound that is still close: within 2 MB for a 10 MB model */
+    CHECKF(r.disk_bytes - used < (2u << 20), "disk_bytes %llu is far above the %llu bytes written",
+           (unsigned long long)r.disk_bytes, (unsigned long long)used);
+}
+
 int main(void)
 {
     test_fp8_rounding();
@@ -207,5 +292,6 @@ int main(void)
     test_kinds(t);
     test_fp8_band(t);
     free(t);
+    test_stop_and_disk_bytes();
     return mp_test_finish();
 }

@@ -53,6 +53,61 @@ else fail "rewritten shard differs"; fi
 expect_exit 2 "$MP" synth --like tiny -o "$T/a/config.json"
 expect_in "$err" 'not a directory'
 
+# ---- a failed run leaves no half checkpoint ------------------------------------
+# A write error (EFBIG under a file size limit, in the first shard): the
+# files this run wrote go; an unrelated file kept by --force stays.
+mkdir -p "$T/fsz" && echo mine > "$T/fsz/notes.txt"
+expect_exit 2 sh -c 'ulimit -f 512 && exec "$0" synth --like tiny --force -q -o "$1"' "$MP" "$T/fsz"
+expect_in "$err" 'model-00001-of-[0-9]+\.safetensors\.partial: .*(File too large|disk space)'
+expect_in "$err" 'removed the 3 files it had written in .*/fsz'
+if [ "$(ls -A "$T/fsz")" = notes.txt ]; then ok; else fail "a failed synth left: $(ls -A "$T/fsz" | tr '\n' ' ')"; fi
+expect_exit 2 sh -c 'ulimit -f 512 && exec "$0" synth --like tiny -q -o "$1"' "$MP" "$T/fsz-new"
+if [ -e "$T/fsz-new" ]; then fail "a failed synth left the folder it made"; else ok; fi
+
+# SIGINT while the shards are written: the run stops, removes its files and
+# ends by the signal (exit 130), saying so. Many small shards give the signal
+# time to land mid-run: it is sent as soon as the second shard exists. set -m:
+# a script's background job would otherwise start with SIGINT ignored.
+mkdir -p "$T/int" && echo mine > "$T/int/notes.txt"
+set -m
+"$MP" synth --like tiny --layers 6 --shard-size 65536 --threads 1 --force -q -o "$T/int" 2>"$T/int.err" &
+pid=$!
+set +m
+while kill -0 $pid 2>/dev/null; do
+    set -- "$T"/int/model-00002-of-*.safetensors
+    if [ -e "$1" ]; then kill -INT $pid; break; fi
+done
+wait $pid; rc=$?
+if [ $rc = 130 ]; then ok; else fail "synth on SIGINT: exit $rc (want 130)"; fi
+expect_in "$(cat "$T/int.err")" 'synth interrupted; removed the [0-9]+ files it had written in .*/int'
+if [ "$(ls -A "$T/int")" = notes.txt ]; then ok; else fail "an interrupted synth left: $(ls -A "$T/int" | head -5 | tr '\n' ' ')"; fi
+
+# ---- free disk space: refused before anything is written ----------------------
+# A tmpfs of 2 MB, mounted in a private mount namespace so that it goes with
+# the command; unshare --user needs no root where user namespaces are
+# allowed. Where neither this nor a plain mount namespace (root) works, the
+# checks are skipped: a fake free-space figure would test the hook, not statvfs.
+mkdir -p "$T/small"
+in_tmpfs=""
+for ns in "unshare --user --map-root-user --mount" "unshare --mount"; do
+    if $ns sh -c 'mount -t tmpfs -o size=2m tmpfs "$0"' "$T/small" 2>/dev/null; then in_tmpfs=$ns; break; fi
+done
+if [ -z "$in_tmpfs" ]; then
+    echo "note: cannot mount a tmpfs in a mount namespace here, skipping the free-space checks"
+else
+    # SIZE DIR MP ARGS...: mounts a SIZE tmpfs on DIR, runs MP ARGS, lists DIR
+    run_in_tmpfs='size=$1 dir=$2 mp=$3; shift 3; mount -t tmpfs -o size=$size tmpfs "$dir" || exit 99
+        "$mp" "$@"; rc=$?; echo "left: $(ls -A "$dir" | tr "\n" " ")"; exit $rc'
+    expect_exit 2 $in_tmpfs sh -c "$run_in_tmpfs" sh 2m "$T/small" "$MP" synth --like tiny -q -o "$T/small/ckpt"
+    expect_in "$err" 'not enough disk space in .*/small/ckpt: the checkpoint needs [0-9.]+ MB, [0-9.]+ MB are free'
+    expect_in "$out" '^left: $'
+    # what fits is not refused: the tiny model takes about 11 MB
+    expect_exit 0 $in_tmpfs sh -c "$run_in_tmpfs" sh 16m "$T/small" "$MP" synth --like tiny -q -o "$T/small/ckpt"
+    expect_in "$out" '^left: ckpt $'
+    expect_exit 0 $in_tmpfs sh -c "$run_in_tmpfs" sh 2m "$T/small" "$MP" synth --like tiny --dry-run -o "$T/small/ckpt"
+    expect_in "$out" 'needs at most 1[0-9]\.[0-9]+ MB of disk'
+fi
+
 # ---- usage errors ------------------------------------------------------------
 expect_exit 1 "$MP" synth --like tiny
 expect_exit 1 "$MP" synth -o "$T/x"
