@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "mp_bench.h"
 #include "mp_file.h"
+#include "mp_perf.h"
 
 static void usage(FILE *out)
 {
@@ -29,17 +30,20 @@ static void usage(FILE *out)
             "options:\n"
             "  --prompt N[,N...]    prompt lengths in tokens (default 512,2048; at most %u)\n"
             "  --gen N              decode steps after each prompt (default 64; 0: none)\n"
-            "  --repeat R           run each measurement R times, keep the median (default 1)\n"
+            "  --repeat R           run each measurement R times, keep the median (of an even R the\n"
+            "                       faster middle run; default 1)\n"
             "  --threads N          compute threads (default: all cores)\n"
             "  --cpu-only           never use a GPU\n"
             "  --json               print the report as JSON (fields: docs/BENCH.md) instead of text\n"
             "  --json-file OUT.json write the JSON report to a file (the text still goes to stdout)\n"
             "  --svg OUT.svg        also write the report as a self-contained SVG\n"
             "  --no-limits          skip measuring the limits (no ratios)\n"
-            "  --probe-mb N         read-bandwidth buffer in MiB (default: 4 x L3, at least 1024)\n"
+            "  --probe-mb N         read-bandwidth buffer in MiB (default: 4 x L3, at least 1024); from\n"
+            "                       4 x L3 (256 without a known L3) to half the RAM\n"
             "  --real-layers N      layers of the real model (default: by hidden size: 7168 -> 61,\n"
             "                       5120 -> 60, 2048 -> 27; else the container's)\n"
-            "  --real-dense N       its dense layers (default: 3, 1, 1 by width; else the container's)\n"
+            "  --real-dense N       its dense layers (default: 3, 1, 1 by width; else the container's);\n"
+            "                       at most the real layer count\n"
             "  --real-experts N     its routed experts (default: 256, 160, 64 by width; else the container's)\n"
             "  --seed S             seed of the random prompt ids (default 1)\n"
             "  --experts-per-token K  routed experts per token (default: the model's)\n"
@@ -120,7 +124,12 @@ static void print_text(const mp_bench_result *r)
         mp_format_bytes(a, sizeof a, (double)r->gpu_model_bytes);
         printf(", GPU memory %s", a);
     }
-    printf("\n\nspeed (median of %u)\n", r->repeat);
+    if (r->repeat == 1)
+        printf("\n\nspeed\n");
+    else if (r->repeat % 2)
+        printf("\n\nspeed (median of %u runs)\n", r->repeat);
+    else /* mp_bench_median_index */
+        printf("\n\nspeed (lower median of %u runs: the faster of the middle two)\n", r->repeat);
     for (uint32_t i = 0; i < r->n_runs; i++) {
         const mp_bench_run *ru = &r->runs[i];
         printf("  prompt %5u: prefill %9.2f tok/s (%.3f s)", ru->prompt_tokens,
@@ -178,19 +187,36 @@ static void print_text(const mp_bench_result *r)
                    l->h2d_bytes_per_second / 1e9, l->d2d_bytes_per_second / 1e9);
     }
     printf("\nachieved\n");
-    mp_format_bytes(a, sizeof a, q->decode_cpu_bytes_per_token);
-    printf("  decode: %s of weights per token read by the CPU%s, %.2f GB/s", a,
-           q->experts_estimated ? " (top-k experts assumed)" : "", q->decode_cpu_bytes_per_second / 1e9);
-    if (q->decode_cpu_vs_read > 0)
-        printf(" = %.1f%% of the read bandwidth%s", 100 * q->decode_cpu_vs_read,
-               q->decode_cpu_vs_read > 1 ? " (over 100%: the probe is no ceiling here, see docs/BENCH.md)" : "");
-    printf("\n");
-    if (r->hybrid) {
-        mp_format_bytes(b, sizeof b, q->decode_gpu_bytes_per_token);
-        printf("  decode: %s per token read by the GPU, %.1f GB/s", b, q->decode_gpu_bytes_per_second / 1e9);
-        if (q->decode_gpu_vs_d2d > 0)
-            printf(" = %.1f%% of the device copy bandwidth", 100 * q->decode_gpu_vs_d2d);
+    bool decoded = r->n_runs && r->runs[0].decode.tokens;
+    double dec_tokens = decoded ? r->runs[0].decode.tokens : 1;
+    if (!decoded) {
+        printf("  decode: not measured (--gen 0)\n");
+    } else {
+        mp_format_bytes(a, sizeof a, q->decode_cpu_bytes_per_token);
+        printf("  decode: %s of %s per token read by the CPU%s, %.2f GB/s", a, r->hybrid ? "routed experts" : "weights",
+               q->experts_estimated ? " (top-k experts assumed)" : "", q->decode_cpu_bytes_per_second / 1e9);
+        /* hybrid: say which time the bytes were divided by (BENCH.md, "Ratios") */
+        if (r->hybrid && q->decode_cpu_basis && !strcmp(q->decode_cpu_basis, MP_BENCH_BASIS_ROUTED))
+            printf(" over its routed-expert time (%.3f ms per token)", q->decode_cpu_seconds * 1e3 / dec_tokens);
+        else if (r->hybrid)
+            printf(" averaged over the whole decode step (the CPU's expert time was not recorded)");
+        if (q->decode_cpu_vs_read > 0)
+            printf(" = %.1f%% of the read bandwidth%s", 100 * q->decode_cpu_vs_read,
+                   q->decode_cpu_vs_read > 1 ? " (over 100%: the probe is no ceiling here, see docs/BENCH.md)" : "");
         printf("\n");
+    }
+    if (r->hybrid) {
+        if (decoded) {
+            mp_format_bytes(b, sizeof b, q->decode_gpu_bytes_per_token);
+            printf("  decode: %s per token read by the GPU, %.1f GB/s", b, q->decode_gpu_bytes_per_second / 1e9);
+            if (q->decode_gpu_basis && !strcmp(q->decode_gpu_basis, MP_BENCH_BASIS_GPU_PARTS))
+                printf(" over its own time (%.3f ms per token)", q->decode_gpu_seconds * 1e3 / dec_tokens);
+            else
+                printf(" averaged over the whole decode step (the GPU's own time was not recorded)");
+            if (q->decode_gpu_vs_d2d > 0)
+                printf(" = %.1f%% of the device copy bandwidth", 100 * q->decode_gpu_vs_d2d);
+            printf("\n");
+        }
         if (q->upload_vs_h2d > 0)
             printf("  upload: %.2f GB/s = %.1f%% of host-to-device\n", q->upload_bytes_per_second / 1e9,
                    100 * q->upload_vs_h2d);
@@ -240,14 +266,20 @@ static void print_text(const mp_bench_result *r)
         mp_format_bytes(b, sizeof b, (double)e->ram_cpu_only);
         printf("  RAM cpu-only = host + gpu + cpu + KV(f32, %u tokens: %s) = %s\n", r->ctx, a, b);
         mp_format_bytes(a, sizeof a, (double)e->ram_hybrid);
+        printf("  hybrid: RAM = host + cpu = %s\n", a);
+        mp_format_bytes(a, sizeof a, (double)e->kv_gpu_bytes);
         mp_format_bytes(b, sizeof b, (double)e->vram_hybrid);
         if (r->hybrid && r->gpu_mem_measured) { /* as perf_extrap counts the overhead */
             mp_format_bytes(c, sizeof c, (double)e->gpu_overhead_bytes);
-            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu + measured overhead (%s) = %s\n", a, c, b);
+            char kv_m[32];
+            mp_format_bytes(kv_m, sizeof kv_m, (double)e->gpu_overhead_kv_bytes);
+            printf("  hybrid: VRAM = gpu + (measured overhead %s - its KV cache of %u layers %s) + KV(bf16, %u "
+                   "layers x %u tokens: %s) = %s\n",
+                   c, e->m_layers, kv_m, e->layers, r->ctx, a, b);
         } else {
-            printf("  hybrid: RAM = host + cpu = %s; VRAM = gpu = %s, plus the GPU's own overhead (not measured: "
-                   "no GPU used in this run)\n",
-                   a, b);
+            printf("  hybrid: VRAM = gpu + KV(bf16, %u layers x %u tokens: %s) = %s, plus the GPU's own overhead "
+                   "(not measured: no GPU used in this run)\n",
+                   e->layers, r->ctx, a, b);
         }
     } else {
         printf("  memory: not extrapolated (%s)\n", e->memory_why_not);
@@ -358,6 +390,19 @@ int mp_cmd_bench(int argc, char **argv)
     if (o.real_layers >= 0 && o.real_dense > o.real_layers)
         return mp_cli_usage_error("bench", "--real-dense %lld is more than --real-layers %lld",
                                   (long long)o.real_dense, (long long)o.real_layers);
+    if (o.probe_bytes) { /* before measuring: a bad size would only fail, or mislead, after the whole run */
+        size_t lo, hi;
+        mp_perf_probe_bytes_range(&lo, &hi);
+        unsigned long long mb = (unsigned long long)(o.probe_bytes >> 20);
+        if (o.probe_bytes < lo)
+            return mp_cli_usage_error("bench",
+                                      "--probe-mb %llu is below %llu MiB (4 x the last-level cache, 256 without a "
+                                      "known size): a smaller buffer is read from the cache, not from memory",
+                                      mb, (unsigned long long)((lo + ((size_t)1 << 20) - 1) >> 20));
+        if (hi && o.probe_bytes > hi)
+            return mp_cli_usage_error("bench", "--probe-mb %llu is above %llu MiB, half of this machine's memory", mb,
+                                      (unsigned long long)(hi >> 20));
+    }
     mp_error err = {0};
     /* The output files are checked before measuring (which can take minutes)
      * and written after the report is printed, so a bad path loses nothing. */

@@ -29,11 +29,12 @@ typedef struct mp_bench_opts {
     uint32_t prompts[MP_BENCH_MAX_PROMPTS]; /* prompt lengths, in tokens */
     uint32_t n_prompts;
     uint32_t gen;          /* decode steps after each prompt */
-    uint32_t repeat;       /* each measurement this many times; the median is kept */
+    uint32_t repeat;       /* each measurement this many times; the lower median is kept (mp_bench_median_index) */
     int threads;           /* 0: all cores */
     bool cpu_only;
     bool probes;           /* measure the limits (default on) */
-    size_t probe_bytes;    /* read-bandwidth buffer; 0: mp_perf_default_probe_bytes() */
+    size_t probe_bytes;    /* read-bandwidth buffer; 0: mp_perf_default_probe_bytes() (the CLI holds
+                            * --probe-mb to mp_perf_probe_bytes_range) */
     /* The real model the container stands for; -1: from the known widths
      * (mp_bench_known_width_of) or else the container's own counts. */
     int64_t real_layers, real_dense, real_experts;
@@ -56,6 +57,18 @@ typedef struct mp_bench_known_width {
     uint32_t hidden, layers, dense, experts;
 } mp_bench_known_width;
 const mp_bench_known_width *mp_bench_known_width_of(uint32_t hidden_size);
+
+/* The real counts the extrapolation uses: each one the option, else the
+ * known width's, else the container's (desc). MP_ERR_USAGE when
+ * --real-dense is more than the real layer count so found (the default
+ * dense count of a known width is clamped to it instead). */
+int mp_bench_real_counts(const mp_model_desc *desc, const mp_bench_opts *o, uint32_t *layers, uint32_t *dense,
+                         uint32_t *experts, mp_error *err);
+
+/* Which of n repetitions (their wall seconds) the bench keeps: the lower
+ * median, i.e. the median for odd n and the faster of the two middle runs
+ * for even n (of 2 runs, the faster). */
+uint32_t mp_bench_median_index(const double *seconds, uint32_t n);
 
 /* One measured phase: prefill of a prompt, or the decode steps after it. */
 typedef struct mp_bench_phase {
@@ -107,11 +120,22 @@ typedef struct mp_bench_limits {
 /* Achieved figures and their fractions of the limits (0 where a figure or
  * its limit is missing). Decode figures are over the decode after the first
  * prompt; the expert ops over the prefill of the longest prompt. */
+#define MP_BENCH_BASIS_STEP "decode_step"            /* the decode's wall time (an average over the step) */
+#define MP_BENCH_BASIS_ROUTED "routed_experts"       /* the CPU's routed-expert seconds */
+#define MP_BENCH_BASIS_GPU_PARTS "gpu_parts"         /* the GPU's recorded parts + lm_head */
+
 typedef struct mp_bench_ratios {
     double decode_cpu_bytes_per_token; /* weight bytes the CPU reads per decode step */
     double decode_gpu_bytes_per_token; /* ... the GPU (hybrid; 0 on the CPU path) */
     double decode_cpu_bytes_per_second, decode_cpu_vs_read;
     double decode_gpu_bytes_per_second, decode_gpu_vs_d2d;
+    /* The seconds (over the phase) each side's bytes were divided by, and
+     * which time that is: MP_BENCH_BASIS_STEP on the CPU path (the step is
+     * the CPU's) and in hybrid mode when a side's own time was not
+     * recorded; else the CPU's routed-expert time (MP_PART_ROUTED_EXPERTS)
+     * and the GPU's own parts + lm_head (not its idle time). */
+    double decode_cpu_seconds, decode_gpu_seconds;
+    const char *decode_cpu_basis, *decode_gpu_basis; /* MP_BENCH_BASIS_*; NULL: no figure */
     /* prefill_vs_amx: against the AMX peak of the experts' type (int8:
      * TDPBSSD, bf16: TDPBF16PS); prefill_vs_amx_fed: int8 experts only */
     double prefill_expert_ops_per_second, prefill_vs_amx, prefill_vs_amx_fed;
@@ -142,8 +166,11 @@ typedef struct mp_bench_extrap {
     double g[3], d[3], mo[3], x; /* mean per-layer bytes of the container (x: routed experts of a MoE layer) */
     uint64_t section_bytes[3];   /* at the real counts */
     uint64_t kv_cpu_bytes;       /* f32 latent cache at the real layer count and the bench's context */
+    uint64_t kv_gpu_bytes;       /* the hybrid GPU's bf16 latent cache, the same (runner/gpu_hybrid.c) */
     uint64_t ram_cpu_only, ram_hybrid, vram_hybrid;
-    uint64_t gpu_overhead_bytes; /* measured GPU memory beyond the GPU section (hybrid) */
+    /* measured GPU memory beyond the GPU section (hybrid), of which the
+     * container's own GPU KV cache is the part that scales with the layers */
+    uint64_t gpu_overhead_bytes, gpu_overhead_kv_bytes;
 } mp_bench_extrap;
 
 typedef struct mp_bench_result {

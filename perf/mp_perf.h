@@ -27,6 +27,11 @@
  * 1 GiB, at most a quarter of the physical memory. */
 size_t mp_perf_default_probe_bytes(void);
 
+/* The buffer sizes a bandwidth probe may be given (`--probe-mb`): at least
+ * 4 x the last-level cache (256 MiB when its size is not known), at most half
+ * of the physical memory (0: not known, no upper bound). */
+void mp_perf_probe_bytes_range(size_t *min_bytes, size_t *max_bytes);
+
 typedef struct mp_perf_bandwidth {
     double bytes_per_second; /* the better of the two probes below */
     double one_stream;       /* each thread one sequential stream */

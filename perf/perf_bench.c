@@ -197,19 +197,34 @@ static int run_decode(bench_ctx *b, uint32_t gen, mp_bench_phase *p, mp_error *e
     return rc;
 }
 
-/* Keeps the repetition of median wall time, frees the others. */
-static void keep_median(mp_bench_phase *reps, uint32_t n, mp_bench_phase *out)
+uint32_t mp_bench_median_index(const double *seconds, uint32_t n)
 {
     uint32_t idx[64];
+    if (n == 0)
+        return 0;
+    if (n > 64)
+        n = 64;
     for (uint32_t i = 0; i < n; i++)
         idx[i] = i;
     for (uint32_t i = 1; i < n; i++)
-        for (uint32_t j = i; j > 0 && reps[idx[j - 1]].seconds > reps[idx[j]].seconds; j--) {
+        for (uint32_t j = i; j > 0 && seconds[idx[j - 1]] > seconds[idx[j]]; j--) {
             uint32_t x = idx[j];
             idx[j] = idx[j - 1];
             idx[j - 1] = x;
         }
-    uint32_t keep = idx[n / 2];
+    /* the lower median: of an even count, the faster middle run, so that
+     * --repeat 2 keeps the faster of the two (a shared machine only ever
+     * slows a run down) */
+    return idx[(n - 1) / 2];
+}
+
+/* Keeps the repetition of (lower) median wall time, frees the others. */
+static void keep_median(mp_bench_phase *reps, uint32_t n, mp_bench_phase *out)
+{
+    double seconds[64];
+    for (uint32_t i = 0; i < n; i++)
+        seconds[i] = reps[i].seconds;
+    uint32_t keep = mp_bench_median_index(seconds, n);
     *out = reps[keep];
     for (uint32_t i = 0; i < n; i++)
         if (i != keep)
@@ -267,6 +282,15 @@ static int measure(const char *path, const mp_bench_opts *o, mp_bench_result *r,
     r->desc = *mp_model_desc_of(b.m);
     r->top_k = mp_model_experts_per_token(b.m);
     r->experts_q8 = b.m->experts_q8;
+    {
+        /* --real-dense against the real layer count, now that the
+         * container's is known: before the runs, not after minutes of them */
+        uint32_t rl, rd, re;
+        if ((rc = mp_bench_real_counts(&r->desc, o, &rl, &rd, &re, err))) {
+            mp_error_prefix(err, path);
+            goto done;
+        }
+    }
     mp_bench_weights_count(mp_model_container(b.m), &r->weights);
     if (!r->weights.layer_bytes) {
         rc = mp_fail(err, MP_ERR_INPUT, NULL, NULL, "out of memory");

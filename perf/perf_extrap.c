@@ -27,7 +27,11 @@ void mp_bench_compute_ratios(mp_bench_result *r)
         uint64_t run_total = 0;
         for (uint32_t L = 0; L < w->layers && p->stats.layer && L < p->stats.layers; L++)
             run_total += p->stats.layer[L].experts_run;
-        q->experts_estimated = run_total == 0;
+        uint32_t moe_layers = 0;
+        for (uint32_t L = 0; L < w->layers; L++)
+            moe_layers += mp_layer_is_moe(d, L);
+        /* nothing to estimate without a routed expert */
+        q->experts_estimated = run_total == 0 && moe_layers > 0 && w->experts > 0;
         double experts = 0, rest = (double)w->head_bytes + 2.0 * d->hidden_size; /* + one bf16 embedding row */
         for (uint32_t L = 0; L < w->layers; L++) {
             for (int s = 0; s < 3; s++)
@@ -39,14 +43,40 @@ void mp_bench_compute_ratios(mp_bench_result *r)
                                             : (p->stats.layer && L < p->stats.layers ? p->stats.layer[L].experts_run / T : 0);
             experts += n * per_expert;
         }
+        /* Each side's bytes over that side's own time: in hybrid mode the
+         * step's wall time is mostly GPU work while the CPU waits (and the
+         * reverse), so bytes over the step would understate both rates. The
+         * split comes from the recording pass, the step time from the
+         * graph-replayed one (docs/BENCH.md); the CPU's expert work is the
+         * same host code in both. */
+        double routed_s = 0, gpu_parts_s = 0;
+        for (uint32_t L = 0; p->stats.layer && L < p->stats.layers; L++) {
+            routed_s += p->stats.layer[L].part[MP_PART_ROUTED_EXPERTS];
+            for (int k = 0; k < MP_PART_COUNT; k++)
+                if (mp_part_is_gpu_side((mp_part)k) && k != MP_PART_GPU_IDLE)
+                    gpu_parts_s += p->stats.layer[L].part[k];
+        }
+        q->decode_cpu_seconds = q->decode_gpu_seconds = p->seconds;
+        q->decode_cpu_basis = MP_BENCH_BASIS_STEP;
         if (r->hybrid) {
             q->decode_cpu_bytes_per_token = experts;
             q->decode_gpu_bytes_per_token = rest;
+            q->decode_gpu_basis = MP_BENCH_BASIS_STEP;
+            if (routed_s > 0) {
+                q->decode_cpu_seconds = routed_s;
+                q->decode_cpu_basis = MP_BENCH_BASIS_ROUTED;
+            }
+            if (gpu_parts_s > 0) {
+                q->decode_gpu_seconds = gpu_parts_s + p->stats.head_seconds; /* lm_head runs on the GPU */
+                q->decode_gpu_basis = MP_BENCH_BASIS_GPU_PARTS;
+            }
         } else {
-            q->decode_cpu_bytes_per_token = experts + rest;
+            q->decode_cpu_bytes_per_token = experts + rest; /* the CPU path: the step is the CPU's time */
+            q->decode_gpu_seconds = 0;
         }
-        q->decode_cpu_bytes_per_second = q->decode_cpu_bytes_per_token * T / p->seconds;
-        q->decode_gpu_bytes_per_second = q->decode_gpu_bytes_per_token * T / p->seconds;
+        q->decode_cpu_bytes_per_second = q->decode_cpu_bytes_per_token * T / q->decode_cpu_seconds;
+        q->decode_gpu_bytes_per_second =
+            q->decode_gpu_seconds > 0 ? q->decode_gpu_bytes_per_token * T / q->decode_gpu_seconds : 0;
     }
     q->decode_cpu_vs_read = ratio(q->decode_cpu_bytes_per_second, r->limits.read_bytes_per_second);
     q->decode_gpu_vs_d2d = ratio(q->decode_gpu_bytes_per_second, r->limits.d2d_bytes_per_second);
@@ -70,6 +100,28 @@ void mp_bench_compute_ratios(mp_bench_result *r)
 }
 
 /* ---- extrapolation -------------------------------------------------------------- */
+
+int mp_bench_real_counts(const mp_model_desc *desc, const mp_bench_opts *o, uint32_t *layers, uint32_t *dense,
+                         uint32_t *experts, mp_error *err)
+{
+    const mp_bench_known_width *kw = mp_bench_known_width_of(desc->hidden_size);
+    uint32_t m_dense = 0;
+    for (uint32_t L = 0; L < desc->num_hidden_layers; L++)
+        m_dense += !mp_layer_is_moe(desc, L);
+    *layers = o->real_layers >= 0 ? (uint32_t)o->real_layers : kw ? kw->layers : desc->num_hidden_layers;
+    *experts = o->real_experts >= 0 ? (uint32_t)o->real_experts : kw ? kw->experts : desc->n_routed_experts;
+    if (o->real_dense >= 0 && (uint64_t)o->real_dense > *layers)
+        return mp_fail(err, MP_ERR_USAGE, NULL, NULL,
+                       "--real-dense %lld is more than the %u layers of the real model (%s)", (long long)o->real_dense,
+                       *layers,
+                       o->real_layers >= 0 ? "--real-layers"
+                       : kw                ? kw->name
+                                           : "the container's; give --real-layers for another count");
+    *dense = o->real_dense >= 0 ? (uint32_t)o->real_dense : kw ? kw->dense : m_dense;
+    if (*dense > *layers) /* a known width's default dense count under a smaller --real-layers */
+        *dense = *layers;
+    return MP_OK;
+}
 
 /* Per-token times of one phase; false (with why) when they cannot be had. */
 static bool phase_times(const mp_bench_result *r, const mp_bench_phase *p, const mp_bench_extrap *e,
@@ -118,11 +170,11 @@ void mp_bench_extrapolate(mp_bench_result *r, const mp_bench_opts *o)
         snprintf(e->source, sizeof e->source, "%s (hidden %u)%s", kw->name, kw->hidden, flags ? " + flags" : "");
     else
         snprintf(e->source, sizeof e->source, "%s", flags ? "flags" : "the container");
-    e->layers = o->real_layers >= 0 ? (uint32_t)o->real_layers : kw ? kw->layers : e->m_layers;
-    e->dense = o->real_dense >= 0 ? (uint32_t)o->real_dense : kw ? kw->dense : e->m_dense;
-    if (e->dense > e->layers)
+    mp_error ignored = {0};
+    /* refused before measuring by mp_bench_run_file; a direct caller's
+     * --real-dense above the layers is held to them (layers and experts are set) */
+    if (mp_bench_real_counts(d, o, &e->layers, &e->dense, &e->experts, &ignored))
         e->dense = e->layers;
-    e->experts = o->real_experts >= 0 ? (uint32_t)o->real_experts : kw ? kw->experts : e->m_experts;
     e->scaled = e->layers != e->m_layers || e->dense != e->m_dense || e->experts != e->m_experts;
     uint32_t n_moe = e->layers - e->dense;
 
@@ -173,10 +225,20 @@ void mp_bench_extrapolate(mp_bench_result *r, const mp_bench_opts *o)
             b += n_moe * e->x * escale;
         e->section_bytes[s] = (uint64_t)(b + 0.5);
     }
-    e->kv_cpu_bytes = (uint64_t)e->layers * r->ctx * (d->kv_lora_rank + d->qk_rope_head_dim) * sizeof(float);
+    const uint64_t kv_row = (uint64_t)d->kv_lora_rank + d->qk_rope_head_dim;
+    e->kv_cpu_bytes = (uint64_t)e->layers * r->ctx * kv_row * sizeof(float);
+    /* the hybrid session's GPU cache: bf16 rows of every layer (runner/gpu_hybrid.c) */
+    e->kv_gpu_bytes = (uint64_t)e->layers * r->ctx * kv_row * 2;
     e->ram_cpu_only = e->section_bytes[0] + e->section_bytes[1] + e->section_bytes[2] + e->kv_cpu_bytes;
     e->ram_hybrid = e->section_bytes[MP_SECTION_HOST] + e->section_bytes[MP_SECTION_CPU];
     if (r->hybrid && r->gpu_mem_measured && r->gpu_model_bytes > w->section_bytes[MP_SECTION_GPU])
         e->gpu_overhead_bytes = r->gpu_model_bytes - w->section_bytes[MP_SECTION_GPU];
-    e->vram_hybrid = e->section_bytes[MP_SECTION_GPU] + e->gpu_overhead_bytes;
+    /* the measured overhead holds the container's own KV cache, which scales
+     * with the layers: swap it for the real model's; the rest (workspace,
+     * CUDA context) is taken as is */
+    e->gpu_overhead_kv_bytes = (uint64_t)e->m_layers * r->ctx * kv_row * 2;
+    if (e->gpu_overhead_kv_bytes > e->gpu_overhead_bytes)
+        e->gpu_overhead_kv_bytes = e->gpu_overhead_bytes;
+    e->vram_hybrid =
+        e->section_bytes[MP_SECTION_GPU] + (e->gpu_overhead_bytes - e->gpu_overhead_kv_bytes) + e->kv_gpu_bytes;
 }

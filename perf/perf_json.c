@@ -122,7 +122,8 @@ static json_t *extrap_json(const mp_bench_result *r)
     json_object_set_new(m, "formula",
                         json_string("bytes[section] = G + n_dense * D + n_moe * M (+ n_moe * X * experts / "
                                     "measured_experts in the cpu section); ram_cpu_only = host + gpu + cpu + "
-                                    "kv_cpu; ram_hybrid = host + cpu; vram_hybrid = gpu + gpu_overhead"));
+                                    "kv_cpu; ram_hybrid = host + cpu; vram_hybrid = gpu + (gpu_overhead - "
+                                    "gpu_overhead_kv) + kv_gpu"));
     json_t *per = json_object();
     json_object_set_new(per, "G", sections_f(e->g));
     json_object_set_new(per, "D", sections_f(e->d));
@@ -132,11 +133,15 @@ static json_t *extrap_json(const mp_bench_result *r)
     if (e->memory_available) {
         json_object_set_new(m, "section_bytes", sections(e->section_bytes));
         json_object_set_new(m, "kv_cpu_bytes", json_integer((json_int_t)e->kv_cpu_bytes));
+        json_object_set_new(m, "kv_gpu_bytes", json_integer((json_int_t)e->kv_gpu_bytes));
         json_object_set_new(m, "ram_cpu_only_bytes", json_integer((json_int_t)e->ram_cpu_only));
         json_object_set_new(m, "ram_hybrid_bytes", json_integer((json_int_t)e->ram_hybrid));
         json_object_set_new(m, "vram_hybrid_bytes", json_integer((json_int_t)e->vram_hybrid));
         json_object_set_new(m, "gpu_overhead_bytes",
                             r->gpu_mem_measured && r->hybrid ? json_integer((json_int_t)e->gpu_overhead_bytes)
+                                                             : json_null());
+        json_object_set_new(m, "gpu_overhead_kv_bytes",
+                            r->gpu_mem_measured && r->hybrid ? json_integer((json_int_t)e->gpu_overhead_kv_bytes)
                                                              : json_null());
     }
     json_object_set_new(o, "memory", m);
@@ -274,6 +279,12 @@ json_t *mp_bench_to_json(const mp_bench_result *r)
     RQ("decode_gpu_bytes_per_token", q->decode_gpu_bytes_per_token);
     RQ("decode_gpu_bytes_per_second", q->decode_gpu_bytes_per_second);
     RQ("decode_gpu_vs_d2d_bandwidth", q->decode_gpu_vs_d2d);
+    RQ("decode_cpu_seconds", q->decode_cpu_seconds);
+    json_object_set_new(rq, "decode_cpu_time_basis",
+                        q->decode_cpu_basis ? json_string(q->decode_cpu_basis) : json_null());
+    RQ("decode_gpu_seconds", q->decode_gpu_seconds);
+    json_object_set_new(rq, "decode_gpu_time_basis",
+                        r->hybrid && q->decode_gpu_basis ? json_string(q->decode_gpu_basis) : json_null());
     RQ("prefill_expert_ops_per_second", q->prefill_expert_ops_per_second);
     RQ("prefill_vs_amx_peak", q->prefill_vs_amx);
     RQ("prefill_vs_amx_fed", q->prefill_vs_amx_fed);

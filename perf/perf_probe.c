@@ -41,6 +41,20 @@ size_t mp_perf_default_probe_bytes(void)
     return want;
 }
 
+void mp_perf_probe_bytes_range(size_t *min_bytes, size_t *max_bytes)
+{
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    /* A buffer the last-level cache holds in good part is read from it, not
+     * from memory: 4 x its size leaves at most a quarter cached, whatever
+     * the replacement policy; 256 MiB is above the L3 of most machines when
+     * its size is not reported. */
+    *min_bytes = l3 > 0 ? (size_t)l3 * 4 : (size_t)256 << 20;
+    /* half the memory: the probe's buffer is first-touched in full, and the
+     * rest of the system keeps room */
+    *max_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 2 : 0;
+}
+
 /* The portable read loop: 8 independent 64-bit sums (no ISA assumed). */
 static uint64_t read_words(const void *p, size_t bytes)
 {

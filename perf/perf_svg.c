@@ -262,8 +262,9 @@ static void header(FILE *f, const mp_bench_result *r, double *y)
     snprintf(line, sizeof line, "moepack bench: %s", r->file ? r->file : "");
     text(f, PLOT_X0 - 60, 26, "font-size=\"18\" font-weight=\"bold\"", line);
     snprintf(line, sizeof line,
-             "%s, %d threads; %s, hidden %u, %u layers (%u dense), %u experts (top %u, %s), %.2f GB file",
-             r->backend, r->threads, d->model_type, d->hidden_size, d->num_hidden_layers, r->extrap.m_dense,
+             "%s, %d thread%s; %s, hidden %u, %u layers (%u dense), %u experts (top %u, %s), %.2f GB file",
+             r->backend, r->threads, r->threads == 1 ? "" : "s", d->model_type, d->hidden_size,
+             d->num_hidden_layers, r->extrap.m_dense,
              d->n_routed_experts, r->top_k, r->experts_q8 ? "int8" : "bf16", r->weights.file_bytes / 1e9);
     text(f, PLOT_X0 - 60, 46, "font-size=\"12\"", line);
     int n = snprintf(line, sizeof line, "load %.2f s, first token %.2f s, peak RSS %.2f GB", r->load_seconds,
@@ -306,11 +307,18 @@ static void body(FILE *f, const mp_bench_result *r, double *height)
     y += 28;
     const mp_bench_ratios *q = &r->ratios;
     const mp_bench_limits *l = &r->limits;
-    y += ratio_row(f, y, r->hybrid ? "decode: expert bytes read by the CPU" : "decode: weight bytes read",
+    /* hybrid: each side's bytes over its own time, or over the whole step
+     * when that was not recorded (perf_extrap.c); the label says which */
+    bool cpu_own = q->decode_cpu_basis && !strcmp(q->decode_cpu_basis, MP_BENCH_BASIS_ROUTED);
+    bool gpu_own = q->decode_gpu_basis && !strcmp(q->decode_gpu_basis, MP_BENCH_BASIS_GPU_PARTS);
+    y += ratio_row(f, y,
+                   !r->hybrid ? "decode: weight bytes read"
+                   : cpu_own  ? "decode: CPU experts / expert time"
+                              : "decode: CPU experts, step average",
                    q->decode_cpu_bytes_per_second, l->read_bytes_per_second, "B/s", "memory read bandwidth");
     if (r->hybrid)
-        y += ratio_row(f, y, "decode: weight bytes read by the GPU", q->decode_gpu_bytes_per_second,
-                       l->d2d_bytes_per_second, "B/s", "GPU copy bandwidth");
+        y += ratio_row(f, y, gpu_own ? "decode: GPU weights / GPU time" : "decode: GPU weights, step average",
+                       q->decode_gpu_bytes_per_second, l->d2d_bytes_per_second, "B/s", "GPU copy bandwidth");
     y += ratio_row(f, y, r->experts_q8 ? "prefill: routed experts (int8)" : "prefill: routed experts (bf16)",
                    q->prefill_expert_ops_per_second,
                    r->experts_q8 ? l->amx_int8_ops_per_second : l->amx_bf16_flops_per_second, "OPS",

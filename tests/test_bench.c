@@ -203,6 +203,8 @@ static void test_derived(const char *dir)
     CHECK(near(r.ratios.decode_cpu_bytes_per_second, per_token * 10 / 2.0, 1e-12));
     CHECK(near(r.ratios.decode_cpu_vs_read, per_token * 5 / 1e4, 1e-12));
     CHECK(!r.ratios.experts_estimated && r.ratios.decode_gpu_bytes_per_token == 0);
+    /* the CPU path: the step is the CPU's time */
+    CHECK(r.ratios.decode_cpu_seconds == 2.0 && !strcmp(r.ratios.decode_cpu_basis, MP_BENCH_BASIS_STEP));
     CHECK(near(r.ratios.prefill_vs_amx, r.runs[0].expert_ops_per_second / 1e13, 1e-12));
     CHECK(near(r.ratios.prefill_vs_amx_fed, r.runs[0].expert_ops_per_second / 4e12, 1e-12));
     CHECK(r.ratios.upload_vs_h2d == 0);
@@ -293,6 +295,148 @@ static void test_derived(const char *dir)
     free(r.file);
 }
 
+/* Hybrid: each side's decode bytes over its own recorded time, else over the
+ * step (and said so); the VRAM extrapolation swaps the container's GPU KV
+ * cache in the measured overhead for the real model's. */
+static void test_hybrid_derived(const char *dir)
+{
+    mp_bench_result r;
+    mp_layer_stats lp[2] = {0}, ld[2] = {0};
+    uint64_t lb[2][3] = {{0}}, eb[2] = {0};
+    fake_result(&r, lp, ld, lb, eb);
+    r.hybrid = true;
+    r.threads = 1;
+    /* decode, 10 tokens in 2 s: the CPU's routed experts 0.2 s; the GPU's
+     * parts 0.1 + 0.05 + lm_head 0.05 s, and 0.3 s waiting (not its own) */
+    ld[1].part[MP_PART_ROUTED_EXPERTS] = 0.2;
+    ld[0].part[MP_PART_GPU_DENSE] = 0.1;
+    ld[1].part[MP_PART_GPU_ATTENTION] = 0.05;
+    ld[1].part[MP_PART_GPU_IDLE] = 0.3;
+    ld[1].part[MP_PART_CPU_IDLE] = 0.25;
+    r.runs[0].decode.stats.head_seconds = 0.05;
+    r.limits.d2d_bytes_per_second = 1e6;
+    mp_bench_compute_ratios(&r);
+    const mp_bench_ratios *q = &r.ratios;
+    double gpu_per_token = 510 + 400 + 2 * 7168;
+    CHECK(near(q->decode_cpu_bytes_per_token, 8000, 1e-12) &&
+          near(q->decode_gpu_bytes_per_token, gpu_per_token, 1e-12));
+    CHECKF(near(q->decode_cpu_bytes_per_second, 8000 * 10 / 0.2, 1e-12), "%g", q->decode_cpu_bytes_per_second);
+    CHECK(near(q->decode_cpu_seconds, 0.2, 1e-12) && !strcmp(q->decode_cpu_basis, MP_BENCH_BASIS_ROUTED));
+    CHECK(near(q->decode_cpu_vs_read, 8000 * 10 / 0.2 / 1e4, 1e-12));
+    CHECKF(near(q->decode_gpu_bytes_per_second, gpu_per_token * 10 / 0.2, 1e-12), "%g", q->decode_gpu_bytes_per_second);
+    CHECK(near(q->decode_gpu_seconds, 0.2, 1e-12) && !strcmp(q->decode_gpu_basis, MP_BENCH_BASIS_GPU_PARTS));
+    CHECK(near(q->decode_gpu_vs_d2d, gpu_per_token * 10 / 0.2 / 1e6, 1e-12));
+    json_t *j = mp_bench_to_json(&r);
+    REQUIRE(j);
+    json_t *rq = json_object_get(j, "ratios");
+    CHECK(!strcmp(json_string_value(json_object_get(rq, "decode_cpu_time_basis")), "routed_experts"));
+    CHECK(!strcmp(json_string_value(json_object_get(rq, "decode_gpu_time_basis")), "gpu_parts"));
+    CHECK(near(json_real_value(json_object_get(rq, "decode_cpu_seconds")), 0.2, 1e-12));
+    json_decref(j);
+    const char *svg = mp_test_path(dir, "hybrid.svg");
+    mp_error err = {0};
+    REQUIRE(mp_bench_write_svg(&r, svg, &err) == MP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(mp_read_small_file(svg, 1 << 20, &text, &len, &err) == MP_OK);
+    CHECK(strstr(text, "CPU experts / expert time") && strstr(text, "GPU weights / GPU time"));
+    CHECK(strstr(text, "cpu (amx), 1 thread;") != NULL); /* not "1 threads" */
+    free(text);
+    /* nothing recorded per side: the whole step, labelled as such */
+    memset(ld, 0, sizeof ld);
+    ld[0].wall_seconds = 0.3;
+    ld[1].wall_seconds = 0.5;
+    ld[1].experts_run = 80;
+    r.runs[0].decode.stats.head_seconds = 0;
+    mp_bench_compute_ratios(&r);
+    CHECK(near(q->decode_cpu_bytes_per_second, 8000 * 10 / 2.0, 1e-12) &&
+          !strcmp(q->decode_cpu_basis, MP_BENCH_BASIS_STEP));
+    CHECK(near(q->decode_gpu_bytes_per_second, gpu_per_token * 10 / 2.0, 1e-12) &&
+          !strcmp(q->decode_gpu_basis, MP_BENCH_BASIS_STEP));
+    REQUIRE(mp_bench_write_svg(&r, svg, &err) == MP_OK);
+    REQUIRE(mp_read_small_file(svg, 1 << 20, &text, &len, &err) == MP_OK);
+    CHECK(strstr(text, "CPU experts, step average") && strstr(text, "GPU weights, step average"));
+    free(text);
+
+    /* VRAM: measured GPU memory = the container's GPU section (1000) + its KV
+     * cache (2 layers x 100 tokens x 576 x bf16) + 5000 of workspace */
+    const uint64_t kv_layer = 100ull * 576 * 2;
+    r.gpu_mem_measured = true;
+    r.gpu_model_bytes = 1000 + 2 * kv_layer + 5000;
+    mp_bench_opts o;
+    mp_bench_opts_default(&o);
+    mp_bench_extrapolate(&r, &o);
+    const mp_bench_extrap *e = &r.extrap;
+    REQUIRE(e->memory_available && e->layers == 61);
+    CHECK(e->gpu_overhead_bytes == 2 * kv_layer + 5000 && e->gpu_overhead_kv_bytes == 2 * kv_layer);
+    CHECK(e->kv_gpu_bytes == 61 * kv_layer);
+    CHECKF(e->vram_hybrid == e->section_bytes[MP_SECTION_GPU] + 5000 + 61 * kv_layer, "%llu",
+           (unsigned long long)e->vram_hybrid);
+    /* not measured: the GPU section and the real model's KV cache */
+    r.gpu_mem_measured = false;
+    mp_bench_extrapolate(&r, &o);
+    CHECK(e->gpu_overhead_bytes == 0 && e->vram_hybrid == e->section_bytes[MP_SECTION_GPU] + 61 * kv_layer);
+    free(r.file);
+}
+
+/* No routed expert at all: nothing was estimated (the report claims no top-k). */
+static void test_dense_only_ratios(void)
+{
+    mp_bench_result r;
+    mp_layer_stats lp[2] = {0}, ld[2] = {0};
+    uint64_t lb[2][3] = {{0}}, eb[2] = {0};
+    fake_result(&r, lp, ld, lb, eb);
+    ld[1].experts_run = 0;
+    mp_bench_compute_ratios(&r); /* a MoE layer that recorded no experts: top_k assumed */
+    CHECK(r.ratios.experts_estimated);
+    r.desc.first_k_dense_replace = 2; /* both layers dense */
+    eb[1] = 0;
+    mp_bench_compute_ratios(&r);
+    CHECK(!r.ratios.experts_estimated);
+    free(r.file);
+}
+
+/* --real-dense against the real layer count: the flag's, the known width's,
+ * else the container's; the kept repetition of an even count. */
+static void test_real_counts_and_median(void)
+{
+    mp_model_desc d;
+    memset(&d, 0, sizeof d);
+    d.hidden_size = 256; /* no known width */
+    d.num_hidden_layers = 3;
+    d.first_k_dense_replace = 1;
+    d.moe_layer_freq = 1;
+    d.n_routed_experts = 8;
+    mp_bench_opts o;
+    mp_bench_opts_default(&o);
+    uint32_t layers, dense, experts;
+    mp_error err = {0};
+    REQUIRE(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_OK);
+    CHECK(layers == 3 && dense == 1 && experts == 8);
+    o.real_dense = 3;
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_OK && dense == 3);
+    o.real_dense = 5;
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_ERR_USAGE);
+    CHECKF(strstr(err.msg, "--real-dense 5") && strstr(err.msg, "3 layers") && strstr(err.msg, "--real-layers"), "%s",
+           err.msg);
+    o.real_layers = 6;
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_OK && layers == 6 && dense == 5);
+    d.hidden_size = 7168; /* V3 width: 61 layers */
+    o.real_layers = -1;
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_OK && layers == 61 && dense == 5);
+    o.real_dense = 62;
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_ERR_USAGE);
+    o.real_dense = -1;
+    o.real_layers = 2; /* the width's 3 dense, held to 2 layers */
+    CHECK(mp_bench_real_counts(&d, &o, &layers, &dense, &experts, &err) == MP_OK && layers == 2 && dense == 2);
+
+    const double two[2] = {2.0, 1.0}, three[3] = {3.0, 1.0, 2.0}, four[4] = {4.0, 1.0, 3.0, 2.0};
+    CHECK(mp_bench_median_index(two, 2) == 1);   /* the faster of two */
+    CHECK(mp_bench_median_index(three, 3) == 2); /* the median */
+    CHECK(mp_bench_median_index(four, 4) == 3);  /* the lower of the middle two (2.0) */
+    CHECK(mp_bench_median_index(two, 1) == 0);
+}
+
 static void test_probes(void)
 {
     mp_error err = {0};
@@ -323,6 +467,9 @@ int main(void)
     make_model(dir, path, sizeof path);
     test_session_stats(path);
     test_derived(dir);
+    test_hybrid_derived(dir);
+    test_dense_only_ratios();
+    test_real_counts_and_median();
     test_probes();
     return mp_test_finish();
 }

@@ -10,8 +10,18 @@ X="$T/tiny.moepack"
 "$MP" synth --like tiny -q -o "$T/src" && ok || fail "synth tiny"
 "$MP" convert "$T/src" -o "$X" --quiet && ok || fail "convert tiny"
 
-# a small read-bandwidth buffer: the limits are measured, quickly
-expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 16,32 --gen 4 --threads 2 --json --probe-mb 32 -q --svg "$T/r.svg" \
+# --probe-mb out of range: refused before anything is measured (no progress line), the lower bound named
+expect_exit 1 "$MP" bench "$X" --cpu-only --prompt 8 --gen 1 --probe-mb 1
+expect_in "$err" "--probe-mb 1 is below [0-9]+ MiB \(4 x the last-level cache"
+if printf '%s' "$err" | grep -q "bench: loading"; then fail "--probe-mb 1 refused only after loading"; else ok; fi
+PROBE_MB=$(printf '%s' "$err" | sed -n 's/.*is below \([0-9]*\) MiB.*/\1/p')
+[ -n "$PROBE_MB" ] && ok || { fail "no lower bound in: $err"; PROBE_MB=1024; }
+expect_exit 1 "$MP" bench "$X" --cpu-only --prompt 8 --gen 1 --probe-mb 1048576
+expect_in "$err" "--probe-mb 1048576 is above [0-9]+ MiB, half of this machine's memory"
+if printf '%s' "$err" | grep -q "bench: loading"; then fail "--probe-mb 1048576 refused only after loading"; else ok; fi
+
+# the smallest read-bandwidth buffer allowed: the limits are measured, quickly
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 16,32 --gen 4 --threads 2 --json --probe-mb "$PROBE_MB" -q --svg "$T/r.svg" \
     --real-layers 10 --real-dense 2 --real-experts 64
 printf '%s' "$out" > "$T/r.json"
 expect_in "$out" '"bench_version": 1'
@@ -77,6 +87,9 @@ q = r["ratios"]
 check(abs(q["decode_cpu_bytes_per_token"] - (rest + ex)) <= 1e-6 * (rest + ex), "decode bytes per token")
 check(abs(q["decode_cpu_bytes_per_second"] - (rest + ex) * T / dec["seconds"]) <= 1e-4 * q["decode_cpu_bytes_per_second"],
       "decode bytes per second")
+# the CPU path: the bytes over the whole decode step, which is the CPU's time
+check(q["decode_cpu_time_basis"] == "decode_step" and q["decode_gpu_time_basis"] is None, "decode time basis")
+check(abs(q["decode_cpu_seconds"] - dec["seconds"]) <= 1e-9 * dec["seconds"], "decode_cpu_seconds")
 check(abs(q["decode_cpu_vs_read_bandwidth"] - q["decode_cpu_bytes_per_second"] / lim["read_bytes_per_second"]) < 1e-4 * q["decode_cpu_vs_read_bandwidth"],
       "decode vs read")
 if lim["amx_int8_ops_per_second"]:
@@ -113,6 +126,10 @@ for s in ("host", "gpu", "cpu"):
     want = per["G"][s] + 2 * per["D"][s] + 8 * per["M"][s] + (8 * per["X"] * 64 / E if s == "cpu" else 0)
     check(abs(mem["section_bytes"][s] - want) <= 8, "section %s bytes %d vs %d" % (s, mem["section_bytes"][s], want))
 check(mem["ram_cpu_only_bytes"] == sum(mem["section_bytes"].values()) + mem["kv_cpu_bytes"], "RAM cpu-only")
+# the GPU cache is bf16 where the CPU's is f32, at the same real layer count; no GPU ran: no overhead
+check(mem["kv_gpu_bytes"] * 2 == mem["kv_cpu_bytes"] and mem["kv_cpu_bytes"] > 0, "GPU KV cache bytes")
+check(mem["gpu_overhead_bytes"] is None and mem["vram_hybrid_bytes"] == mem["section_bytes"]["gpu"] + mem["kv_gpu_bytes"],
+      "VRAM hybrid without a measured overhead")
 # the SVG parses as XML, is an <svg> and holds the charts' bars and labels
 doc = xml.dom.minidom.parse(sys.argv[2])
 svg = doc.documentElement
@@ -133,7 +150,7 @@ fi
 
 # bf16 experts: their prefill against the AMX bf16 peak (text report, limits measured)
 "$MP" convert "$T/src" -o "$T/bf16.moepack" --cpu-quant bf16 --quiet && ok || fail "convert tiny, bf16 experts"
-expect_exit 0 "$MP" bench "$T/bf16.moepack" --cpu-only --prompt 16 --gen 1 --threads 2 --probe-mb 32 -q
+expect_exit 0 "$MP" bench "$T/bf16.moepack" --cpu-only --prompt 16 --gen 1 --threads 2 --probe-mb "$PROBE_MB" -q
 if grep -q '"amx_int8_ops_per_second": null' "$T/r.json"; then
     expect_in "$out" "AMX peaks: no AMX here"
 else
@@ -156,6 +173,13 @@ expect_in "$(cat "$T/j.json")" '"bench_version": 1'
 expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 0 --no-limits --json -q
 expect_in "$out" '"limits": null'
 expect_in "$out" '"decode": null'
+# --gen 0 in the text report: the decode is said to be unmeasured, not given as 0.00 MB at 0.00 GB/s
+expect_exit 0 "$MP" bench "$X" --prompt 8 --gen 0 --no-limits -q
+expect_in "$out" "decode: not measured \(--gen 0\)"
+if printf '%s' "$out" | grep -q "read by the CPU"; then fail "--gen 0: a decode figure printed"; else ok; fi
+# --repeat 2: which run is kept is said
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 8 --gen 1 --no-limits -q --repeat 2
+expect_in "$out" "speed \(lower median of 2 runs: the faster of the middle two\)"
 # --batch: the steps of the prompt (the context caps it: 16 prompt + 2 generated tokens)
 expect_exit 0 "$MP" bench "$X" --prompt 16 --gen 2 --no-limits -q --batch 5
 expect_in "$out" "prompts in steps of up to 5 tokens"
@@ -173,6 +197,12 @@ expect_exit 1 "$MP" bench "$X" --gen -1
 expect_exit 1 "$MP" bench "$X" --repeat 0
 expect_exit 1 "$MP" bench "$X" --threads 0
 expect_exit 1 "$MP" bench "$X" --real-layers 4 --real-dense 5
+# without --real-layers: against the container's 3 layers (tiny's width is no known model's), before any run
+expect_exit 1 "$MP" bench "$X" --cpu-only --prompt 8 --gen 1 --no-limits --real-dense 5
+expect_in "$err" "tiny.moepack: --real-dense 5 is more than the 3 layers of the real model \(the container's"
+if printf '%s' "$err" | grep -q "prefill"; then fail "--real-dense 5 refused only after a run"; else ok; fi
+expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 8 --gen 1 --no-limits -q --real-dense 3
+expect_in "$out" "real size: 3 layers \(3 dense\)"
 expect_exit 1 "$MP" bench "$X" --frobnicate
 expect_in "$err" "unknown option '--frobnicate'"
 expect_exit 1 "$MP" bench "$X" --batch 0
@@ -188,11 +218,13 @@ expect_in "$err" "r.svg"
 expect_exit 0 "$MP" bench "$X" --cpu-only --prompt 8 --gen 2 --threads 1 --no-limits -q
 expect_in "$out" 'backend cpu \([a-z0-9]+\), 1 thread,'
 expect_in "$out" 'decode: [0-9.]+ MB of weights per token'
-expect_in "$out" 'VRAM = gpu = [0-9.]+ MB, plus the GPU.s own overhead \(not measured'
+expect_in "$out" 'VRAM = gpu \+ KV\(bf16, 3 layers x 10 tokens: [0-9.]+ MB\) = [0-9.]+ MB, plus the GPU.s own overhead \(not measured'
 if printf '%s' "$out" | grep -q '0\.00 GB'; then fail "0.00 GB in the report"; else ok; fi
 # a model whose only layer is dense: no expert type claimed, "1 layer"
 "$MP" synth --like tiny -q -o "$T/dense" --layers 1 --dense 1 && "$MP" convert "$T/dense" -o "$T/dense.moepack" --quiet \
     && ok || fail "synth/convert a dense-only model"
 expect_exit 0 "$MP" bench "$T/dense.moepack" --cpu-only --prompt 8 --gen 2 --threads 1 --no-limits -q
 expect_in "$out" 'hidden [0-9]+, 1 layer, all dense \(no MoE layer\)'
+expect_in "$out" 'decode: [0-9.]+ [KM]B of weights per token read by the CPU, '
+if printf '%s' "$out" | grep -q "top-k experts assumed"; then fail "all-dense model: top-k experts assumed"; else ok; fi
 finish
