@@ -25,6 +25,11 @@ int mp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  * the ch that getopt_long returned ('?' or ':') and returns 1. */
 int mp_cli_getopt_error(const char *cmd, int ch, char **argv);
 
+/* Installs handler for SIGINT, SIGTERM and SIGHUP with every signal blocked while it runs and the
+ * given sa_flags, leaving a signal that whoever started us ignored (nohup, a background job)
+ * ignored. */
+void mp_cli_on_stop_signals(void (*handler)(int), int sa_flags);
+
 /* Strict number parsing for flag values: the whole string must be a number
  * within [min, max]; otherwise a usage error naming the flag is printed and
  * false returned. */

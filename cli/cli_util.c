@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,4 +88,21 @@ int mp_cli_getopt_error(const char *cmd, int ch, char **argv)
     if (optopt > 0 && optopt < 256 && strncmp(word, "--", 2) != 0)
         return mp_cli_usage_error(cmd, "unknown option '-%c'", optopt);
     return mp_cli_usage_error(cmd, "unknown option '%s'", word);
+}
+
+void mp_cli_on_stop_signals(void (*handler)(int), int sa_flags)
+{
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction old;
+        /* a signal ignored by whoever started us (nohup, a script's background job) stays ignored */
+        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = handler;
+        sigfillset(&sa.sa_mask); /* one handler at a time, even when several of these signals come at once */
+        sa.sa_flags = sa_flags;
+        sigaction(signals[i], &sa, NULL);
+    }
 }

@@ -120,18 +120,7 @@ static void say_on_interrupt(int argc, char **argv, const char *out, bool resume
              "%smoepack: convert interrupted before it wrote anything of %s\n", nl, out);
     snprintf(interrupted_line[MP_CONVERT_FINISHED], cap, "%smoepack: convert interrupted after %s was complete\n", nl,
              out);
-    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
-        struct sigaction old;
-        /* a signal ignored by whoever started us (nohup, a script's background job) stays ignored */
-        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-            continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = say_interrupted_and_stop;
-        sigfillset(&sa.sa_mask); /* one line, even when several of these signals come at once */
-        sigaction(signals[i], &sa, NULL);
-    }
+    mp_cli_on_stop_signals(say_interrupted_and_stop, 0);
 }
 
 static void print_summary(const char *src, const char *out, const mp_convert_opts *o, const mp_convert_summary *s)

@@ -165,19 +165,7 @@ static void stop_on_interrupt(const char *out_dir)
 {
     snprintf(killed_line, sizeof killed_line,
              "\nmoepack: synth killed before it could clean up: %s holds an incomplete checkpoint\n", out_dir);
-    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
-        struct sigaction old;
-        /* a signal ignored by whoever started us (nohup, a script's background job) stays ignored */
-        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-            continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = stop_on_signal;
-        sigfillset(&sa.sa_mask);
-        sa.sa_flags = SA_RESTART; /* the run goes on to its next poll: no EINTR from its file calls */
-        sigaction(signals[i], &sa, NULL);
-    }
+    mp_cli_on_stop_signals(stop_on_signal, SA_RESTART); /* the run goes on to its next poll: no EINTR */
 }
 
 /* The options that take a value, for telling a missing value from an unknown option. */
