@@ -587,6 +587,18 @@ int32_t mp_vnni_peak_loop(uint64_t iters)
     return _mm512_reduce_add_epi32(s);
 }
 
+/* The lanes' sum, wrapping: _mm512_reduce_add_epi64 adds them as signed
+ * long long, which overflows (undefined) on the large sums a read probe's
+ * arbitrary bytes make. */
+static uint64_t sum_u64_lanes(__m512i v)
+{
+    uint64_t lane[8], s = 0;
+    _mm512_storeu_si512(lane, v);
+    for (int i = 0; i < 8; i++)
+        s += lane[i];
+    return s;
+}
+
 uint64_t mp_read_probe_avx512(const void *p, size_t bytes)
 {
     const uint8_t *b = p;
@@ -599,7 +611,7 @@ uint64_t mp_read_probe_avx512(const void *p, size_t bytes)
             s[i] = _mm512_add_epi64(s[i], _mm512_load_si512(b + off + 64 * i));
     for (int i = 1; i < 8; i++)
         s[0] = _mm512_add_epi64(s[0], s[i]);
-    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
+    return sum_u64_lanes(s[0]);
 }
 
 uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes)
@@ -623,7 +635,7 @@ uint64_t mp_read_probe_streams_avx512(const void *p, size_t bytes)
     }
     for (int i = 1; i < 8; i++)
         s[0] = _mm512_add_epi64(s[0], s[i]);
-    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
+    return sum_u64_lanes(s[0]);
 }
 
 void mp_kern_fill_avx512(mp_cpu_kernels *t)
