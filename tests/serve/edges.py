@@ -17,20 +17,12 @@ import time
 import urllib.error
 import urllib.request
 
+import check_tally
+from check_tally import check
 from serve_process import ServeProcess
 
 MP, MODEL, SCRATCH = sys.argv[1:4]
 KEY = "edge-key"
-checks = fails = 0
-
-
-def check(cond, what):
-    global checks, fails
-    checks += 1
-    if not cond:
-        fails += 1
-        print("FAIL: " + what, file=sys.stderr)
-    return cond
 
 
 class Server(ServeProcess):
@@ -293,11 +285,7 @@ def main():
     finally:
         check(s.stop() == 0, "server exit after SIGTERM")
     test_queued_at_shutdown()
-    if fails:
-        print("%d of %d checks failed" % (fails, checks))
-        return 1
-    print("all %d checks passed" % checks)
-    return 0
+    return check_tally.summary()
 
 
 if __name__ == "__main__":

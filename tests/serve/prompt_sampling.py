@@ -29,20 +29,12 @@ import sys
 import urllib.error
 import urllib.request
 
+import check_tally
+from check_tally import check
 from serve_process import ServeProcess
 
 MP, MODEL, REF, SCRATCH = sys.argv[1:5]
 HF_GREEDY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "hf_generate_greedy.json")
-checks = fails = 0
-
-
-def check(cond, what):
-    global checks, fails
-    checks += 1
-    if not cond:
-        fails += 1
-        print("FAIL: " + what, file=sys.stderr)
-    return cond
 
 
 def read_reference(path):
@@ -304,8 +296,7 @@ def main():
     finally:
         s.stop()
     test_ctx(prompts, ref)
-    print("%d checks, %d failed" % (checks, fails))
-    sys.exit(1 if fails else 0)
+    sys.exit(check_tally.summary())
 
 
 if __name__ == "__main__":
