@@ -30,6 +30,12 @@ static bool bad(mp_api_error *e, const char *param, const char *fmt, const char 
     return false;
 }
 
+static bool out_of_memory(mp_api_error *e)
+{
+    mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return false;
+}
+
 /* A JSON string of s. A message may quote what the client sent (a model id
  * from the URL) or be cut inside a character, so it need not be UTF-8; then
  * its non-ASCII bytes become '?' rather than the key being lost. */
@@ -184,10 +190,8 @@ static bool parse_logit_bias(json_t *root, mp_serve_req *req, mp_api_error *e)
     if (n == 0)
         return true;
     req->logit_bias = calloc(n, sizeof *req->logit_bias);
-    if (!req->logit_bias) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        return false;
-    }
+    if (!req->logit_bias)
+        return out_of_memory(e);
     const char *key;
     json_t *v;
     uint32_t i = 0;
@@ -229,10 +233,8 @@ static bool add_stop(mp_serve_req *req, json_t *v, mp_api_error *e)
         return false;
     }
     req->stops[req->n_stops] = strdup(json_string_value(v));
-    if (!req->stops[req->n_stops]) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        return false;
-    }
+    if (!req->stops[req->n_stops])
+        return out_of_memory(e);
     req->n_stops++;
     return true;
 }
@@ -353,10 +355,8 @@ static bool message_text(json_t *c, size_t idx, bool null_ok, char **out, size_t
     } else {
         ok = bad(e, param, "'%s' must be a string or a list of text parts", param);
     }
-    if (ok && !mp_sbuf_add(&b, "", 0)) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        ok = false;
-    }
+    if (ok && !mp_sbuf_add(&b, "", 0))
+        ok = out_of_memory(e);
     if (!ok) {
         mp_sbuf_free(&b);
         return false;
@@ -421,10 +421,8 @@ static bool parse_messages(json_t *root, mp_serve_req *req, mp_api_error *e)
     if (json_array_size(msgs) > MP_SERVE_MAX_MESSAGES)
         return bad(e, "messages", "too many messages (%s)", "at most 4096");
     req->msgs = calloc(json_array_size(msgs), sizeof *req->msgs);
-    if (!req->msgs) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        return false;
-    }
+    if (!req->msgs)
+        return out_of_memory(e);
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m)
@@ -451,10 +449,8 @@ static bool parse_prompt_ids(json_t *list, mp_serve_req *req, mp_api_error *e)
     if (n == 0)
         return bad(e, "prompt", "'%s' must not be empty", "prompt");
     req->prompt_ids = malloc(n * sizeof *req->prompt_ids);
-    if (!req->prompt_ids) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        return false;
-    }
+    if (!req->prompt_ids)
+        return out_of_memory(e);
     size_t i;
     json_t *v;
     json_array_foreach(list, i, v)
@@ -486,10 +482,8 @@ static bool copy_prompt_text(json_t *p, mp_serve_req *req, mp_api_error *e)
 {
     req->prompt_len = json_string_length(p);
     req->prompt = malloc(req->prompt_len + 1);
-    if (!req->prompt) {
-        mp_api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        return false;
-    }
+    if (!req->prompt)
+        return out_of_memory(e);
     memcpy(req->prompt, json_string_value(p), req->prompt_len + 1);
     return true;
 }
