@@ -30,6 +30,10 @@ int mp_cli_getopt_error(const char *cmd, int ch, char **argv);
  * ignored. */
 void mp_cli_on_stop_signals(void (*handler)(int), int sa_flags);
 
+/* Writes n bytes to stderr with write(2) alone, so that a signal handler may call it (stdio is not
+ * async-signal-safe); gives up quietly when stderr fails. */
+void mp_cli_write_stderr_raw(const char *s, size_t n);
+
 /* Strict number parsing for flag values: the whole string must be a number
  * within [min, max]; otherwise a usage error naming the flag is printed and
  * false returned. */

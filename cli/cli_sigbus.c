@@ -20,17 +20,6 @@ static const char *what_happened =
     ": the file shrank or became unreadable while moepack was reading it (bus error); any partial output is kept "
     "as it would be after a kill\n";
 
-static void put(const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(2, s, n);
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
 static bool parse_hex(const char **p, const char *end, uintptr_t *v)
 {
     const char *s = *p;
@@ -97,9 +86,9 @@ static void on_sigbus(int sig, siginfo_t *info, void *ctx)
             const char *path;
             size_t len;
             if (line_holds(buf + start, buf + i, addr, &path, &len)) {
-                put("moepack: ", 9);
-                put(path, len);
-                put(what_happened, strlen(what_happened));
+                mp_cli_write_stderr_raw("moepack: ", 9);
+                mp_cli_write_stderr_raw(path, len);
+                mp_cli_write_stderr_raw(what_happened, strlen(what_happened));
                 named = true;
             }
             start = i + 1;
@@ -113,8 +102,8 @@ static void on_sigbus(int sig, siginfo_t *info, void *ctx)
         close(fd);
     if (!named) {
         static const char msg[] = "moepack: an input file";
-        put(msg, sizeof msg - 1);
-        put(what_happened, strlen(what_happened));
+        mp_cli_write_stderr_raw(msg, sizeof msg - 1);
+        mp_cli_write_stderr_raw(what_happened, strlen(what_happened));
     }
     _exit(MP_ERR_INPUT);
 }

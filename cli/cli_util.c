@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -104,5 +105,16 @@ void mp_cli_on_stop_signals(void (*handler)(int), int sa_flags)
         sigfillset(&sa.sa_mask); /* one handler at a time, even when several of these signals come at once */
         sa.sa_flags = sa_flags;
         sigaction(signals[i], &sa, NULL);
+    }
+}
+
+void mp_cli_write_stderr_raw(const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
     }
 }

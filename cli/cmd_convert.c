@@ -67,14 +67,7 @@ static void say_interrupted_and_stop(int sig)
     }
     interrupt_said = 1;
     const char *line = interrupted_line[convert_stage];
-    size_t len = strlen(line);
-    while (len > 0) {
-        ssize_t w = write(2, line, len);
-        if (w <= 0)
-            break;
-        line += w;
-        len -= (size_t)w;
-    }
+    mp_cli_write_stderr_raw(line, strlen(line));
     signal(sig, SIG_DFL);
     raise(sig);
 }

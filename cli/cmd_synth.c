@@ -145,15 +145,7 @@ static char killed_line[4096];
 static void stop_on_signal(int sig)
 {
     if (stop_signal) {
-        size_t len = strlen(killed_line);
-        const char *p = killed_line;
-        while (len > 0) {
-            ssize_t w = write(STDERR_FILENO, p, len);
-            if (w <= 0)
-                break;
-            p += w;
-            len -= (size_t)w;
-        }
+        mp_cli_write_stderr_raw(killed_line, strlen(killed_line));
         signal(sig, SIG_DFL);
         raise(sig);
         return;
