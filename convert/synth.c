@@ -300,6 +300,12 @@ static uint64_t job_bytes(const plan *p, const job *j)
     return t->scale >= 0 ? bytes + 4ull * p->t[t->scale].values.cols : bytes;
 }
 
+/* MP_ERR_INPUT "interrupted" once the caller has set *o->stop (a signal). */
+static int interrupted(const mp_synth_options *o, const char *where, mp_error *err)
+{
+    return o->stop && *o->stop ? mp_fail(err, MP_ERR_INPUT, where, NULL, "interrupted") : MP_OK;
+}
+
 static int write_shard(plan *p, const char *path, const size_t *members, size_t nmembers,
                        const float *normal, thread_buffers *bufs, int threads, _Atomic uint64_t *done, uint64_t total,
                        const mp_synth_options *o, uint64_t *file_bytes, mp_error *err)
@@ -347,8 +353,9 @@ static int write_shard(plan *p, const char *path, const size_t *members, size_t 
             if (stop)
                 continue;
             mp_error e = {0};
-            int jrc = o->stop && *o->stop ? mp_fail(&e, MP_ERR_INPUT, path, NULL, "interrupted")
-                                          : run_job(&run, &jobs[k], &bufs[omp_get_thread_num()], &e);
+            int jrc = interrupted(o, path, &e);
+            if (!jrc)
+                jrc = run_job(&run, &jobs[k], &bufs[omp_get_thread_num()], &e);
             if (jrc) {
 #pragma omp critical(synth_error)
                 {
@@ -461,11 +468,6 @@ static uint64_t disk_bytes_needed(const plan *p, uint64_t data_bytes, bool dry_r
     uint64_t text = (uint64_t)p->m.vocab * 128 + (256u << 10); /* tokenizer, its config, config.json */
     uint64_t headers = names + 128ull * p->n + 4352ull * p->nshards;
     return index + text + (dry_run ? 0 : data_bytes + headers);
-}
-
-static int interrupted(const mp_synth_options *o, const char *out_dir, mp_error *err)
-{
-    return o->stop && *o->stop ? mp_fail(err, MP_ERR_INPUT, out_dir, NULL, "interrupted") : MP_OK;
 }
 
 /* Writes the shards (the tensors in `order`, shard s being order[first[s] ..
